@@ -1,0 +1,585 @@
+//! Blobs on disk, manifests in redb, and a memory copy of both for the hit path.
+
+use dashmap::DashMap;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use zccache_core::{hex, CacheRoot, Hash};
+
+const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests");
+const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
+
+/// Results kept per key; older ones (other header versions) fall off.
+pub const MAX_ENTRIES_PER_KEY: usize = 16;
+
+/// A dependency and the digest its content had when the result was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepDigest {
+    /// As the compiler named it: relative paths resolve against the caller's cwd.
+    pub path: Vec<u8>,
+    pub hash: Hash,
+}
+
+/// A stored blob and the signature it must still have to be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub hash: Hash,
+    pub size: u64,
+}
+
+/// One output of a stored result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredOutput {
+    /// What the output is to the tool (`object`, `depfile`); the daemon maps it to a path.
+    pub role: String,
+    pub blob: BlobRef,
+}
+
+/// What one tool run produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResult {
+    pub outputs: Vec<StoredOutput>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// How long the tool ran, to report time saved by hits.
+    pub compile_ms: u64,
+}
+
+/// A result, valid while every dependency has its recorded digest and no `absent` path exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub deps: Vec<DepDigest>,
+    /// Paths that did not exist when the result was stored and would have changed it had they
+    /// existed (a header that would shadow one that was used).
+    pub absent: Vec<Vec<u8>>,
+    pub result: StoredResult,
+}
+
+/// The candidate results for one key, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub entries: Vec<ManifestEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct BlobMeta {
+    size: u64,
+    mtime_ns: i128,
+}
+
+/// How a blob reaches its requested path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Hardlink (copy if the link fails, e.g. across filesystems). A blob older than
+    /// `not_older_than_ns` is copied instead: its old mtime would make the output look older
+    /// than its inputs to make and ninja, which would then rebuild it every time.
+    Link { not_older_than_ns: i128 },
+    /// Always a fresh copy: for files that tools rewrite in place.
+    Copy,
+}
+
+/// The store could not do what was asked.
+#[derive(Debug)]
+pub enum StoreError {
+    Io { path: PathBuf, error: io::Error },
+    Index(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            StoreError::Index(why) => write!(f, "cache index: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn index_err(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Index(error.into().to_string())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |error| StoreError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// A blob could not be delivered; the caller treats the entry as a miss.
+#[derive(Debug)]
+pub enum DeliverError {
+    /// The blob is missing or was modified (e.g. written through a hardlink): it was evicted.
+    Corrupt(String),
+    /// Writing the requested output failed.
+    Io { path: PathBuf, error: io::Error },
+}
+
+impl fmt::Display for DeliverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeliverError::Corrupt(why) => write!(f, "cached blob unusable: {why}"),
+            DeliverError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for DeliverError {}
+
+/// The store of one cache root.
+pub struct Store {
+    artifacts: PathBuf,
+    tmp: PathBuf,
+    db: Database,
+    manifests: DashMap<Hash, Arc<Manifest>>,
+    blobs: DashMap<Hash, BlobMeta>,
+    blob_bytes: AtomicU64,
+    /// Mode for copied outputs: what the compiler would create under the daemon's umask.
+    output_mode: u32,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `root`. A corrupt index is moved aside and replaced
+    /// by an empty one; the reason is kept for `status`.
+    pub fn open(root: &CacheRoot, output_mode: u32) -> Result<Store, StoreError> {
+        let index = root.index_path();
+        let mut warnings = Vec::new();
+        let db = match Database::create(&index) {
+            Ok(db) => db,
+            Err(error) => {
+                let aside = index.with_extension(format!("redb.corrupt-{}", std::process::id()));
+                let message = format!(
+                    "cache index {} could not be opened ({error}); moved to {} and started empty",
+                    index.display(),
+                    aside.display()
+                );
+                tracing::warn!("{message}");
+                warnings.push(message);
+                fs::rename(&index, &aside).map_err(io_err(&index))?;
+                Database::create(&index).map_err(index_err)?
+            }
+        };
+        let store = Store {
+            artifacts: root.artifacts_dir(),
+            tmp: root.tmp_dir(),
+            db,
+            manifests: DashMap::new(),
+            blobs: DashMap::new(),
+            blob_bytes: AtomicU64::new(0),
+            output_mode,
+            warnings: Mutex::new(warnings),
+        };
+        store.load_blobs()?;
+        Ok(store)
+    }
+
+    fn load_blobs(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(index_err)?;
+        tx.open_table(MANIFESTS).map_err(index_err)?;
+        {
+            let table = tx.open_table(BLOBS).map_err(index_err)?;
+            for item in table.iter().map_err(index_err)? {
+                let (key, value) = item.map_err(index_err)?;
+                let (Ok(hash), Ok(meta)) = (
+                    <Hash>::try_from(key.value()),
+                    bincode::deserialize::<BlobMeta>(value.value()),
+                ) else {
+                    continue;
+                };
+                self.blob_bytes.fetch_add(meta.size, Ordering::Relaxed);
+                self.blobs.insert(hash, meta);
+            }
+        }
+        tx.commit().map_err(index_err)
+    }
+
+    /// Problems found while opening or using the store, for `status`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Number of blobs and their total size.
+    pub fn usage(&self) -> (u64, u64) {
+        (
+            self.blobs.len() as u64,
+            self.blob_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn blob_path(&self, hash: &Hash) -> PathBuf {
+        let name = hex(hash);
+        self.artifacts.join(&name[..2]).join(name)
+    }
+
+    /// The manifest stored for `key`, from memory when possible.
+    pub fn manifest(&self, key: &Hash) -> Result<Option<Arc<Manifest>>, StoreError> {
+        if let Some(found) = self.manifests.get(key) {
+            return Ok(Some(found.clone()));
+        }
+        let tx = self.db.begin_read().map_err(index_err)?;
+        let table = tx.open_table(MANIFESTS).map_err(index_err)?;
+        let Some(value) = table.get(key.as_slice()).map_err(index_err)? else {
+            return Ok(None);
+        };
+        match bincode::deserialize::<Manifest>(value.value()) {
+            Ok(manifest) => {
+                let manifest = Arc::new(manifest);
+                self.manifests.insert(*key, manifest.clone());
+                Ok(Some(manifest))
+            }
+            Err(error) => {
+                tracing::warn!("dropping undecodable manifest {}: {error}", hex(key));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Copies the file at `source` into the store.
+    pub fn put_file(&self, source: &Path) -> Result<BlobRef, StoreError> {
+        let mut file = File::open(source).map_err(io_err(source))?;
+        self.put_reader(&mut file, source)
+    }
+
+    /// Stores `data`.
+    pub fn put_bytes(&self, data: &[u8]) -> Result<BlobRef, StoreError> {
+        self.put_reader(&mut &data[..], Path::new("<memory>"))
+    }
+
+    fn put_reader(&self, reader: &mut dyn Read, origin: &Path) -> Result<BlobRef, StoreError> {
+        let mut staged = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&self.tmp)
+            .map_err(io_err(&self.tmp))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0u8; 128 * 1024];
+        let mut size = 0u64;
+        loop {
+            let read = reader.read(&mut buffer).map_err(io_err(origin))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            staged
+                .write_all(&buffer[..read])
+                .map_err(io_err(staged.path()))?;
+            size += read as u64;
+        }
+        let hash = *hasher.finalize().as_bytes();
+        let blob = BlobRef { hash, size };
+        let target = self.blob_path(&hash);
+        if self.blob_is_intact(&hash, &target) {
+            return Ok(blob);
+        }
+        fs::set_permissions(staged.path(), fs::Permissions::from_mode(0o444))
+            .map_err(io_err(staged.path()))?;
+        let dir = target.parent().unwrap_or(&self.artifacts);
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        staged.persist(&target).map_err(|e| StoreError::Io {
+            path: target.clone(),
+            error: e.error,
+        })?;
+        let meta = fs::metadata(&target).map_err(io_err(&target))?;
+        let record = BlobMeta {
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+        };
+        let tx = self.db.begin_write().map_err(index_err)?;
+        {
+            let mut table = tx.open_table(BLOBS).map_err(index_err)?;
+            let bytes =
+                bincode::serialize(&record).map_err(|e| StoreError::Index(e.to_string()))?;
+            table
+                .insert(hash.as_slice(), bytes.as_slice())
+                .map_err(index_err)?;
+        }
+        tx.commit().map_err(index_err)?;
+        if let Some(old) = self.blobs.insert(hash, record) {
+            self.blob_bytes.fetch_sub(old.size, Ordering::Relaxed);
+        }
+        self.blob_bytes.fetch_add(record.size, Ordering::Relaxed);
+        Ok(blob)
+    }
+
+    /// True when the blob file exists with the size and mtime recorded when it was stored.
+    fn blob_is_intact(&self, hash: &Hash, path: &Path) -> bool {
+        let Some(expected) = self.blobs.get(hash).map(|m| *m) else {
+            return false;
+        };
+        match fs::metadata(path) {
+            Ok(meta) => meta.len() == expected.size && mtime_ns(&meta) == expected.mtime_ns,
+            Err(_) => false,
+        }
+    }
+
+    /// Adds a result for `key`, replacing one with the same dependencies.
+    pub fn add_entry(&self, key: &Hash, entry: ManifestEntry) -> Result<(), StoreError> {
+        let mut manifest = self
+            .manifest(key)?
+            .map(|m| (*m).clone())
+            .unwrap_or_default();
+        manifest
+            .entries
+            .retain(|old| old.deps != entry.deps || old.absent != entry.absent);
+        manifest.entries.insert(0, entry);
+        manifest.entries.truncate(MAX_ENTRIES_PER_KEY);
+        let bytes = bincode::serialize(&manifest).map_err(|e| StoreError::Index(e.to_string()))?;
+        let tx = self.db.begin_write().map_err(index_err)?;
+        {
+            let mut table = tx.open_table(MANIFESTS).map_err(index_err)?;
+            table
+                .insert(key.as_slice(), bytes.as_slice())
+                .map_err(index_err)?;
+        }
+        tx.commit().map_err(index_err)?;
+        self.manifests.insert(*key, Arc::new(manifest));
+        Ok(())
+    }
+
+    /// Writes blob `blob` at `dest`, atomically replacing what is there. A blob that is missing
+    /// or no longer matches its recorded size and mtime is evicted, never served.
+    pub fn deliver(&self, blob: &BlobRef, dest: &Path, how: Delivery) -> Result<(), DeliverError> {
+        let source = self.blob_path(&blob.hash);
+        if !self.blob_is_intact(&blob.hash, &source) {
+            self.evict_blob(&blob.hash);
+            return Err(DeliverError::Corrupt(format!(
+                "{} is missing or was modified",
+                source.display()
+            )));
+        }
+        let dest_err = |error| DeliverError::Io {
+            path: dest.to_path_buf(),
+            error,
+        };
+        let link = match how {
+            Delivery::Link { not_older_than_ns } => self
+                .blobs
+                .get(&blob.hash)
+                .is_some_and(|meta| meta.mtime_ns >= not_older_than_ns),
+            Delivery::Copy => false,
+        };
+        if link {
+            match fs::hard_link(&source, dest) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if same_file(&source, dest) {
+                        return Ok(());
+                    }
+                    let staged = unique_sibling(dest);
+                    if fs::hard_link(&source, &staged).is_ok() {
+                        return fs::rename(&staged, dest).map_err(|e| {
+                            let _ = fs::remove_file(&staged);
+                            dest_err(e)
+                        });
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        self.copy_to(&source, dest).map_err(dest_err)
+    }
+
+    fn copy_to(&self, source: &Path, dest: &Path) -> io::Result<()> {
+        let dir = match dest.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut staged = tempfile::Builder::new()
+            .prefix(".zccache-")
+            .tempfile_in(dir)?;
+        io::copy(&mut File::open(source)?, &mut staged)?;
+        fs::set_permissions(staged.path(), fs::Permissions::from_mode(self.output_mode))?;
+        staged.persist(dest).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Removes a blob whose file can no longer be trusted.
+    fn evict_blob(&self, hash: &Hash) {
+        let path = self.blob_path(hash);
+        tracing::warn!("evicting damaged or missing blob {}", path.display());
+        let _ = fs::remove_file(&path);
+        if let Some((_, meta)) = self.blobs.remove(hash) {
+            self.blob_bytes.fetch_sub(meta.size, Ordering::Relaxed);
+        }
+        if let Ok(tx) = self.db.begin_write() {
+            if let Ok(mut table) = tx.open_table(BLOBS) {
+                let _ = table.remove(hash.as_slice());
+            }
+            let _ = tx.commit();
+        }
+    }
+
+    /// Empties the store: index, blobs and memory. Safe while requests run: a hit whose blob
+    /// vanishes becomes a miss.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(index_err)?;
+        tx.delete_table(MANIFESTS).map_err(index_err)?;
+        tx.delete_table(BLOBS).map_err(index_err)?;
+        tx.open_table(MANIFESTS).map_err(index_err)?;
+        tx.open_table(BLOBS).map_err(index_err)?;
+        tx.commit().map_err(index_err)?;
+        self.manifests.clear();
+        self.blobs.clear();
+        self.blob_bytes.store(0, Ordering::Relaxed);
+        if let Ok(dirs) = fs::read_dir(&self.artifacts) {
+            for dir in dirs.flatten() {
+                let _ = fs::remove_dir_all(dir.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i128 {
+    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// A name beside `dest` that nothing else uses, for a link that is then renamed over `dest`.
+fn unique_sibling(dest: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.zccache-{}-{n}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINK: Delivery = Delivery::Link {
+        not_older_than_ns: 0,
+    };
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = CacheRoot::new(dir.path().join("cache"));
+        root.ensure().unwrap();
+        let store = Store::open(&root, 0o644).unwrap();
+        (dir, store)
+    }
+
+    fn entry(blob: BlobRef) -> ManifestEntry {
+        ManifestEntry {
+            deps: vec![DepDigest {
+                path: b"a.h".to_vec(),
+                hash: [1; 32],
+            }],
+            absent: vec![],
+            result: StoredResult {
+                outputs: vec![StoredOutput {
+                    role: "object".into(),
+                    blob,
+                }],
+                stdout: vec![],
+                stderr: b"warning".to_vec(),
+                compile_ms: 5,
+            },
+        }
+    }
+
+    #[test]
+    fn blobs_are_content_addressed_read_only_and_deliverable() {
+        let (dir, store) = store();
+        let blob = store.put_bytes(b"object code").unwrap();
+        assert_eq!(blob.hash, *blake3::hash(b"object code").as_bytes());
+        let path = store.blob_path(&blob.hash);
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o444);
+        let out = dir.path().join("a.o");
+        store.deliver(&blob, &out, LINK).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"object code");
+        // Delivering again over an existing (different) file replaces it.
+        let other = dir.path().join("b.o");
+        fs::write(&other, b"stale").unwrap();
+        store.deliver(&blob, &other, Delivery::Copy).unwrap();
+        assert_eq!(fs::read(&other).unwrap(), b"object code");
+        assert_eq!(fs::metadata(&other).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(store.usage(), (1, 11));
+    }
+
+    #[test]
+    fn modified_blob_is_evicted_not_served() {
+        let (dir, store) = store();
+        let blob = store.put_bytes(b"object code").unwrap();
+        let out = dir.path().join("a.o");
+        store.deliver(&blob, &out, LINK).unwrap();
+        // Someone appends to the output in place, through the hardlink.
+        let mut perms = fs::metadata(&out).unwrap().permissions();
+        perms.set_mode(0o644);
+        fs::set_permissions(&out, perms).unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&out)
+            .unwrap()
+            .write_all(b"!")
+            .unwrap();
+        let again = dir.path().join("again.o");
+        assert!(matches!(
+            store.deliver(&blob, &again, LINK),
+            Err(DeliverError::Corrupt(_))
+        ));
+        assert!(!again.exists());
+        assert_eq!(store.usage(), (0, 0));
+    }
+
+    #[test]
+    fn manifests_survive_reopen_and_replace_same_deps() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = CacheRoot::new(dir.path().join("cache"));
+        root.ensure().unwrap();
+        let key = [7u8; 32];
+        {
+            let store = Store::open(&root, 0o644).unwrap();
+            let blob = store.put_bytes(b"x").unwrap();
+            store.add_entry(&key, entry(blob)).unwrap();
+            store.add_entry(&key, entry(blob)).unwrap();
+        }
+        let store = Store::open(&root, 0o644).unwrap();
+        let manifest = store.manifest(&key).unwrap().unwrap();
+        assert_eq!(manifest.entries.len(), 1);
+        assert_eq!(manifest.entries[0].result.stderr, b"warning");
+        assert_eq!(store.usage().0, 1);
+    }
+
+    #[test]
+    fn corrupt_index_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = CacheRoot::new(dir.path().join("cache"));
+        root.ensure().unwrap();
+        fs::write(
+            root.index_path(),
+            b"this is not a redb file at all, not even close",
+        )
+        .unwrap();
+        let store = Store::open(&root, 0o644).unwrap();
+        assert_eq!(store.warnings().len(), 1);
+        assert!(store.manifest(&[0; 32]).unwrap().is_none());
+    }
+
+    #[test]
+    fn clear_empties_everything() {
+        let (_dir, store) = store();
+        let blob = store.put_bytes(b"x").unwrap();
+        store.add_entry(&[1; 32], entry(blob)).unwrap();
+        store.clear().unwrap();
+        assert!(store.manifest(&[1; 32]).unwrap().is_none());
+        assert_eq!(store.usage(), (0, 0));
+        assert!(!store.blob_path(&blob.hash).exists());
+    }
+}

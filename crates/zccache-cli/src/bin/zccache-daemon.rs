@@ -1,0 +1,50 @@
+//! The zccache daemon executable. Started by the `zccache` client on first use; see
+//! `zccache-daemon` (the crate) for what it does.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use zccache_daemon::{run, DaemonOptions};
+
+fn main() {
+    let mut cache_dir: Option<PathBuf> = None;
+    let mut idle_timeout: Option<Option<Duration>> = None;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--cache-dir") => cache_dir = args.next().map(PathBuf::from),
+            Some("--idle-timeout") => {
+                let text = args.next().unwrap_or_default();
+                match zccache_core::parse_duration(&text.to_string_lossy()) {
+                    Some(d) => idle_timeout = Some((!d.is_zero()).then_some(d)),
+                    None => usage(&format!("bad --idle-timeout {text:?}")),
+                }
+            }
+            Some("--version" | "-V") => {
+                println!("zccache-daemon {}", zccache_core::VERSION);
+                return;
+            }
+            _ => usage(&format!("unexpected argument {arg:?}")),
+        }
+    }
+    // The environment is only a fallback for what the command line says.
+    let config = zccache_core::Config::from_process();
+    let cache_dir = match (cache_dir, &config) {
+        (Some(dir), _) => dir,
+        (None, Ok(config)) => config.cache_dir.clone(),
+        (None, Err(e)) => usage(&e.to_string()),
+    };
+    let idle_timeout = idle_timeout.unwrap_or(match &config {
+        Ok(config) => config.idle_timeout,
+        Err(_) => Some(zccache_core::DEFAULT_IDLE_TIMEOUT),
+    });
+    std::process::exit(run(DaemonOptions {
+        cache_dir,
+        idle_timeout,
+    }));
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("zccache-daemon: {problem}");
+    eprintln!("usage: zccache-daemon [--cache-dir DIR] [--idle-timeout SECONDS]");
+    std::process::exit(2);
+}

@@ -1,0 +1,126 @@
+//! Reaching the daemon: connect, or start it and connect.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use zccache_core::{CacheRoot, Config};
+use zccache_ipc::Connection;
+use zccache_protocol::PROTOCOL_VERSION;
+
+/// How long a client waits for a daemon it started before compiling by itself.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where this configuration's daemon listens.
+pub struct Endpoint {
+    pub root: CacheRoot,
+    pub socket: PathBuf,
+    idle_timeout: Option<Duration>,
+}
+
+impl Endpoint {
+    pub fn new(config: &Config) -> Endpoint {
+        let root = CacheRoot::new(&config.cache_dir);
+        let socket = root.socket_path(PROTOCOL_VERSION);
+        Endpoint {
+            root,
+            socket,
+            idle_timeout: config.idle_timeout,
+        }
+    }
+
+    /// Connects to a running daemon.
+    pub fn connect(&self) -> io::Result<Connection> {
+        Connection::connect(&self.socket)
+    }
+
+    /// Connects, starting the daemon first if none is running. Concurrent clients serialize on
+    /// a spawn lock so that one of them starts it and the others wait for it.
+    pub fn connect_or_start(&self) -> io::Result<Connection> {
+        if let Ok(connection) = self.connect() {
+            return Ok(connection);
+        }
+        self.root
+            .ensure()
+            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(self.root.path().join("spawn.lock"))?;
+        // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        if let Ok(connection) = self.connect() {
+            return Ok(connection);
+        }
+        spawn_daemon(&self.root, self.idle_timeout)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.connect() {
+                Ok(connection) => return Ok(connection),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// Starts `zccache-daemon` detached: its own session, stdio on /dev/null, no inherited
+/// descriptors (a build tool waiting on a pipe must not wait for the daemon).
+fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<()> {
+    let exe = daemon_executable();
+    let idle = idle_timeout.map(|d| d.as_secs().max(1)).unwrap_or(0);
+    let mut command = Command::new(&exe);
+    command
+        .arg("--cache-dir")
+        .arg(root.path())
+        .arg("--idle-timeout")
+        .arg(idle.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .current_dir("/");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", exe.display())))?;
+    // Reap it if it exits at once (another daemon won the lock), without blocking.
+    let _ = child.try_wait();
+    Ok(())
+}
+
+/// `zccache-daemon` beside this executable, else on PATH.
+fn daemon_executable() -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        let exe = exe.canonicalize().unwrap_or(exe);
+        let sibling = exe.with_file_name("zccache-daemon");
+        if sibling.is_file() {
+            return sibling;
+        }
+    }
+    PathBuf::from("zccache-daemon")
+}
+
+/// True when `path` is an executable regular file.
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}

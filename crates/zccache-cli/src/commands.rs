@@ -1,0 +1,299 @@
+//! Subcommands: `start`, `stop`, `status`, `clear`, `--version`.
+
+use crate::client::Endpoint;
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+use zccache_core::Config;
+use zccache_protocol::{Request, Response, StatusReport};
+
+/// Words that select a subcommand rather than a compiler.
+pub fn is_command(word: &str) -> bool {
+    word.starts_with('-') || matches!(word, "start" | "stop" | "status" | "clear" | "help")
+}
+
+#[derive(Parser)]
+#[command(
+    name = "zccache",
+    version,
+    about = "A local-first compiler cache. Use as `zccache <compiler> args…`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the daemon for this cache root (it also starts on first use).
+    Start,
+    /// Stop the daemon.
+    Stop,
+    /// Show daemon and cache statistics.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every cached entry.
+    Clear,
+}
+
+pub fn main(args: &[OsString]) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let config = match Config::from_process() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("zccache: {e}");
+            return 2;
+        }
+    };
+    let endpoint = Endpoint::new(&config);
+    match cli.command {
+        None => {
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            println!();
+            0
+        }
+        Some(Cmd::Start) => start(&endpoint),
+        Some(Cmd::Stop) => stop(&endpoint),
+        Some(Cmd::Status { json }) => status(&endpoint, json),
+        Some(Cmd::Clear) => clear(&endpoint),
+    }
+}
+
+fn request(endpoint: &Endpoint, start: bool, request: &Request) -> Result<Response, String> {
+    let connection = if start {
+        endpoint.connect_or_start()
+    } else {
+        endpoint.connect()
+    };
+    let mut connection = connection.map_err(|e| e.to_string())?;
+    connection
+        .set_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    connection.call(request).map_err(|e| e.to_string())
+}
+
+fn start(endpoint: &Endpoint) -> i32 {
+    match request(endpoint, true, &Request::Ping) {
+        Ok(Response::Pong { version, pid }) => {
+            println!(
+                "zccache daemon {version} running (pid {pid}), cache root {}",
+                endpoint.root.path().display()
+            );
+            0
+        }
+        Ok(other) => {
+            eprintln!("zccache: unexpected reply {other:?}");
+            1
+        }
+        Err(e) => {
+            eprintln!("zccache: cannot start the daemon: {e}");
+            1
+        }
+    }
+}
+
+fn stop(endpoint: &Endpoint) -> i32 {
+    match request(endpoint, false, &Request::Shutdown) {
+        Ok(_) => {
+            // Wait until it no longer answers, so a following `start` gets a new one.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while endpoint.socket.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            println!("zccache daemon stopped");
+            0
+        }
+        Err(_) => {
+            println!("zccache daemon is not running");
+            0
+        }
+    }
+}
+
+fn clear(endpoint: &Endpoint) -> i32 {
+    match request(endpoint, true, &Request::Clear) {
+        Ok(Response::Done) => {
+            println!("cache cleared: {}", endpoint.root.path().display());
+            0
+        }
+        Ok(other) => {
+            eprintln!("zccache: clear failed: {other:?}");
+            1
+        }
+        Err(e) => {
+            eprintln!("zccache: clear failed: {e}");
+            1
+        }
+    }
+}
+
+fn status(endpoint: &Endpoint, json: bool) -> i32 {
+    let report = match request(endpoint, false, &Request::Status) {
+        Ok(Response::Status(report)) => report,
+        Ok(other) => {
+            eprintln!("zccache: unexpected reply {other:?}");
+            return 1;
+        }
+        Err(_) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "running": false,
+                        "cache_root": endpoint.root.path().display().to_string(),
+                    })
+                );
+            } else {
+                println!(
+                    "zccache daemon is not running (cache root {})",
+                    endpoint.root.path().display()
+                );
+            }
+            return 0;
+        }
+    };
+    if json {
+        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("running".into(), true.into());
+            map.insert("hit_rate".into(), report.hit_rate().into());
+        }
+        println!("{value}");
+    } else {
+        print!("{}", render_status(&report));
+    }
+    0
+}
+
+/// The human-readable status table.
+fn render_status(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, label: &str, value: String| {
+        out.push_str(&format!("{label:<22}{value}\n"));
+    };
+    line(
+        &mut out,
+        "zccache daemon",
+        format!("{} (pid {})", r.version, r.pid),
+    );
+    line(&mut out, "uptime", human_duration(r.uptime_secs));
+    line(&mut out, "cache root", r.cache_root.clone());
+    line(&mut out, "hits", r.hits.to_string());
+    line(&mut out, "misses", r.misses.to_string());
+    line(&mut out, "hit rate", format!("{:.1} %", r.hit_rate()));
+    line(
+        &mut out,
+        "time saved",
+        format!("{:.1} s", r.time_saved_ms as f64 / 1000.0),
+    );
+    line(&mut out, "errors", r.errors.to_string());
+    let total = |counts: &[(String, u64)]| counts.iter().map(|(_, n)| n).sum::<u64>();
+    line(
+        &mut out,
+        "not cacheable",
+        total(&r.non_cacheable).to_string(),
+    );
+    for (reason, count) in &r.non_cacheable {
+        line(&mut out, &format!("  {reason}"), count.to_string());
+    }
+    line(
+        &mut out,
+        "compiled, not stored",
+        total(&r.not_stored).to_string(),
+    );
+    for (reason, count) in &r.not_stored {
+        line(&mut out, &format!("  {reason}"), count.to_string());
+    }
+    line(
+        &mut out,
+        "artifacts",
+        format!("{} ({})", r.artifact_count, human_bytes(r.artifact_bytes)),
+    );
+    for warning in &r.warnings {
+        line(&mut out, "warning", warning.clone());
+    }
+    out
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_versus_compilers() {
+        for word in [
+            "start",
+            "stop",
+            "status",
+            "clear",
+            "--version",
+            "-V",
+            "--help",
+        ] {
+            assert!(is_command(word), "{word}");
+        }
+        for word in ["gcc", "/usr/bin/clang++", "cc", "./my-gcc"] {
+            assert!(!is_command(word), "{word}");
+        }
+    }
+
+    #[test]
+    fn status_table_mentions_every_counter() {
+        let report = StatusReport {
+            version: "0.1.0".into(),
+            pid: 42,
+            hits: 3,
+            misses: 1,
+            non_cacheable: vec![("link".into(), 2)],
+            not_stored: vec![("compile_failed".into(), 1)],
+            artifact_count: 4,
+            artifact_bytes: 2048,
+            ..StatusReport::default()
+        };
+        let text = render_status(&report);
+        for needle in ["pid 42", "75.0 %", "link", "compile_failed", "2.0 KiB"] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_duration(59), "59s");
+        assert_eq!(human_duration(61), "1m 1s");
+        assert_eq!(human_duration(7260), "2h 1m");
+    }
+}

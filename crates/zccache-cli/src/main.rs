@@ -1,0 +1,22 @@
+//! The `zccache` command.
+//!
+//! `zccache <compiler> args…` is the wrapper fast path (`wrapper.rs`): no argument-parsing
+//! framework, no async runtime, one connection, one request, one reply — and the compiler run
+//! directly whenever the daemon cannot help. Everything else (`start`, `stop`, `status`,
+//! `clear`, `--version`) is a subcommand (`commands.rs`).
+
+mod client;
+mod commands;
+mod wrapper;
+
+use std::ffi::OsString;
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let code = match args.get(1).map(|a| a.to_str()) {
+        Some(Some(word)) if !commands::is_command(word) => wrapper::main(&args),
+        Some(None) => wrapper::main(&args),
+        _ => commands::main(&args),
+    };
+    std::process::exit(code);
+}

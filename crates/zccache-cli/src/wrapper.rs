@@ -1,0 +1,93 @@
+//! `zccache <compiler> args…`: the path every compile takes.
+
+use crate::client::{is_executable, Endpoint};
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use zccache_core::Config;
+use zccache_protocol::{CompileRequest, Request, Response};
+
+/// Runs one compile through the daemon, or directly when the daemon can't help.
+pub fn main(args: &[OsString]) -> i32 {
+    let compiler_arg = &args[1];
+    let compiler_args = &args[2..];
+    let cwd = match std::env::current_dir() {
+        Ok(cwd) => cwd,
+        Err(_) => return exec(Path::new(compiler_arg), compiler_args),
+    };
+    let Some(compiler) = resolve_compiler(compiler_arg, &cwd) else {
+        eprintln!(
+            "zccache: compiler {:?} not found in PATH",
+            compiler_arg.to_string_lossy()
+        );
+        return 127;
+    };
+    let config = match Config::from_process() {
+        Ok(config) if !config.disabled => config,
+        _ => return exec(&compiler, compiler_args),
+    };
+    let mut argv = Vec::with_capacity(args.len() - 1);
+    argv.push(compiler.as_os_str().as_bytes().to_vec());
+    argv.extend(compiler_args.iter().map(|a| a.as_bytes().to_vec()));
+    let request = Request::Compile(CompileRequest {
+        argv,
+        cwd: cwd.into_os_string().into_vec(),
+        env: std::env::vars_os()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .collect(),
+        client_pid: std::process::id(),
+    });
+    let endpoint = Endpoint::new(&config);
+    let Ok(mut connection) = endpoint.connect_or_start() else {
+        return exec(&compiler, compiler_args);
+    };
+    match connection.call::<_, Response>(&request) {
+        Ok(Response::Compiled(reply)) => {
+            let _ = std::io::stdout().write_all(&reply.stdout);
+            let _ = std::io::stderr().write_all(&reply.stderr);
+            reply.exit_code
+        }
+        // Not cacheable, a daemon error, or a lost connection: the compiler runs here.
+        _ => exec(&compiler, compiler_args),
+    }
+}
+
+/// Replaces this process with the compiler: same stdio, exit code and signals as a direct call.
+fn exec(compiler: &Path, args: &[OsString]) -> i32 {
+    let error = Command::new(compiler).args(args).exec();
+    eprintln!("zccache: cannot run {}: {error}", compiler.display());
+    127
+}
+
+/// The compiler to run: a path as given (made absolute), or the first match on PATH that is not
+/// zccache itself (so `zccache` installed as `gcc` earlier on PATH does not call itself).
+fn resolve_compiler(name: &OsStr, cwd: &Path) -> Option<PathBuf> {
+    if name.as_bytes().contains(&b'/') {
+        let path = Path::new(name);
+        return Some(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            cwd.join(path)
+        });
+    }
+    let own = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.canonicalize().ok());
+    let path_var = std::env::var_os("PATH")?;
+    std::env::split_paths(&path_var)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| {
+            let dir = if dir.is_absolute() {
+                dir
+            } else {
+                cwd.join(dir)
+            };
+            dir.join(name)
+        })
+        .find(|candidate| {
+            is_executable(candidate) && (own.is_none() || candidate.canonicalize().ok() != own)
+        })
+}

@@ -1,0 +1,96 @@
+//! zccache-compiler: which tool an argv calls, and what the call means.
+//!
+//! Pure functions, no I/O: [`detect_tool`] recognizes a compiler from its path, [`parse_gcc`]
+//! turns a gcc/clang argument list into a [`Parsed`] value — a cacheable
+//! [`CompileInvocation`] or the reason it is not cacheable — and [`depfile`] reads and writes
+//! Make dependency files the way each compiler family does. The daemon decides what to do with
+//! the result; this crate never runs anything and never touches the store.
+
+pub mod depfile;
+mod gcc;
+
+pub use gcc::{parse_gcc, CompileInvocation, DepMode, IncludeDirs, Language};
+
+use std::path::Path;
+
+/// Tools zccache knows how to cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolKind {
+    /// gcc, g++, cc, c++, clang, clang++ and their versioned or cross-prefixed names.
+    GccLike,
+}
+
+/// The compiler family decides details such as the depfile layout. It is learned from the
+/// compiler's `--version` output, since `cc` may be either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Gcc,
+    Clang,
+}
+
+/// Recognizes a tool from the file name it was called by (`x86_64-linux-gnu-gcc-12`,
+/// `clang++-14`, `cc`, ...). Anything else is not ours to cache.
+pub fn detect_tool(path: &Path) -> Option<ToolKind> {
+    let name = path.file_name()?.to_str()?;
+    // Strip a version suffix ("-12", "-14.0") and a cross prefix ("x86_64-linux-gnu-").
+    let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let base = trimmed.strip_suffix('-').unwrap_or(trimmed);
+    let base = base.rsplit('-').next().unwrap_or(base);
+    matches!(base, "gcc" | "g++" | "cc" | "c++" | "clang" | "clang++").then_some(ToolKind::GccLike)
+}
+
+/// The reason an invocation is passed through, in the fixed vocabulary shown by `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotCacheable {
+    /// Stable identifier counted in statistics (`link`, `multiple_sources`, ...).
+    pub reason: &'static str,
+    /// The argument that decided it, for logs.
+    pub detail: String,
+}
+
+/// What a gcc/clang argument list means for the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Cacheable(Box<CompileInvocation>),
+    NotCacheable(NotCacheable),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names() {
+        let check = |name: &str, expected: bool| {
+            assert_eq!(detect_tool(Path::new(name)).is_some(), expected, "{name}");
+        };
+        for name in [
+            "gcc",
+            "/usr/bin/g++",
+            "cc",
+            "c++",
+            "clang",
+            "clang++",
+            "clang-14",
+            "clang++-14",
+            "gcc-12",
+            "x86_64-linux-gnu-gcc-12",
+            "x86_64-linux-gnu-g++",
+            "/opt/cross/bin/arm-none-eabi-gcc",
+        ] {
+            check(name, true);
+        }
+        for name in [
+            "ld",
+            "rustc",
+            "clang-tidy",
+            "gcc-ar",
+            "python3",
+            "",
+            "/",
+            "ccache",
+        ] {
+            check(name, false);
+        }
+    }
+}

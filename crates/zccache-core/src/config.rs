@@ -1,0 +1,196 @@
+//! Settings taken from the environment.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The daemon exits after this long without a request unless `ZCCACHE_IDLE_TIMEOUT` says otherwise.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Settings shared by the client and the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The cache root (`ZCCACHE_CACHE_DIR`, else `~/.zccache`).
+    pub cache_dir: PathBuf,
+    /// How long an idle daemon stays up; `None` means forever (`ZCCACHE_IDLE_TIMEOUT=0`).
+    pub idle_timeout: Option<Duration>,
+    /// `ZCCACHE_DISABLE=1`: the client runs every compiler directly.
+    pub disabled: bool,
+}
+
+/// A setting that could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Neither `ZCCACHE_CACHE_DIR` nor `HOME` is set.
+    NoCacheDir,
+    /// A variable holds a value we cannot parse.
+    BadValue { var: &'static str, value: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::NoCacheDir => write!(f, "neither ZCCACHE_CACHE_DIR nor HOME is set"),
+            ConfigError::BadValue { var, value } => {
+                write!(f, "{var}={value:?} is not a valid value")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the configuration from `env`, resolving a relative cache dir against `cwd`.
+    pub fn from_env(env: &HashMap<OsString, OsString>, cwd: &Path) -> Result<Config, ConfigError> {
+        let get = |name: &str| env.get(&OsString::from(name)).filter(|v| !v.is_empty());
+        let cache_dir = match get("ZCCACHE_CACHE_DIR") {
+            Some(dir) => {
+                let dir = PathBuf::from(dir);
+                if dir.is_absolute() {
+                    dir
+                } else {
+                    cwd.join(dir)
+                }
+            }
+            None => match get("HOME") {
+                Some(home) => PathBuf::from(home).join(".zccache"),
+                None => return Err(ConfigError::NoCacheDir),
+            },
+        };
+        let idle_timeout = match get("ZCCACHE_IDLE_TIMEOUT") {
+            None => Some(DEFAULT_IDLE_TIMEOUT),
+            Some(value) => {
+                let text = value.to_string_lossy();
+                let parsed = parse_duration(&text).ok_or(ConfigError::BadValue {
+                    var: "ZCCACHE_IDLE_TIMEOUT",
+                    value: text.to_string(),
+                })?;
+                (!parsed.is_zero()).then_some(parsed)
+            }
+        };
+        let disabled = get("ZCCACHE_DISABLE")
+            .map(|v| !matches!(v.to_str(), Some("0" | "false" | "no" | "off")))
+            .unwrap_or(false);
+        Ok(Config {
+            cache_dir: normalize(&cache_dir),
+            idle_timeout,
+            disabled,
+        })
+    }
+
+    /// Reads the configuration from this process's environment and working directory.
+    pub fn from_process() -> Result<Config, ConfigError> {
+        let env: HashMap<OsString, OsString> = std::env::vars_os().collect();
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        Config::from_env(&env, &cwd)
+    }
+}
+
+/// Parses `90`, `90s`, `15m`, `2h` or `1d` into a duration. Plain numbers are seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let amount: u64 = digits.parse().ok()?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "ms" => return Some(Duration::from_millis(amount)),
+        _ => return None,
+    };
+    Some(Duration::from_secs(amount.checked_mul(seconds)?))
+}
+
+/// Removes `.` components and trailing slashes so that one root has one spelling (and one daemon).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<OsString, OsString> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    #[test]
+    fn cache_dir_defaults_to_home() {
+        let config = Config::from_env(&env(&[("HOME", "/home/u")]), Path::new("/w")).unwrap();
+        assert_eq!(config.cache_dir, PathBuf::from("/home/u/.zccache"));
+        assert_eq!(config.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+        assert!(!config.disabled);
+    }
+
+    #[test]
+    fn cache_dir_override_is_absolutized_and_normalized() {
+        let e = env(&[("HOME", "/home/u"), ("ZCCACHE_CACHE_DIR", "./c/../cache/")]);
+        let config = Config::from_env(&e, Path::new("/work")).unwrap();
+        assert_eq!(config.cache_dir, PathBuf::from("/work/cache"));
+        let e = env(&[("HOME", "/home/u"), ("ZCCACHE_CACHE_DIR", "")]);
+        let config = Config::from_env(&e, Path::new("/work")).unwrap();
+        assert_eq!(config.cache_dir, PathBuf::from("/home/u/.zccache"));
+    }
+
+    #[test]
+    fn missing_home_is_an_error() {
+        assert_eq!(
+            Config::from_env(&env(&[]), Path::new("/")),
+            Err(ConfigError::NoCacheDir)
+        );
+    }
+
+    #[test]
+    fn idle_timeout_values() {
+        let check = |value: &str, expected: Option<Option<Duration>>| {
+            let e = env(&[("HOME", "/h"), ("ZCCACHE_IDLE_TIMEOUT", value)]);
+            let got = Config::from_env(&e, Path::new("/"))
+                .ok()
+                .map(|c| c.idle_timeout);
+            assert_eq!(got, expected, "ZCCACHE_IDLE_TIMEOUT={value}");
+        };
+        check("30", Some(Some(Duration::from_secs(30))));
+        check("5m", Some(Some(Duration::from_secs(300))));
+        check("2h", Some(Some(Duration::from_secs(7200))));
+        check("0", Some(None));
+        check("soon", None);
+        check("5y", None);
+    }
+
+    #[test]
+    fn disable_flag() {
+        let check = |value: &str, expected: bool| {
+            let e = env(&[("HOME", "/h"), ("ZCCACHE_DISABLE", value)]);
+            assert_eq!(
+                Config::from_env(&e, Path::new("/")).unwrap().disabled,
+                expected
+            );
+        };
+        check("1", true);
+        check("0", false);
+        check("false", false);
+        check("yes", true);
+    }
+}

@@ -1,0 +1,29 @@
+//! zccache-core: where the cache lives and how it is configured.
+//!
+//! Every other crate asks this one for paths ([`CacheRoot`]) and settings ([`Config`]) so that
+//! the layout on disk is defined once. Configuration is read from an environment passed in by
+//! the caller, never from process globals deep inside, so tests can run side by side with a
+//! private root each. This crate does no networking and knows nothing of compilers or redb.
+
+mod config;
+mod root;
+
+pub use config::{parse_duration, Config, ConfigError, DEFAULT_IDLE_TIMEOUT};
+pub use root::{CacheRoot, RootError};
+
+/// The version of zccache, shown by `--version` and `status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A 32-byte blake3 digest, the unit of identity for files, keys and blobs.
+pub type Hash = [u8; 32];
+
+/// Lower-case hex of a digest, for file names and logs.
+pub fn hex(hash: &Hash) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for byte in hash {
+        out.push(DIGITS[(byte >> 4) as usize] as char);
+        out.push(DIGITS[(byte & 0xf) as usize] as char);
+    }
+    out
+}

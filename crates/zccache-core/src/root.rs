@@ -1,0 +1,191 @@
+//! The cache root and every path inside it.
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// `sun_path` holds 108 bytes; longer socket paths move to a per-user directory under /tmp.
+const MAX_SOCKET_PATH: usize = 100;
+
+/// The directory that holds one cache: blobs, index, staging area, logs, and the daemon's endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRoot {
+    root: PathBuf,
+}
+
+/// The cache root cannot be used.
+#[derive(Debug)]
+pub enum RootError {
+    /// Creating or securing a directory failed.
+    Io { path: PathBuf, error: io::Error },
+    /// The root belongs to someone else: using it would expose our objects to them or theirs to us.
+    ForeignOwner { path: PathBuf, owner: u32 },
+}
+
+impl fmt::Display for RootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RootError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            RootError::ForeignOwner { path, owner } => write!(
+                f,
+                "cache root {} is owned by uid {owner}, not by this user; refusing to use it",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RootError {}
+
+impl CacheRoot {
+    /// Wraps an absolute path; nothing is created until [`CacheRoot::ensure`].
+    pub fn new(root: impl Into<PathBuf>) -> CacheRoot {
+        CacheRoot { root: root.into() }
+    }
+
+    /// The root directory itself.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Content-addressed blobs.
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+
+    /// Staging area for atomic writes: same filesystem as `artifacts/`, so rename is atomic.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// The redb index.
+    pub fn index_path(&self) -> PathBuf {
+        self.root.join("index.redb")
+    }
+
+    /// Logs: the daemon log and the compile journal.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// The daemon's log file.
+    pub fn daemon_log_path(&self) -> PathBuf {
+        self.logs_dir().join("daemon.log")
+    }
+
+    /// Held (flock) by the one daemon serving this root and protocol version.
+    pub fn lock_path(&self, protocol_version: u16) -> PathBuf {
+        self.root.join(format!("daemon-v{protocol_version}.lock"))
+    }
+
+    /// The daemon's Unix socket: per root and per protocol version, so an upgraded client
+    /// never talks to an old daemon.
+    pub fn socket_path(&self, protocol_version: u16) -> PathBuf {
+        let inside = self.root.join(format!("daemon-v{protocol_version}.sock"));
+        if inside.as_os_str().len() <= MAX_SOCKET_PATH {
+            return inside;
+        }
+        let digest = blake3::hash(self.root.as_os_str().as_encoded_bytes());
+        let short = &crate::hex(digest.as_bytes())[..24];
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        PathBuf::from(format!("/tmp/zccache-{uid}"))
+            .join(format!("{short}-v{protocol_version}.sock"))
+    }
+
+    /// Creates the root and its subdirectories with mode 0700, whatever the umask, and refuses
+    /// a root owned by another user.
+    pub fn ensure(&self) -> Result<(), RootError> {
+        make_private_dir(&self.root)?;
+        for dir in [self.artifacts_dir(), self.tmp_dir(), self.logs_dir()] {
+            make_private_dir(&dir)?;
+        }
+        if let Some(parent) = self.socket_path(0).parent() {
+            if parent != self.root {
+                make_private_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates `dir` (and parents) and makes it 0700 and ours.
+fn make_private_dir(dir: &Path) -> Result<(), RootError> {
+    let io_err = |error| RootError::Io {
+        path: dir.to_path_buf(),
+        error,
+    };
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err)?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if meta.uid() != uid {
+        return Err(RootError::ForeignOwner {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+        });
+    }
+    if !meta.is_dir() {
+        return Err(io_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a directory",
+        )));
+    }
+    if meta.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let root = CacheRoot::new("/c");
+        assert_eq!(root.artifacts_dir(), PathBuf::from("/c/artifacts"));
+        assert_eq!(root.index_path(), PathBuf::from("/c/index.redb"));
+        assert_eq!(root.socket_path(3), PathBuf::from("/c/daemon-v3.sock"));
+        assert_eq!(root.lock_path(3), PathBuf::from("/c/daemon-v3.lock"));
+    }
+
+    #[test]
+    fn long_roots_get_a_short_socket_path_that_differs_per_root() {
+        let long_a = CacheRoot::new(format!("/{}", "a".repeat(120)));
+        let long_b = CacheRoot::new(format!("/{}", "b".repeat(120)));
+        let a = long_a.socket_path(1);
+        assert!(a.as_os_str().len() <= MAX_SOCKET_PATH, "{a:?}");
+        assert_ne!(a, long_b.socket_path(1));
+        assert_ne!(a, long_a.socket_path(2));
+    }
+
+    #[test]
+    fn ensure_makes_private_dirs_whatever_the_umask() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = CacheRoot::new(tmp.path().join("root"));
+        // SAFETY: umask only changes this process's file-creation mask.
+        let old = unsafe { libc::umask(0) };
+        let result = root.ensure();
+        // SAFETY: as above; restores the previous mask.
+        unsafe { libc::umask(old) };
+        result.unwrap();
+        for dir in [
+            root.path().to_path_buf(),
+            root.artifacts_dir(),
+            root.tmp_dir(),
+        ] {
+            let mode = std::fs::metadata(&dir).unwrap().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+    }
+}

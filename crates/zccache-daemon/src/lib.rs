@@ -1,0 +1,36 @@
+//! zccache-daemon: the long-lived process that answers compile requests.
+//!
+//! It owns the store, the file-state cache and the statistics; it is the only place that runs
+//! compilers on the cache's behalf. [`run`] takes the per-root lock (one daemon per root and
+//! protocol version), binds the socket, and serves until stopped or idle. Each request is one
+//! message and one reply (see `zccache-protocol`); compile handling lives in `compile.rs`.
+
+mod compile;
+mod paths;
+mod search;
+mod server;
+mod stats;
+mod toolchain;
+
+pub use server::{run, DaemonOptions};
+
+use stats::Stats;
+use std::time::Instant;
+use toolchain::Toolchains;
+use zccache_artifact::Store;
+use zccache_core::CacheRoot;
+use zccache_fscache::FsCache;
+
+/// Everything a request handler needs, shared by all of them.
+pub(crate) struct Daemon {
+    root: CacheRoot,
+    /// `None` when the store could not be opened: every compile then runs uncached.
+    store: Option<Store>,
+    fs: FsCache,
+    toolchains: Toolchains,
+    stats: Stats,
+    started: Instant,
+    /// Mode for files we create at output paths: 0666 under the daemon's umask.
+    output_mode: u32,
+    store_problem: Option<String>,
+}

@@ -1,0 +1,63 @@
+//! Counters shown by `zccache status`.
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What the daemon has done since it started.
+#[derive(Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub errors: AtomicU64,
+    pub time_saved_ms: AtomicU64,
+    non_cacheable: Mutex<BTreeMap<String, u64>>,
+    not_stored: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Stats {
+    pub fn hit(&self, saved_ms: u64) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.time_saved_ms.fetch_add(saved_ms, Ordering::Relaxed);
+    }
+
+    pub fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn non_cacheable(&self, reason: &str) {
+        *self
+            .non_cacheable
+            .lock()
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn not_stored(&self, reason: &str) {
+        *self
+            .not_stored
+            .lock()
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn non_cacheable_counts(&self) -> Vec<(String, u64)> {
+        self.non_cacheable
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    pub fn not_stored_counts(&self) -> Vec<(String, u64)> {
+        self.not_stored
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}

@@ -1,0 +1,189 @@
+//! Compiler identity and built-in include directories, learned by running the compiler once
+//! and remembered for as long as its binary is unchanged.
+
+use crate::paths::absolute;
+use dashmap::DashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use zccache_compiler::{Family, Language};
+use zccache_core::Hash;
+use zccache_fscache::FsCache;
+
+/// What identifies a compiler for the cache.
+#[derive(Debug)]
+pub struct Toolchain {
+    /// Binary content, version banner and target triple.
+    pub hash: Hash,
+    pub family: Family,
+}
+
+/// Environment variables that add include directories; the probe runs without them because
+/// they are handled like the flags they stand for.
+const INCLUDE_ENV: &[&str] = &[
+    "CPATH",
+    "C_INCLUDE_PATH",
+    "CPLUS_INCLUDE_PATH",
+    "OBJC_INCLUDE_PATH",
+    "OBJCPLUS_INCLUDE_PATH",
+];
+
+/// Remembers toolchains and their include directories.
+#[derive(Default)]
+pub struct Toolchains {
+    by_binary: DashMap<(PathBuf, Hash), Arc<Toolchain>>,
+    search_dirs: DashMap<Hash, Arc<Vec<PathBuf>>>,
+}
+
+impl Toolchains {
+    /// The identity of the compiler at `path`; probed again whenever the binary's content changes.
+    pub fn identify(
+        &self,
+        fs: &FsCache,
+        path: &Path,
+        env: &[(OsString, OsString)],
+    ) -> Result<Arc<Toolchain>, String> {
+        let digest = fs
+            .digest(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = (path.to_path_buf(), digest.hash);
+        if let Some(found) = self.by_binary.get(&key) {
+            return Ok(found.clone());
+        }
+        let version = probe(path, env, &["--version"])?;
+        let machine = probe(path, env, &["-dumpmachine"]).unwrap_or_default();
+        let family = if String::from_utf8_lossy(&version).contains("clang version") {
+            Family::Clang
+        } else {
+            Family::Gcc
+        };
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&digest.hash);
+        hasher.update(&(version.len() as u64).to_le_bytes());
+        hasher.update(&version);
+        hasher.update(&machine);
+        let toolchain = Arc::new(Toolchain {
+            hash: *hasher.finalize().as_bytes(),
+            family,
+        });
+        self.by_binary.insert(key, toolchain.clone());
+        Ok(toolchain)
+    }
+
+    /// The compiler's own `#include <...>` directories for `language` under `search_args`
+    /// (`--sysroot`, `-nostdinc`, `--target`...), absolute and in search order.
+    pub fn system_dirs(
+        &self,
+        toolchain: &Toolchain,
+        path: &Path,
+        language: Language,
+        search_args: &[OsString],
+        env: &[(OsString, OsString)],
+        cwd: &Path,
+    ) -> Result<Arc<Vec<PathBuf>>, String> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&toolchain.hash);
+        hasher.update(language.as_x().as_bytes());
+        for arg in search_args {
+            hasher.update(&(arg.len() as u64).to_le_bytes());
+            hasher.update(arg.as_encoded_bytes());
+        }
+        hasher.update(cwd.as_os_str().as_encoded_bytes());
+        let key = *hasher.finalize().as_bytes();
+        if let Some(found) = self.search_dirs.get(&key) {
+            return Ok(found.clone());
+        }
+        let output = Command::new(path)
+            .args(search_args)
+            .args(["-x", language.as_x(), "-E", "-v", "-"])
+            .current_dir(cwd)
+            .env_clear()
+            .envs(
+                env.iter()
+                    .filter(|(k, _)| !INCLUDE_ENV.iter().any(|name| k == name))
+                    .map(|(k, v)| (k, v)),
+            )
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("probing {}: {e}", path.display()))?;
+        let dirs = Arc::new(parse_search_list(
+            &String::from_utf8_lossy(&output.stderr),
+            cwd,
+        ));
+        self.search_dirs.insert(key, dirs.clone());
+        Ok(dirs)
+    }
+}
+
+/// Runs the compiler with `args` and returns stdout followed by stderr.
+fn probe(path: &Path, env: &[(OsString, OsString)], args: &[&str]) -> Result<Vec<u8>, String> {
+    let output = Command::new(path)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {} {}: {e}", path.display(), args.join(" ")))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} {} exited with {}",
+            path.display(),
+            args.join(" "),
+            output.status
+        ));
+    }
+    let mut all = output.stdout;
+    all.extend_from_slice(&output.stderr);
+    Ok(all)
+}
+
+/// The directories listed under `#include <...> search starts here:` in `-v` output.
+fn parse_search_list(verbose: &str, cwd: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut inside = false;
+    for line in verbose.lines() {
+        if line.starts_with("#include <...> search starts here:") {
+            inside = true;
+        } else if line.starts_with("End of search list.") {
+            break;
+        } else if inside {
+            let dir = line.trim().trim_end_matches(" (framework directory)");
+            if !dir.is_empty() {
+                dirs.push(absolute(cwd, Path::new(dir)));
+            }
+        }
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_gcc_search_list() {
+        let text = "ignoring nonexistent directory \"/usr/local/include/x86_64-linux-gnu\"\n\
+#include \"...\" search starts here:\n\
+#include <...> search starts here:\n \
+/usr/lib/gcc/x86_64-linux-gnu/12/include\n \
+/usr/local/include\n \
+/usr/include/x86_64-linux-gnu\n \
+/usr/include\n\
+End of search list.\n";
+        let dirs = parse_search_list(text, Path::new("/w"));
+        assert_eq!(
+            dirs,
+            [
+                PathBuf::from("/usr/lib/gcc/x86_64-linux-gnu/12/include"),
+                "/usr/local/include".into(),
+                "/usr/include/x86_64-linux-gnu".into(),
+                "/usr/include".into()
+            ]
+        );
+    }
+}

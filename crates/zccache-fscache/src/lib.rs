@@ -1,0 +1,283 @@
+//! zccache-fscache: what the daemon knows about files it has read.
+//!
+//! [`FsCache`] maps a path to its last stat signature and content digest, so a hit re-hashes
+//! nothing that has not changed. Correctness rests on the stat signature alone, never on
+//! watcher timing: a cached digest is reused only when the file's (dev, inode, size, mtime,
+//! ctime) are unchanged *and* the file was already older than the moment it was hashed by a
+//! safety margin. File timestamps come from a coarse kernel clock, so an edit made within one
+//! clock tick of hashing could otherwise keep the same timestamps ("racily clean" in git's
+//! words); such entries are re-hashed until they age past the margin.
+//!
+//! This crate reads files and nothing else: no store, no compiler knowledge.
+
+use dashmap::DashMap;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use zccache_core::Hash;
+
+/// How much older than "now" a timestamp must be before it is trusted. Linux stamps files with
+/// a clock that lags real time by up to one tick (1–10 ms); 50 ms leaves room to spare.
+pub const TIMESTAMP_MARGIN: Duration = Duration::from_millis(50);
+
+/// Entries kept before the cache starts over, bounding the daemon's memory.
+const MAX_ENTRIES: usize = 1 << 20;
+
+/// The parts of `stat` that change when a file's content or identity changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StatSig {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl StatSig {
+    /// The signature of already-fetched metadata.
+    pub fn from_metadata(meta: &std::fs::Metadata) -> StatSig {
+        StatSig {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+
+    /// Stats `path` (following symlinks).
+    pub fn of(path: &Path) -> io::Result<StatSig> {
+        Ok(StatSig::from_metadata(&std::fs::metadata(path)?))
+    }
+
+    /// True when the file may have been written at or after `instant` (minus the margin).
+    pub fn touched_since(&self, instant: SystemTime) -> bool {
+        let limit = nanos(instant) - TIMESTAMP_MARGIN.as_nanos() as i128;
+        self.mtime_ns >= limit || self.ctime_ns >= limit
+    }
+}
+
+/// Nanoseconds since the epoch (negative before it).
+pub fn nanos(instant: SystemTime) -> i128 {
+    match instant.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+/// What we know about one file's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDigest {
+    pub hash: Hash,
+    pub sig: StatSig,
+    /// The content mentions `__TIME__`, `__DATE__` or `__TIMESTAMP__`: output depends on the clock.
+    pub has_time_macros: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    digest: FileDigest,
+    /// The timestamps were older than the hash time minus the margin: reuse is safe while the
+    /// signature is unchanged.
+    trusted: bool,
+}
+
+/// Path → digest cache shared by all request handlers.
+#[derive(Default)]
+pub struct FsCache {
+    entries: DashMap<PathBuf, Entry>,
+}
+
+impl FsCache {
+    pub fn new() -> FsCache {
+        FsCache::default()
+    }
+
+    /// The digest of `path`'s current content: from memory when provably unchanged, otherwise
+    /// read and hashed now.
+    pub fn digest(&self, path: &Path) -> io::Result<FileDigest> {
+        let sig = StatSig::of(path)?;
+        if let Some(entry) = self.entries.get(path) {
+            if entry.trusted && entry.digest.sig == sig {
+                return Ok(entry.digest);
+            }
+        }
+        let hashed_at = SystemTime::now();
+        let (hash, has_time_macros) = hash_file(path)?;
+        let after = StatSig::of(path)?;
+        let digest = FileDigest {
+            hash,
+            sig,
+            has_time_macros,
+        };
+        if after != sig {
+            // Changed while we read it: report what we read, remember nothing.
+            self.entries.remove(path);
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                format!("{} changed while it was being hashed", path.display()),
+            ));
+        }
+        let trusted = !sig.touched_since(hashed_at);
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries
+            .insert(path.to_path_buf(), Entry { digest, trusted });
+        Ok(digest)
+    }
+
+    /// Forgets a path (a watcher hint, or a file we know we just wrote).
+    pub fn invalidate(&self, path: &Path) {
+        self.entries.remove(path);
+    }
+
+    /// Number of cached entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Hashes a file's content and looks for time macros in the same pass.
+pub fn hash_file(path: &Path) -> io::Result<(Hash, bool)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut time_macros = false;
+    // Keep the tail of the previous chunk so a macro name split across reads is still found.
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        let chunk = &buffer[..read];
+        hasher.update(chunk);
+        if !time_macros {
+            carry.extend_from_slice(chunk);
+            time_macros = mentions_time_macro(&carry);
+            let keep = carry.len().saturating_sub(16);
+            carry.drain(..keep);
+        }
+    }
+    Ok((*hasher.finalize().as_bytes(), time_macros))
+}
+
+/// True when `text` contains `__TIME__`, `__DATE__` or `__TIMESTAMP__`.
+pub fn mentions_time_macro(text: &[u8]) -> bool {
+    const NAMES: [&[u8]; 3] = [b"TIME__", b"DATE__", b"TIMESTAMP__"];
+    let mut at = 0;
+    while at + 2 <= text.len() {
+        match text[at..].windows(2).position(|w| w == b"__") {
+            None => return false,
+            Some(offset) => {
+                let rest = &text[at + offset + 2..];
+                if NAMES.iter().any(|name| rest.starts_with(name)) {
+                    return true;
+                }
+                at += offset + 1;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn time_macros_are_found() {
+        assert!(mentions_time_macro(b"const char* t = __TIME__;"));
+        assert!(mentions_time_macro(b"__DATE__"));
+        assert!(mentions_time_macro(b"x___TIMESTAMP__"));
+        assert!(!mentions_time_macro(b"__TIM__ __DAT_ __x__"));
+        assert!(!mentions_time_macro(b""));
+    }
+
+    #[test]
+    fn time_macro_split_across_reads_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.h");
+        let mut content = vec![b' '; 64 * 1024 - 3];
+        content.extend_from_slice(b"__TIME__");
+        std::fs::write(&path, &content).unwrap();
+        assert!(hash_file(&path).unwrap().1);
+    }
+
+    #[test]
+    fn digest_changes_with_content_even_when_size_and_mtime_are_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.h");
+        std::fs::write(&path, b"int a = 1;").unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(100);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let cache = FsCache::new();
+        let first = cache.digest(&path).unwrap();
+        // Same size, mtime restored, immediately after hashing.
+        let mut file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.write_all(b"int a = 2;").unwrap();
+        file.set_modified(old).unwrap();
+        drop(file);
+        let second = cache.digest(&path).unwrap();
+        assert_ne!(first.hash, second.hash);
+    }
+
+    #[test]
+    fn fresh_files_are_rehashed_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh.h");
+        std::fs::write(&path, b"1").unwrap();
+        let cache = FsCache::new();
+        cache.digest(&path).unwrap();
+        let entry = *cache.entries.get(&path).unwrap();
+        assert!(
+            !entry.trusted,
+            "a file written just now must not be trusted"
+        );
+    }
+
+    #[test]
+    fn old_files_are_served_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.h");
+        std::fs::write(&path, b"1").unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(100);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // ctime is "now" after set_modified: wait past the margin so the entry is trusted.
+        std::thread::sleep(TIMESTAMP_MARGIN * 2);
+        let cache = FsCache::new();
+        let first = cache.digest(&path).unwrap();
+        assert!(cache.entries.get(&path).unwrap().trusted);
+        assert_eq!(cache.digest(&path).unwrap(), first);
+    }
+
+    #[test]
+    fn missing_files_are_errors() {
+        let cache = FsCache::new();
+        assert_eq!(
+            cache
+                .digest(Path::new("/nonexistent/zccache/x.h"))
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! zccache-protocol: the messages between the `zccache` client and the daemon, and the frame
+//! that carries them.
+//!
+//! A frame is an 8-byte header — the magic `ZC`, the protocol version (u16 LE) and the payload
+//! length (u32 LE) — followed by a bincode payload. The version in every header means a client
+//! and a daemon of different versions notice at once instead of misreading each other.
+//! This crate does no I/O: it turns messages into bytes and back, and nothing else.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Size of the frame header.
+pub const HEADER_LEN: usize = 8;
+
+/// Upper bound on a payload. Compiler output replayed on a hit is the largest thing we send.
+pub const MAX_FRAME_LEN: u32 = 256 * 1024 * 1024;
+
+const MAGIC: [u8; 2] = *b"ZC";
+
+/// A request from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// One compiler invocation, as the build tool made it.
+    Compile(CompileRequest),
+    /// Daemon and cache statistics.
+    Status,
+    /// Remove every cached entry.
+    Clear,
+    /// Stop the daemon.
+    Shutdown,
+    /// Liveness check, used by `zccache start`.
+    Ping,
+}
+
+/// Everything the daemon needs to run (or not run) one compiler call exactly as the build would.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileRequest {
+    /// The compiler as an absolute path, then its arguments, byte for byte.
+    pub argv: Vec<Vec<u8>>,
+    /// The caller's working directory.
+    pub cwd: Vec<u8>,
+    /// The caller's environment; a miss runs the compiler with it.
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The client's pid, for logs.
+    pub client_pid: u32,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The compile was served or run by the daemon.
+    Compiled(CompileReply),
+    /// Not cacheable: the client runs the compiler itself, with its own stdio. The reason is
+    /// already counted in the daemon's statistics.
+    RunLocally { reason: String },
+    /// Answer to [`Request::Status`].
+    Status(StatusReport),
+    /// Answer to [`Request::Ping`].
+    Pong { version: String, pid: u32 },
+    /// The request was carried out.
+    Done,
+    /// The daemon could not handle the request; the client falls back to running the compiler.
+    Error(String),
+}
+
+/// What a compile produced, to be written to the client's stdout and stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileReply {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub outcome: Outcome,
+}
+
+/// How a compile was handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Served from the cache.
+    Hit,
+    /// Compiled and stored.
+    Miss,
+    /// Compiled, but the result was not stored (failed compile, or a reason such as an input
+    /// modified while the compiler ran).
+    NotStored { reason: String },
+}
+
+/// Daemon statistics since it started, plus the store's size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub cache_root: String,
+    pub hits: u64,
+    pub misses: u64,
+    /// Compiles run but not stored, by reason (failed compiles included).
+    pub not_stored: Vec<(String, u64)>,
+    /// Calls passed through to the compiler, by reason.
+    pub non_cacheable: Vec<(String, u64)>,
+    /// Internal errors (the client then compiled by itself).
+    pub errors: u64,
+    /// Compile time saved by hits, in milliseconds.
+    pub time_saved_ms: u64,
+    pub artifact_count: u64,
+    pub artifact_bytes: u64,
+    /// Problems worth a user's attention (a corrupt index that was rebuilt, a store that
+    /// cannot be written), each reported once.
+    pub warnings: Vec<String>,
+}
+
+impl StatusReport {
+    /// Hits over cacheable calls (hits + misses), as a percentage.
+    pub fn hit_rate(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            100.0 * self.hits as f64 / total as f64
+        }
+    }
+}
+
+/// A frame that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The header does not start with the magic bytes: not a zccache peer.
+    BadMagic,
+    /// The peer speaks another protocol version.
+    VersionMismatch { ours: u16, theirs: u16 },
+    /// The announced payload is larger than [`MAX_FRAME_LEN`].
+    TooLarge(u32),
+    /// The payload is not a valid message.
+    Malformed(String),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::BadMagic => write!(f, "not a zccache frame (bad magic)"),
+            FrameError::VersionMismatch { ours, theirs } => {
+                write!(f, "protocol version mismatch: ours {ours}, peer {theirs}")
+            }
+            FrameError::TooLarge(len) => {
+                write!(
+                    f,
+                    "frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN}"
+                )
+            }
+            FrameError::Malformed(why) => write!(f, "malformed message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Fixed-width integers, a size limit, and no trailing bytes.
+fn options() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(MAX_FRAME_LEN as u64)
+}
+
+/// Encodes a message as one frame (header + payload).
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    use bincode::Options;
+    let payload = options()
+        .serialize(message)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|len| *len <= MAX_FRAME_LEN)
+        .ok_or(FrameError::TooLarge(u32::MAX))?;
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame.extend_from_slice(&MAGIC);
+    frame.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Checks a header and returns the payload length that follows it.
+pub fn decode_header(header: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
+    if header[..2] != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    let theirs = u16::from_le_bytes([header[2], header[3]]);
+    if theirs != PROTOCOL_VERSION {
+        return Err(FrameError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        });
+    }
+    let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len as usize)
+}
+
+/// Decodes a payload; trailing bytes are an error, so a frame means exactly one message.
+pub fn decode_payload<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, FrameError> {
+    use bincode::Options;
+    options()
+        .deserialize(payload)
+        .map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip<T: Serialize + for<'de> Deserialize<'de> + PartialEq + fmt::Debug>(value: T) {
+        let frame = encode(&value).unwrap();
+        let header: [u8; HEADER_LEN] = frame[..HEADER_LEN].try_into().unwrap();
+        let len = decode_header(&header).unwrap();
+        assert_eq!(len, frame.len() - HEADER_LEN);
+        let back: T = decode_payload(&frame[HEADER_LEN..]).unwrap();
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn messages_roundtrip() {
+        roundtrip(Request::Compile(CompileRequest {
+            argv: vec![b"/usr/bin/gcc".to_vec(), b"-c".to_vec(), vec![0xff, 0xfe]],
+            cwd: b"/tmp".to_vec(),
+            env: vec![(b"PATH".to_vec(), b"/bin".to_vec())],
+            client_pid: 7,
+        }));
+        roundtrip(Request::Status);
+        roundtrip(Response::Compiled(CompileReply {
+            exit_code: 1,
+            stdout: vec![],
+            stderr: b"warning".to_vec(),
+            outcome: Outcome::NotStored {
+                reason: "compile_failed".into(),
+            },
+        }));
+        roundtrip(Response::RunLocally {
+            reason: "link".into(),
+        });
+    }
+
+    #[test]
+    fn header_errors() {
+        let mut header = [0u8; HEADER_LEN];
+        assert_eq!(decode_header(&header), Err(FrameError::BadMagic));
+        header[..2].copy_from_slice(b"ZC");
+        header[2..4].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+        assert!(matches!(
+            decode_header(&header),
+            Err(FrameError::VersionMismatch { .. })
+        ));
+        header[2..4].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        header[4..8].copy_from_slice(&(MAX_FRAME_LEN + 1).to_le_bytes());
+        assert!(matches!(
+            decode_header(&header),
+            Err(FrameError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn truncated_and_trailing_payloads_are_rejected() {
+        let frame = encode(&Request::Status).unwrap();
+        let payload = &frame[HEADER_LEN..];
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        assert!(decode_payload::<Request>(&longer).is_err());
+        let compile = encode(&Request::Compile(CompileRequest {
+            argv: vec![b"cc".to_vec()],
+            cwd: vec![],
+            env: vec![],
+            client_pid: 1,
+        }))
+        .unwrap();
+        let body = &compile[HEADER_LEN..];
+        assert!(decode_payload::<Request>(&body[..body.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn huge_length_prefix_inside_payload_does_not_allocate_wildly() {
+        // An argv vector claiming 2^60 elements must fail cleanly.
+        let mut payload = vec![0u8, 0, 0, 0];
+        payload.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(decode_payload::<Request>(&payload).is_err());
+    }
+}
