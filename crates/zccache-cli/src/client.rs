@@ -33,6 +33,15 @@ impl Endpoint {
         }
     }
 
+    /// True while a daemon holds this root's lock (it may be shutting down).
+    pub fn daemon_holds_lock(&self) -> bool {
+        let Ok(file) = std::fs::File::open(self.root.lock_path(PROTOCOL_VERSION)) else {
+            return false;
+        };
+        // SAFETY: flock on a descriptor we own; closing `file` releases our lock.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+    }
+
     /// Connects to a running daemon.
     pub fn connect(&self) -> io::Result<Connection> {
         Connection::connect(&self.socket)

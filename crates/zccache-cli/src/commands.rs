@@ -104,9 +104,9 @@ fn start(endpoint: &Endpoint) -> i32 {
 fn stop(endpoint: &Endpoint) -> i32 {
     match request(endpoint, false, &Request::Shutdown) {
         Ok(_) => {
-            // Wait until it no longer answers, so a following `start` gets a new one.
+            // Wait until it has released its lock, so a following `start` gets a new one.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while endpoint.socket.exists() && Instant::now() < deadline {
+            while endpoint.daemon_holds_lock() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
             println!("zccache daemon stopped");

@@ -33,53 +33,58 @@ pub fn shadow_candidates(
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let source_dir = dir_of(source);
 
-    // For headers outside system directories, `#include "..."` first searches the including
-    // file's directory: any user header's directory may come first.
-    let mut user_list = SearchList::new(cwd);
-    user_list.push(&source_dir);
+    // The compiler's order: the source's directory (for "..." includes), then -iquote/-I,
+    // then the system directories.
+    let mut ordered = SearchList::new(cwd);
+    ordered.push(&dir_of(source));
+    for dir in search.user.iter().chain(search.system.iter()) {
+        ordered.push(dir);
+    }
+    // A "..." include in a header first searches that header's own directory, so for user
+    // headers every other user header's directory may also come first.
+    let mut includers = SearchList::new(cwd);
     for dep in deps {
         let dep = Path::new(dep);
         if !is_system(&absolute(cwd, dep)) {
-            user_list.push(&dir_of(dep));
-        }
-    }
-    let mut system_list = SearchList::new(cwd);
-    system_list.push(&source_dir);
-    for list in [&mut user_list, &mut system_list] {
-        for dir in search.user.iter().chain(search.system.iter()) {
-            list.push(dir);
+            includers.push(&dir_of(dep));
         }
     }
 
     let mut seen = HashSet::new();
     let mut out = Vec::new();
+    let mut consider = |written: &Path, abs: PathBuf, dep_abs: &Path| {
+        if abs != dep_abs && seen.insert(abs.clone()) && std::fs::symlink_metadata(&abs).is_err() {
+            out.push(written.as_os_str().as_bytes().to_vec());
+        }
+    };
     for dep in deps {
         let dep_abs = absolute(cwd, Path::new(dep));
         if dep_abs == source_abs {
             continue;
         }
         let system = is_system(&dep_abs);
-        let list = if system { &system_list } else { &user_list };
-        for (k, (_, dir_abs)) in list.dirs.iter().enumerate() {
+        let own_dir = dep_abs.parent().map(Path::to_path_buf).unwrap_or_default();
+        for (k, (_, dir_abs)) in ordered.dirs.iter().enumerate() {
             let Ok(rel) = dep_abs.strip_prefix(dir_abs) else {
                 continue;
             };
-            if rel.as_os_str().is_empty() {
+            if system && !system_abs.contains(dir_abs) {
+                // A system header was found through a system directory, not one that merely
+                // happens to contain it.
                 continue;
             }
-            for (written, earlier_abs) in &list.dirs[..k] {
-                let candidate_abs = earlier_abs.join(rel);
-                if candidate_abs == dep_abs || !seen.insert(candidate_abs.clone()) {
-                    continue;
-                }
-                if std::fs::symlink_metadata(&candidate_abs).is_err() {
-                    out.push(written.join(rel).as_os_str().as_bytes().to_vec());
-                }
+            for (written, earlier_abs) in &ordered.dirs[..k] {
+                consider(&written.join(rel), earlier_abs.join(rel), &dep_abs);
             }
-            if system {
-                // System headers: the first directory that holds it is where it was found.
+            if !system {
+                for (written, includer_abs) in &includers.dirs {
+                    if *includer_abs != own_dir {
+                        consider(&written.join(rel), includer_abs.join(rel), &dep_abs);
+                    }
+                }
+            } else {
+                // A system header was found in the first system directory that holds it.
                 break;
             }
         }

@@ -88,6 +88,9 @@ pub fn run(options: DaemonOptions) -> i32 {
     };
     let socket = root.socket_path(PROTOCOL_VERSION);
     let code = runtime.block_on(serve(daemon, socket.clone(), options.idle_timeout));
+    // Let in-flight handlers finish briefly; the lock is released last, so no new daemon can
+    // bind the socket while this one is still going away.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     let _ = std::fs::remove_file(&socket);
     tracing::info!("daemon exiting");
     drop(lock);

@@ -1,0 +1,248 @@
+//! Daemon lifecycle, concurrency and crashes.
+
+use crate::sandbox::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn spawn_compile(sb: &Sandbox, args: &[String]) -> Child {
+    sb.zccache()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sixteen_wrappers_at_once_start_exactly_one_daemon() {
+    let sb = Sandbox::new();
+    for i in 0..16 {
+        sb.write_old(
+            &format!("f{i}.c"),
+            &format!("int f{i}(void) {{ return {i}; }}\n"),
+        );
+    }
+    assert!(sb.daemon_processes().is_empty());
+    let children: Vec<Child> = (0..16)
+        .map(|i| {
+            let args = ["gcc", "-c", &format!("f{i}.c")].map(String::from);
+            spawn_compile(&sb, &args)
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out, &["concurrent compile"]);
+    }
+    let pids = sb.daemon_processes();
+    assert_eq!(pids.len(), 1, "daemons: {pids:?}");
+    assert_eq!(sb.daemon_pid(), Some(pids[0]));
+    assert_eq!(sb.misses(), 16);
+}
+
+#[test]
+fn sixteen_identical_concurrent_compiles_give_identical_valid_objects() {
+    let sb = Sandbox::new();
+    sb.write_old("h.h", "#define N 11\n");
+    sb.write_old("m.c", "#include \"h.h\"\nint main(void) { return N; }\n");
+    let bare = sb.bare(".", &["gcc", "-c", "m.c", "-o", "bare.o"]);
+    assert_success(&bare, &["bare"]);
+    let expected = sb.read("bare.o");
+    for round in 0..2 {
+        let children: Vec<Child> = (0..16)
+            .map(|i| {
+                let args =
+                    ["gcc", "-c", "m.c", "-o", &format!("out{round}_{i}.o")].map(String::from);
+                spawn_compile(&sb, &args)
+            })
+            .collect();
+        for child in children {
+            assert_success(&child.wait_with_output().unwrap(), &["identical compile"]);
+        }
+        for i in 0..16 {
+            assert_eq!(
+                sb.read(&format!("out{round}_{i}.o")),
+                expected,
+                "round {round} #{i}"
+            );
+        }
+    }
+    let link = sb.bare(".", &["gcc", "out1_3.o", "-o", "prog"]);
+    assert_success(&link, &["link"]);
+    assert_eq!(sb.bare(".", &["./prog"]).status.code(), Some(11));
+    assert_eq!(sb.hits() + sb.misses(), 32);
+    assert!(sb.hits() >= 16, "the second round must be all hits");
+}
+
+#[test]
+fn daemon_killed_during_a_parallel_build_then_rebuild_is_correct() {
+    let sb = Sandbox::new();
+    let count = 24;
+    for i in 0..count {
+        sb.write_old(
+            &format!("src/f{i}.c"),
+            &format!("#include <stdio.h>\nint f{i}(void) {{ return {i} * 7; }}\n"),
+        );
+    }
+    let build = |sb: &Sandbox, kill: bool| {
+        let mut children: Vec<Child> = Vec::new();
+        for i in 0..count {
+            let args = [
+                "gcc",
+                "-O1",
+                "-c",
+                &format!("src/f{i}.c"),
+                "-o",
+                &format!("obj/f{i}.o"),
+            ]
+            .map(String::from);
+            children.push(spawn_compile(sb, &args));
+            if kill && i == count / 2 {
+                if let Some(pid) = sb.daemon_processes().first() {
+                    // SAFETY: sending a signal to a process id we just looked up.
+                    unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+                }
+            }
+        }
+        for child in children {
+            assert_success(&child.wait_with_output().unwrap(), &["build during kill"]);
+        }
+    };
+    std::fs::create_dir_all(sb.path("obj")).unwrap();
+    build(&sb, true);
+    let check = |sb: &Sandbox| {
+        for i in 0..count {
+            let bare = sb.bare(
+                ".",
+                &["gcc", "-O1", "-c", &format!("src/f{i}.c"), "-o", "bare.o"],
+            );
+            assert_success(&bare, &["bare"]);
+            assert_eq!(sb.read(&format!("obj/f{i}.o")), sb.read("bare.o"), "f{i}.o");
+        }
+    };
+    check(&sb);
+    std::fs::remove_dir_all(sb.path("obj")).unwrap();
+    std::fs::create_dir_all(sb.path("obj")).unwrap();
+    build(&sb, false);
+    check(&sb);
+}
+
+#[test]
+fn unreachable_daemon_never_breaks_the_build() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "int main(void) { return 0; }\n");
+    // The cache root cannot be created: a regular file is in the way.
+    sb.write("blocker", "not a directory");
+    let out = Command::new(ZCCACHE)
+        .env("ZCCACHE_CACHE_DIR", sb.path("blocker/cache"))
+        .current_dir(&sb.work)
+        .args(["gcc", "-c", "m.c", "-o", "m.o"])
+        .output()
+        .unwrap();
+    assert_success(&out, &["gcc with unusable cache root"]);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sb.path("m.o").exists());
+    // A failing compile keeps its exit code and diagnostics.
+    sb.write_old("bad.c", "int main(void) { return nope; }\n");
+    let out = Command::new(ZCCACHE)
+        .env("ZCCACHE_CACHE_DIR", sb.path("blocker/cache"))
+        .current_dir(&sb.work)
+        .args(["gcc", "-c", "bad.c"])
+        .output()
+        .unwrap();
+    let bare = sb.bare(".", &["gcc", "-c", "bad.c"]);
+    assert_eq!(out.status.code(), bare.status.code());
+    assert_eq!(out.stderr, bare.stderr);
+}
+
+#[test]
+fn stale_socket_from_a_killed_daemon_is_replaced() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "int m(void) { return 0; }\n");
+    sb.ok(&["gcc", "-c", "m.c"]);
+    let pid = sb.daemon_pid().unwrap();
+    // SAFETY: signalling our own test daemon.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sb.daemon_processes().contains(&pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        sb.cache.join("daemon-v1.sock").exists(),
+        "socket left behind"
+    );
+    sb.ok(&["gcc", "-c", "m.c"]);
+    assert_ne!(sb.daemon_pid().unwrap(), pid);
+    // The store survived the kill: this is a hit.
+    assert_eq!(sb.hits(), 1);
+}
+
+#[test]
+fn cache_survives_a_restart() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "int m(void) { return 0; }\n");
+    sb.ok(&["clang", "-c", "m.c"]);
+    sb.ok(&["stop"]);
+    assert!(sb.daemon_processes().is_empty());
+    sb.ok(&["clang", "-c", "m.c"]);
+    assert_eq!(sb.hits(), 1);
+}
+
+#[test]
+fn idle_daemon_exits() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "int m(void) { return 0; }\n");
+    let out = sb
+        .zccache()
+        .env("ZCCACHE_IDLE_TIMEOUT", "1")
+        .args(["gcc", "-c", "m.c"])
+        .output()
+        .unwrap();
+    assert_success(&out, &["compile"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sb.daemon_processes().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon still running after its idle timeout"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn corrupt_index_is_rebuilt_and_reported() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "int m(void) { return 0; }\n");
+    sb.ok(&["gcc", "-c", "m.c"]);
+    sb.ok(&["stop"]);
+    std::fs::write(sb.cache.join("index.redb"), b"garbage, not a database").unwrap();
+    sb.ok(&["gcc", "-c", "m.c"]);
+    sb.ok(&["gcc", "-c", "m.c"]);
+    let status = sb.status();
+    assert_eq!(status["hits"], 1);
+    let warnings = status["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].as_str().unwrap().contains("index"));
+}
+
+#[test]
+fn cache_root_and_socket_are_private_whatever_the_umask() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "int m(void) { return 0; }\n");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask 000 && exec {ZCCACHE} gcc -c m.c"))
+        .env("ZCCACHE_CACHE_DIR", &sb.cache)
+        .current_dir(&sb.work)
+        .output()
+        .unwrap();
+    assert_success(&out, &["umask 000 compile"]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&sb.cache), 0o700);
+    assert_eq!(mode(&sb.cache.join("artifacts")), 0o700);
+    assert_eq!(mode(&sb.cache.join("daemon-v1.sock")), 0o600);
+}

@@ -1,0 +1,207 @@
+//! A private work dir and cache root per test, and helpers to run things in it.
+
+use serde_json::Value;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime};
+
+pub const ZCCACHE: &str = env!("CARGO_BIN_EXE_zccache");
+
+pub struct Sandbox {
+    _dir: tempfile::TempDir,
+    /// Files were written with [`Sandbox::write_old`] since the last run: their ctime is
+    /// fresh, so let it age before the next compile (see [`settle`]).
+    unsettled: std::cell::Cell<bool>,
+    pub cache: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("zccache-test-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().canonicalize().unwrap();
+        let cache = root.join("cache");
+        let work = root.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        Sandbox {
+            _dir: dir,
+            unsettled: std::cell::Cell::new(false),
+            cache,
+            work,
+        }
+    }
+
+    /// `zccache` with this sandbox's cache root, run in the work dir.
+    pub fn zccache(&self) -> Command {
+        let mut command = Command::new(ZCCACHE);
+        command
+            .env("ZCCACHE_CACHE_DIR", &self.cache)
+            .env("ZCCACHE_IDLE_TIMEOUT", "120")
+            .env_remove("ZCCACHE_DISABLE")
+            .current_dir(&self.work);
+        command
+    }
+
+    /// Runs `zccache <args>` in `dir` (relative to the work dir) and returns its output.
+    pub fn run_in<S: AsRef<OsStr>>(&self, dir: &str, args: &[S]) -> Output {
+        if self.unsettled.replace(false) {
+            settle();
+        }
+        self.zccache()
+            .current_dir(self.work.join(dir))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run zccache")
+    }
+
+    /// Runs `zccache <args>` in the work dir.
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        self.run_in(".", args)
+    }
+
+    /// Like [`Sandbox::run`], and asserts success.
+    pub fn ok<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        let output = self.run(args);
+        assert_success(&output, args);
+        output
+    }
+
+    /// Runs a command directly (no zccache) in `dir` relative to the work dir.
+    pub fn bare<S: AsRef<OsStr>>(&self, dir: &str, args: &[S]) -> Output {
+        Command::new(args[0].as_ref())
+            .args(&args[1..])
+            .current_dir(self.work.join(dir))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run bare command")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.work.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    /// Writes `content` and backdates the file so that it looks long settled.
+    pub fn write_old(&self, rel: &str, content: &str) {
+        self.write(rel, content);
+        set_mtime(
+            &self.path(rel),
+            SystemTime::now() - Duration::from_secs(3600),
+        );
+        self.unsettled.set(true);
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    pub fn read_string(&self, rel: &str) -> String {
+        String::from_utf8(self.read(rel)).unwrap()
+    }
+
+    /// `zccache status --json`.
+    pub fn status(&self) -> Value {
+        let output = self.ok(&["status", "--json"]);
+        serde_json::from_slice(&output.stdout).expect("status json")
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.status()["hits"].as_u64().unwrap()
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.status()["misses"].as_u64().unwrap()
+    }
+
+    /// Count for `reason` in the status list `list` (`non_cacheable` or `not_stored`).
+    pub fn reason_count(&self, list: &str, reason: &str) -> u64 {
+        self.status()[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|pair| pair[0] == reason)
+            .map(|pair| pair[1].as_u64().unwrap())
+            .unwrap_or(0)
+    }
+
+    /// The pid of this sandbox's daemon, if one answers.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let status = self.status();
+        status["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// Processes whose command line mentions this sandbox's cache root.
+    pub fn daemon_processes(&self) -> Vec<u32> {
+        let needle = self.cache.to_string_lossy().into_owned();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let zombie = stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z'));
+            if cmdline.contains("zccache-daemon") && cmdline.contains(&needle) && !zombie {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self
+            .zccache()
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub fn assert_success<S: AsRef<OsStr>>(output: &Output, args: &[S]) {
+    let line: Vec<String> = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        output.status.success(),
+        "`{}` failed with {}\nstdout:\n{}\nstderr:\n{}",
+        line.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+pub fn set_mtime(path: &Path, time: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .or_else(|_| std::fs::File::open(path))
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+}
+
+/// Lets file timestamps age past the daemon's "too recent to trust" margin.
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(120));
+}
+
+/// The real compilers every test runs against.
+pub const COMPILERS: [&str; 2] = ["gcc", "clang"];
