@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. The integration tests drive real gcc, clang, cmake, ninja and make,
+# so they are installed first when missing (Debian/Ubuntu, as root or through sudo).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+for tool in gcc g++ clang clang++ cmake ninja make; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing missing tools: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make >/dev/null
+fi
+
+cargo test --workspace --locked "$@"
