@@ -291,16 +291,8 @@ impl Store {
             size: meta.len(),
             mtime_ns: mtime_ns(&meta),
         };
-        let tx = self.db.begin_write().map_err(index_err)?;
-        {
-            let mut table = tx.open_table(BLOBS).map_err(index_err)?;
-            let bytes =
-                bincode::serialize(&record).map_err(|e| StoreError::Index(e.to_string()))?;
-            table
-                .insert(hash.as_slice(), bytes.as_slice())
-                .map_err(index_err)?;
-        }
-        tx.commit().map_err(index_err)?;
+        // The index learns of the blob in the same transaction as the entry that uses it
+        // (`add_entry`); until then it is known in memory only.
         if let Some(old) = self.blobs.insert(hash, record) {
             self.blob_bytes.fetch_sub(old.size, Ordering::Relaxed);
         }
@@ -331,8 +323,23 @@ impl Store {
         manifest.entries.insert(0, entry);
         manifest.entries.truncate(MAX_ENTRIES_PER_KEY);
         let bytes = bincode::serialize(&manifest).map_err(|e| StoreError::Index(e.to_string()))?;
-        let tx = self.db.begin_write().map_err(index_err)?;
+        let mut tx = self.db.begin_write().map_err(index_err)?;
+        // Eventual: written before commit returns, synced to disk later. A killed daemon loses
+        // nothing (the page cache survives it); a power loss may lose the newest entries but
+        // never leaves the index inconsistent.
+        tx.set_durability(redb::Durability::Eventual);
         {
+            let mut blobs = tx.open_table(BLOBS).map_err(index_err)?;
+            for output in &manifest.entries[0].result.outputs {
+                let Some(meta) = self.blobs.get(&output.blob.hash).map(|m| *m) else {
+                    return Err(StoreError::Index("entry names an unknown blob".into()));
+                };
+                let record =
+                    bincode::serialize(&meta).map_err(|e| StoreError::Index(e.to_string()))?;
+                blobs
+                    .insert(output.blob.hash.as_slice(), record.as_slice())
+                    .map_err(index_err)?;
+            }
             let mut table = tx.open_table(MANIFESTS).map_err(index_err)?;
             table
                 .insert(key.as_slice(), bytes.as_slice())

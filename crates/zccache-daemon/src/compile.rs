@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use zccache_artifact::{Delivery, DepDigest, ManifestEntry, StoredOutput, StoredResult};
 use zccache_compiler::{depfile, parse_gcc, CompileInvocation, DepMode, Parsed};
@@ -46,8 +47,39 @@ const DEPFILE_ENV: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
 const ROLE_OBJECT: &str = "object";
 const ROLE_DEPFILE: &str = "depfile";
 
+/// What a successful compile produced, read before replying.
+struct Captured {
+    /// Every dependency the compiler reported, as written.
+    deps: Vec<String>,
+    /// The depfile the build asked for, as delivered to it.
+    user_depfile: Option<Vec<u8>>,
+    object: Vec<u8>,
+    search: SearchPath,
+}
+
+/// A compile result waiting to be checked and stored.
+struct StoreJob {
+    key: Hash,
+    cwd: PathBuf,
+    source: PathBuf,
+    source_digest: FileDigest,
+    started_at: SystemTime,
+    captured: Captured,
+    result: StoredResult,
+}
+
+/// The store a job was accepted for (present whenever a job exists).
+fn store_of(daemon: &Daemon) -> &zccache_artifact::Store {
+    daemon
+        .store
+        .as_ref()
+        .expect("store jobs are only created when the store is open")
+}
+
 /// One compile request, decoded.
 struct Call {
+    /// When the request arrived, for timing logs.
+    received: Instant,
     compiler: PathBuf,
     args: Vec<OsString>,
     cwd: PathBuf,
@@ -72,12 +104,13 @@ enum Lookup {
 
 impl Daemon {
     /// Handles one compile request from start to reply.
-    pub(crate) fn compile(&self, request: CompileRequest) -> Response {
+    pub(crate) fn compile(self: &Arc<Self>, request: CompileRequest) -> Response {
         let mut argv = request.argv.into_iter().map(OsString::from_vec);
         let Some(compiler) = argv.next().map(PathBuf::from) else {
             return Response::Error("empty argv".into());
         };
         let call = Call {
+            received: Instant::now(),
             compiler,
             args: argv.collect(),
             cwd: PathBuf::from(OsString::from_vec(request.cwd)),
@@ -126,10 +159,13 @@ impl Daemon {
         };
         let key = cache_key(&call, &invocation, &toolchain, &source);
         match self.lookup(store, &key, &call, &invocation, &source) {
-            Lookup::Hit(reply) => return Response::Compiled(reply),
+            Lookup::Hit(reply) => {
+                tracing::debug!("hit: served in {} us", call.received.elapsed().as_micros());
+                return Response::Compiled(reply);
+            }
             Lookup::Miss => {}
         }
-        self.compile_and_store(store, &key, &call, &invocation, &toolchain, source)
+        self.compile_and_store(&key, &call, &invocation, &toolchain, source)
     }
 
     /// Serves the first stored entry whose dependencies are unchanged, if any.
@@ -142,6 +178,8 @@ impl Daemon {
         source: &FileDigest,
     ) -> Lookup {
         let started = Instant::now();
+        // A result for this key may be on its way into the store.
+        self.pending.wait_for(key);
         let manifest = match store.manifest(key) {
             Ok(Some(manifest)) => manifest,
             Ok(None) => return Lookup::Miss,
@@ -230,8 +268,7 @@ impl Daemon {
 
     /// Runs the compiler and stores the result when it is provably what these inputs produce.
     fn compile_and_store(
-        &self,
-        store: &zccache_artifact::Store,
+        self: &Arc<Self>,
         key: &Hash,
         call: &Call,
         invocation: &CompileInvocation,
@@ -264,6 +301,10 @@ impl Daemon {
         unlink_if_read_only(&object_path);
         let started_at = SystemTime::now();
         let started = Instant::now();
+        tracing::debug!(
+            "miss: {} us before the compiler starts",
+            call.received.elapsed().as_micros()
+        );
         let output = match self.run_compiler(call, &run_args) {
             Ok(output) => output,
             Err(e) => {
@@ -273,7 +314,8 @@ impl Daemon {
                 };
             }
         };
-        let compile_ms = started.elapsed().as_millis() as u64;
+        let compile_us = started.elapsed().as_micros() as u64;
+        let compile_ms = compile_us / 1000;
         let exit_code = exit_code(&output.status);
         let reply = |outcome| {
             Response::Compiled(CompileReply {
@@ -295,31 +337,52 @@ impl Daemon {
             (None, DepMode::Full { path }) => absolute(&call.cwd, path),
             (None, _) => unreachable!("own depfile is set unless the build asked for -MD"),
         };
-        let stored = self.store_result(
-            store,
-            key,
-            call,
-            invocation,
-            toolchain,
-            &source,
-            &depfile_path,
+        // Take what the build may change next (outputs, depfile) now; check and store after
+        // replying, so the build never waits for the store.
+        let captured = match self.capture(call, invocation, toolchain, &depfile_path) {
+            Ok(captured) => captured,
+            Err(reason) => {
+                self.stats.not_stored(reason);
+                return reply(Outcome::NotStored {
+                    reason: reason.to_string(),
+                });
+            }
+        };
+        let job = StoreJob {
+            key: *key,
+            cwd: call.cwd.clone(),
+            source: invocation.source.clone(),
+            source_digest: source,
             started_at,
-            StoredResult {
+            captured,
+            result: StoredResult {
                 outputs: Vec::new(),
                 stdout: output.stdout.clone(),
                 stderr: output.stderr.clone(),
                 compile_ms,
             },
-        );
-        match stored {
-            Ok(()) => reply(Outcome::Miss),
-            Err(reason) => {
-                self.stats.not_stored(reason);
-                reply(Outcome::NotStored {
-                    reason: reason.to_string(),
-                })
-            }
+        };
+        self.pending.begin(key);
+        let daemon = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("zccache-store".into())
+            .spawn(move || {
+                let key = job.key;
+                if let Err(reason) = daemon.finish_store(store_of(&daemon), job) {
+                    daemon.stats.not_stored(reason);
+                }
+                daemon.pending.end(&key);
+            });
+        if spawned.is_err() {
+            self.pending.end(key);
+            self.stats.not_stored("store_unwritable");
         }
+        tracing::debug!(
+            "miss: compiler {} us, after it {} us",
+            compile_us,
+            started.elapsed().as_micros() as u64 - compile_us
+        );
+        reply(Outcome::Miss)
     }
 
     /// Runs the compiler as called (plus `extra_args`) and replies without storing.
@@ -356,78 +419,38 @@ impl Daemon {
             .output()
     }
 
-    /// Checks that the compile can be stored and stores it; the error is the reason it was not.
-    #[allow(clippy::too_many_arguments)]
-    fn store_result(
+    /// Reads what the compile produced before the build can touch it, and writes the `-MMD`
+    /// depfile the build asked for.
+    fn capture(
         &self,
-        store: &zccache_artifact::Store,
-        key: &Hash,
         call: &Call,
         invocation: &CompileInvocation,
         toolchain: &Toolchain,
-        source: &FileDigest,
         depfile_path: &Path,
-        started_at: SystemTime,
-        mut result: StoredResult,
-    ) -> Result<(), &'static str> {
+    ) -> Result<Captured, &'static str> {
         let text = std::fs::read(depfile_path).map_err(|_| "depfile_unreadable")?;
         let text = String::from_utf8(text).map_err(|_| "depfile_unreadable")?;
         let parsed = depfile::parse(&text).ok_or("depfile_unreadable")?;
-        let source_path = absolute(&call.cwd, &invocation.source);
-        // The source must be exactly what we hashed before the compile started.
-        match StatSig::of(&source_path) {
-            Ok(sig) if sig == source.sig && !sig.touched_since(started_at) => {}
-            _ => return Err("input_modified_during_compile"),
-        }
-        if source.has_time_macros {
-            return Err("time_macros");
-        }
-        let mut deps = Vec::new();
-        let mut seen = HashSet::new();
-        for dep in &parsed.deps {
-            let path = absolute(&call.cwd, Path::new(&dep.path));
-            if path == source_path || !seen.insert(path.clone()) {
-                continue;
-            }
-            let digest = self.fs.digest(&path).map_err(|_| "dependency_unreadable")?;
-            if digest.sig.touched_since(started_at) {
-                return Err("input_modified_during_compile");
-            }
-            if digest.has_time_macros {
-                return Err("time_macros");
-            }
-            deps.push(DepDigest {
-                path: dep.path.as_bytes().to_vec(),
-                hash: digest.hash,
-            });
-        }
         let system_dirs = self
             .system_dirs(call, invocation, toolchain)
             .map_err(|_| "compiler_unidentified")?;
-        let dep_paths: Vec<&str> = parsed.deps.iter().map(|d| d.path.as_str()).collect();
-        let absent = crate::search::shadow_candidates(
-            &search_path(call, invocation, &system_dirs),
-            &call.cwd,
-            &invocation.source,
-            &dep_paths,
-        );
-        // The depfile the build asked for, as the compiler writes it.
         let user_depfile = match &invocation.deps {
             DepMode::None => None,
             DepMode::Full { .. } => Some(text.clone().into_bytes()),
             DepMode::UserOnly { path } => {
-                let is_system = |p: &str| {
-                    let abs = absolute(&call.cwd, Path::new(p));
-                    system_dirs
-                        .iter()
-                        .chain(invocation.include_dirs.system.iter())
-                        .any(|d| abs.starts_with(absolute(&call.cwd, d)))
-                };
+                let system: Vec<PathBuf> = system_dirs
+                    .iter()
+                    .chain(invocation.include_dirs.system.iter())
+                    .map(|d| absolute(&call.cwd, d))
+                    .collect();
                 let kept: Vec<_> = parsed
                     .deps
                     .iter()
                     .enumerate()
-                    .filter(|(i, d)| *i == 0 || !is_system(&d.path))
+                    .filter(|(i, d)| {
+                        let abs = absolute(&call.cwd, Path::new(&d.path));
+                        *i == 0 || !system.iter().any(|dir| abs.starts_with(dir))
+                    })
                     .map(|(_, d)| d.clone())
                     .collect();
                 let rendered = depfile::render(
@@ -442,12 +465,66 @@ impl Daemon {
                 Some(rendered.into_bytes())
             }
         };
-        let object_path = absolute(&call.cwd, &invocation.output);
-        match std::fs::metadata(&object_path) {
-            Ok(meta) if meta.len() > 0 => {}
-            _ => return Err("missing_output"),
+        let object =
+            std::fs::read(absolute(&call.cwd, &invocation.output)).map_err(|_| "missing_output")?;
+        if object.is_empty() {
+            return Err("missing_output");
         }
-        let object = store.put_file(&object_path).map_err(|e| {
+        Ok(Captured {
+            deps: parsed.deps.into_iter().map(|d| d.path).collect(),
+            user_depfile,
+            object,
+            search: search_path(call, invocation, &system_dirs),
+        })
+    }
+
+    /// Checks that the inputs are still what the compiler read, then stores the result. The
+    /// error is the reason it was not stored.
+    fn finish_store(
+        &self,
+        store: &zccache_artifact::Store,
+        job: StoreJob,
+    ) -> Result<(), &'static str> {
+        let StoreJob {
+            key,
+            cwd,
+            source,
+            source_digest,
+            started_at,
+            captured,
+            mut result,
+        } = job;
+        let source_path = absolute(&cwd, &source);
+        // The source must be exactly what we hashed before the compile started.
+        match StatSig::of(&source_path) {
+            Ok(sig) if sig == source_digest.sig && !sig.touched_since(started_at) => {}
+            _ => return Err("input_modified_during_compile"),
+        }
+        if source_digest.has_time_macros {
+            return Err("time_macros");
+        }
+        let mut deps = Vec::new();
+        let mut seen = HashSet::new();
+        for dep in &captured.deps {
+            let path = absolute(&cwd, Path::new(dep));
+            if path == source_path || !seen.insert(path.clone()) {
+                continue;
+            }
+            let digest = self.fs.digest(&path).map_err(|_| "dependency_unreadable")?;
+            if digest.sig.touched_since(started_at) {
+                return Err("input_modified_during_compile");
+            }
+            if digest.has_time_macros {
+                return Err("time_macros");
+            }
+            deps.push(DepDigest {
+                path: dep.as_bytes().to_vec(),
+                hash: digest.hash,
+            });
+        }
+        let dep_paths: Vec<&str> = captured.deps.iter().map(String::as_str).collect();
+        let absent = crate::search::shadow_candidates(&captured.search, &cwd, &source, &dep_paths);
+        let object = store.put_bytes(&captured.object).map_err(|e| {
             tracing::warn!("storing object: {e}");
             "store_unwritable"
         })?;
@@ -455,7 +532,7 @@ impl Daemon {
             role: ROLE_OBJECT.into(),
             blob: object,
         });
-        if let Some(bytes) = user_depfile {
+        if let Some(bytes) = captured.user_depfile {
             let blob = store.put_bytes(&bytes).map_err(|_| "store_unwritable")?;
             result.outputs.push(StoredOutput {
                 role: ROLE_DEPFILE.into(),
@@ -464,7 +541,7 @@ impl Daemon {
         }
         store
             .add_entry(
-                key,
+                &key,
                 ManifestEntry {
                     deps,
                     absent,

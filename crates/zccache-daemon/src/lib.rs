@@ -7,6 +7,7 @@
 
 mod compile;
 mod paths;
+mod pending;
 mod search;
 mod server;
 mod stats;
@@ -29,6 +30,8 @@ pub(crate) struct Daemon {
     fs: FsCache,
     toolchains: Toolchains,
     stats: Stats,
+    /// Results being stored after their reply was sent.
+    pending: pending::PendingStores,
     started: Instant,
     /// Mode for files we create at output paths: 0666 under the daemon's umask.
     output_mode: u32,

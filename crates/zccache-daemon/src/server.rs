@@ -71,6 +71,7 @@ pub fn run(options: DaemonOptions) -> i32 {
         fs: FsCache::new(),
         toolchains: Toolchains::default(),
         stats: Stats::default(),
+        pending: Default::default(),
         started: Instant::now(),
         output_mode,
         store_problem,
@@ -220,7 +221,7 @@ async fn connection(daemon: Arc<Daemon>, mut stream: tokio::net::UnixStream, act
 }
 
 impl Daemon {
-    fn handle(&self, request: Request) -> Response {
+    fn handle(self: &Arc<Self>, request: Request) -> Response {
         match request {
             Request::Compile(compile) => self.compile(compile),
             Request::Status => Response::Status(self.status()),
@@ -241,6 +242,8 @@ impl Daemon {
 
     fn status(&self) -> StatusReport {
         use std::sync::atomic::Ordering::Relaxed;
+        // Counters are final once the stores in flight have finished.
+        self.pending.wait_all();
         let (artifact_count, artifact_bytes) =
             self.store.as_ref().map(|s| s.usage()).unwrap_or_default();
         let mut warnings: Vec<String> = self.store_problem.iter().cloned().collect();
