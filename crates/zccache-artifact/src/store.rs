@@ -36,9 +36,19 @@ pub struct BlobRef {
 /// One output of a stored result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredOutput {
-    /// What the output is to the tool (`object`, `depfile`); the daemon maps it to a path.
+    /// What the output is to the tool (`object`, `depfile`, or a file name in rustc's output
+    /// directory); the daemon maps it to a path.
     pub role: String,
     pub blob: BlobRef,
+    /// The tool created it executable (linked programs and libraries).
+    pub executable: bool,
+}
+
+/// An environment variable the result depends on, and its value then (`None`: unset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvDep {
+    pub name: Vec<u8>,
+    pub value: Option<Vec<u8>>,
 }
 
 /// What one tool run produced.
@@ -55,6 +65,8 @@ pub struct StoredResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
     pub deps: Vec<DepDigest>,
+    /// Environment variables the tool reported reading (rustc's `env!`).
+    pub env: Vec<EnvDep>,
     /// Paths that did not exist when the result was stored and would have changed it had they
     /// existed (a header that would shadow one that was used).
     pub absent: Vec<Vec<u8>>,
@@ -80,8 +92,9 @@ pub enum Delivery {
     /// `not_older_than_ns` is copied instead: its old mtime would make the output look older
     /// than its inputs to make and ninja, which would then rebuild it every time.
     Link { not_older_than_ns: i128 },
-    /// Always a fresh copy: for files that tools rewrite in place.
-    Copy,
+    /// Always a fresh copy (fresh mtime, own inode): for files that tools rewrite in place,
+    /// and for executables, which need their own mode.
+    Copy { executable: bool },
 }
 
 /// The store could not do what was asked.
@@ -317,9 +330,9 @@ impl Store {
             .manifest(key)?
             .map(|m| (*m).clone())
             .unwrap_or_default();
-        manifest
-            .entries
-            .retain(|old| old.deps != entry.deps || old.absent != entry.absent);
+        manifest.entries.retain(|old| {
+            old.deps != entry.deps || old.absent != entry.absent || old.env != entry.env
+        });
         manifest.entries.insert(0, entry);
         manifest.entries.truncate(MAX_ENTRIES_PER_KEY);
         let bytes = bincode::serialize(&manifest).map_err(|e| StoreError::Index(e.to_string()))?;
@@ -370,8 +383,9 @@ impl Store {
                 .blobs
                 .get(&blob.hash)
                 .is_some_and(|meta| meta.mtime_ns >= not_older_than_ns),
-            Delivery::Copy => false,
+            Delivery::Copy { .. } => false,
         };
+        let executable = matches!(how, Delivery::Copy { executable: true });
         if link {
             match fs::hard_link(&source, dest) {
                 Ok(()) => return Ok(()),
@@ -390,10 +404,10 @@ impl Store {
                 Err(_) => {}
             }
         }
-        self.copy_to(&source, dest).map_err(dest_err)
+        self.copy_to(&source, dest, executable).map_err(dest_err)
     }
 
-    fn copy_to(&self, source: &Path, dest: &Path) -> io::Result<()> {
+    fn copy_to(&self, source: &Path, dest: &Path, executable: bool) -> io::Result<()> {
         let dir = match dest.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -402,7 +416,13 @@ impl Store {
             .prefix(".zccache-")
             .tempfile_in(dir)?;
         io::copy(&mut File::open(source)?, &mut staged)?;
-        fs::set_permissions(staged.path(), fs::Permissions::from_mode(self.output_mode))?;
+        let mode = if executable {
+            // Execute bits wherever read bits are granted, as a linker would create it.
+            self.output_mode | ((self.output_mode & 0o444) >> 2)
+        } else {
+            self.output_mode
+        };
+        fs::set_permissions(staged.path(), fs::Permissions::from_mode(mode))?;
         staged.persist(dest).map_err(|e| e.error)?;
         Ok(())
     }
@@ -488,11 +508,13 @@ mod tests {
                 path: b"a.h".to_vec(),
                 hash: [1; 32],
             }],
+            env: vec![],
             absent: vec![],
             result: StoredResult {
                 outputs: vec![StoredOutput {
                     role: "object".into(),
                     blob,
+                    executable: false,
                 }],
                 stdout: vec![],
                 stderr: b"warning".to_vec(),
@@ -514,7 +536,9 @@ mod tests {
         // Delivering again over an existing (different) file replaces it.
         let other = dir.path().join("b.o");
         fs::write(&other, b"stale").unwrap();
-        store.deliver(&blob, &other, Delivery::Copy).unwrap();
+        store
+            .deliver(&blob, &other, Delivery::Copy { executable: false })
+            .unwrap();
         assert_eq!(fs::read(&other).unwrap(), b"object code");
         assert_eq!(fs::metadata(&other).unwrap().mode() & 0o777, 0o644);
         assert_eq!(store.usage(), (1, 11));

@@ -178,7 +178,7 @@ fn status(endpoint: &Endpoint, json: bool) -> i32 {
 fn render_status(r: &StatusReport) -> String {
     let mut out = String::new();
     let line = |out: &mut String, label: &str, value: String| {
-        out.push_str(&format!("{label:<22}{value}\n"));
+        out.push_str(&format!("{label:<34}{value}\n"));
     };
     line(
         &mut out,

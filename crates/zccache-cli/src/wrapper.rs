@@ -7,6 +7,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use zccache_compiler::{detect_tool, is_rustc_probe, ToolKind};
 use zccache_core::Config;
 use zccache_protocol::{CompileRequest, Request, Response};
 
@@ -29,6 +30,10 @@ pub fn main(args: &[OsString]) -> i32 {
         Ok(config) if !config.disabled => config,
         _ => return exec(&compiler, compiler_args),
     };
+    if is_probe(&compiler, compiler_args) {
+        // `rustc -vV`, `--print …`, stdin input: nothing to cache, no reason to wait.
+        return exec(&compiler, compiler_args);
+    }
     let mut argv = Vec::with_capacity(args.len() - 1);
     argv.push(compiler.as_os_str().as_bytes().to_vec());
     argv.extend(compiler_args.iter().map(|a| a.as_bytes().to_vec()));
@@ -52,6 +57,15 @@ pub fn main(args: &[OsString]) -> i32 {
         }
         // Not cacheable, a daemon error, or a lost connection: the compiler runs here.
         _ => exec(&compiler, compiler_args),
+    }
+}
+
+/// A rustc (or clippy-driver) call that only queries the compiler.
+fn is_probe(compiler: &Path, args: &[OsString]) -> bool {
+    match detect_tool(compiler) {
+        Some(ToolKind::Rustc) => is_rustc_probe(args),
+        Some(ToolKind::ClippyDriver) => args.len() < 2 || is_rustc_probe(&args[1..]),
+        _ => false,
     }
 }
 

@@ -8,8 +8,12 @@
 
 pub mod depfile;
 mod gcc;
+mod rustc;
 
 pub use gcc::{parse_gcc, CompileInvocation, DepMode, IncludeDirs, Language};
+pub use rustc::{
+    is_rustc_probe, parse_depinfo, parse_rustc, ParsedRust, RustDepInfo, RustInvocation,
+};
 
 use std::path::Path;
 
@@ -18,6 +22,10 @@ use std::path::Path;
 pub enum ToolKind {
     /// gcc, g++, cc, c++, clang, clang++ and their versioned or cross-prefixed names.
     GccLike,
+    /// rustc (cargo calls it by absolute path).
+    Rustc,
+    /// clippy-driver, called by cargo as `clippy-driver <rustc> args…`.
+    ClippyDriver,
 }
 
 /// The compiler family decides details such as the depfile layout. It is learned from the
@@ -32,6 +40,13 @@ pub enum Family {
 /// `clang++-14`, `cc`, ...). Anything else is not ours to cache.
 pub fn detect_tool(path: &Path) -> Option<ToolKind> {
     let name = path.file_name()?.to_str()?;
+    let name = name.strip_suffix(".exe").unwrap_or(name);
+    if name == "rustc" || name.starts_with("rustc-") {
+        return Some(ToolKind::Rustc);
+    }
+    if name == "clippy-driver" {
+        return Some(ToolKind::ClippyDriver);
+    }
     // Strip a version suffix ("-12", "-14.0") and a cross prefix ("x86_64-linux-gnu-").
     let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
     let base = trimmed.strip_suffix('-').unwrap_or(trimmed);
@@ -80,9 +95,17 @@ mod tests {
         ] {
             check(name, true);
         }
+        assert_eq!(
+            detect_tool(Path::new("/r/bin/rustc")),
+            Some(ToolKind::Rustc)
+        );
+        assert_eq!(
+            detect_tool(Path::new("/r/bin/clippy-driver")),
+            Some(ToolKind::ClippyDriver)
+        );
         for name in [
             "ld",
-            "rustc",
+            "rustdoc",
             "clang-tidy",
             "gcc-ar",
             "python3",

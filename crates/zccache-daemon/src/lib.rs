@@ -3,11 +3,14 @@
 //! It owns the store, the file-state cache and the statistics; it is the only place that runs
 //! compilers on the cache's behalf. [`run`] takes the per-root lock (one daemon per root and
 //! protocol version), binds the socket, and serves until stopped or idle. Each request is one
-//! message and one reply (see `zccache-protocol`); compile handling lives in `compile.rs`.
+//! message and one reply (see `zccache-protocol`); `pipeline.rs` holds what every cached tool
+//! shares, `cc.rs` and `rust.rs` the gcc/clang and rustc/clippy front ends.
 
-mod compile;
+mod cc;
 mod paths;
 mod pending;
+mod pipeline;
+mod rust;
 mod search;
 mod server;
 mod stats;

@@ -32,7 +32,8 @@ const INCLUDE_ENV: &[&str] = &[
 /// Remembers toolchains and their include directories.
 #[derive(Default)]
 pub struct Toolchains {
-    by_binary: DashMap<(PathBuf, Hash), Arc<Toolchain>>,
+    /// Keyed by path, binary digest and the probe that was run.
+    by_binary: DashMap<(PathBuf, Hash, &'static str), Arc<Toolchain>>,
     search_dirs: DashMap<Hash, Arc<Vec<PathBuf>>>,
 }
 
@@ -47,7 +48,7 @@ impl Toolchains {
         let digest = fs
             .digest(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let key = (path.to_path_buf(), digest.hash);
+        let key = (path.to_path_buf(), digest.hash, "--version");
         if let Some(found) = self.by_binary.get(&key) {
             return Ok(found.clone());
         }
@@ -69,6 +70,38 @@ impl Toolchains {
         });
         self.by_binary.insert(key, toolchain.clone());
         Ok(toolchain)
+    }
+
+    /// The identity of any tool at `path`: its binary's digest and the output of `probes`
+    /// (for rustc, `-vV`). Probed again whenever the binary's content changes.
+    pub fn identify_with(
+        &self,
+        fs: &FsCache,
+        path: &Path,
+        env: &[(OsString, OsString)],
+        probes: &'static [&'static str],
+    ) -> Result<Hash, String> {
+        let digest = fs
+            .digest(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = (
+            path.to_path_buf(),
+            digest.hash,
+            probes.first().copied().unwrap_or(""),
+        );
+        if let Some(found) = self.by_binary.get(&key) {
+            return Ok(found.hash);
+        }
+        let banner = probe(path, env, probes)?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&digest.hash);
+        hasher.update(&banner);
+        let toolchain = Arc::new(Toolchain {
+            hash: *hasher.finalize().as_bytes(),
+            family: Family::Gcc,
+        });
+        self.by_binary.insert(key, toolchain.clone());
+        Ok(toolchain.hash)
     }
 
     /// The compiler's own `#include <...>` directories for `language` under `search_args`

@@ -1,0 +1,381 @@
+//! gcc and clang: parse, key, deliver, and capture a miss.
+
+use crate::paths::absolute;
+use crate::pipeline::{
+    reply, write_atomically, Call, Captured, CapturedOutput, Found, KeyHasher, StoreJob,
+};
+use crate::search::SearchPath;
+use crate::toolchain::Toolchain;
+use crate::Daemon;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use zccache_artifact::{Delivery, Store, StoredResult};
+use zccache_compiler::{depfile, parse_gcc, CompileInvocation, DepMode, Parsed};
+use zccache_core::Hash;
+use zccache_fscache::FileDigest;
+use zccache_protocol::{Outcome, Response};
+
+/// Environment variables that change what a gcc/clang compile produces or prints.
+const KEY_ENV: &[&str] = &[
+    "CPATH",
+    "C_INCLUDE_PATH",
+    "CPLUS_INCLUDE_PATH",
+    "OBJC_INCLUDE_PATH",
+    "OBJCPLUS_INCLUDE_PATH",
+    "SOURCE_DATE_EPOCH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "GCC_COLORS",
+    "GCC_EXEC_PREFIX",
+    "COMPILER_PATH",
+    "CCC_OVERRIDE_OPTIONS",
+    "SDKROOT",
+    "MACOSX_DEPLOYMENT_TARGET",
+    "GCC_COMPARE_DEBUG",
+];
+
+/// Environment variables that make the compiler write a depfile we would not store.
+const DEPFILE_ENV: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
+
+const ROLE_OBJECT: &str = "object";
+const ROLE_DEPFILE: &str = "depfile";
+
+impl Daemon {
+    /// A gcc/clang call: served from the cache, or compiled and stored.
+    pub(crate) fn compile_cc(self: &Arc<Self>, call: Call) -> Response {
+        let invocation = match parse_gcc(&call.compiler, &call.args) {
+            Parsed::Cacheable(invocation) => invocation,
+            Parsed::NotCacheable(nc) => {
+                tracing::debug!("not cacheable ({}): {}", nc.reason, nc.detail);
+                return self.run_locally(nc.reason);
+            }
+        };
+        if DEPFILE_ENV.iter().any(|name| call.env_var(name).is_some()) {
+            return self.run_locally("depfile_env");
+        }
+        let Some(store) = self.store.as_ref() else {
+            return self.run_locally("store_unavailable");
+        };
+        let toolchain = match self
+            .toolchains
+            .identify(&self.fs, &call.compiler, &call.env)
+        {
+            Ok(toolchain) => toolchain,
+            Err(why) => {
+                tracing::info!("compiler not identified: {why}");
+                return self.run_locally("compiler_unidentified");
+            }
+        };
+        let source_path = absolute(&call.cwd, &invocation.source);
+        let source = match self.fs.digest(&source_path) {
+            Ok(digest) => digest,
+            Err(_) => return self.run_locally("source_unreadable"),
+        };
+        let key = cache_key(&call, &invocation, &toolchain, &source);
+        if let Some(found) = self.find_entry(store, &key, &call) {
+            let newest = found.newest_input_ns.max(source.sig.mtime_ns);
+            let deliver = |found: &Found| deliver(store, found, &call, &invocation, newest);
+            if let Some(response) = self.serve_hit(&call, &found, deliver) {
+                return response;
+            }
+        }
+        self.compile_and_store(key, &call, &invocation, &toolchain, source)
+    }
+
+    /// Runs the compiler, replies, and queues the result for storing.
+    fn compile_and_store(
+        self: &Arc<Self>,
+        key: Hash,
+        call: &Call,
+        invocation: &CompileInvocation,
+        toolchain: &Toolchain,
+        source: FileDigest,
+    ) -> Response {
+        // We always need the full dependency list; ask for it unless the build asked for -MD.
+        let own_depfile = match &invocation.deps {
+            DepMode::Full { .. } => None,
+            DepMode::None | DepMode::UserOnly { .. } => match tempfile::Builder::new()
+                .prefix("deps-")
+                .suffix(".d")
+                .tempfile_in(self.root.tmp_dir())
+            {
+                Ok(file) => Some(file.into_temp_path()),
+                Err(e) => {
+                    tracing::warn!("cannot create a temp depfile: {e}");
+                    return self.run_locally("store_unwritable");
+                }
+            },
+        };
+        let run_args = match &own_depfile {
+            Some(path) => invocation.args_with_depfile(&call.args, path),
+            None => call.args.clone(),
+        };
+        unlink_if_read_only(&absolute(&call.cwd, &invocation.output));
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        tracing::debug!(
+            "miss: {} us before the compiler starts",
+            call.received.elapsed().as_micros()
+        );
+        let output = match call.run(&call.compiler, &run_args) {
+            Ok(output) => output,
+            Err(e) => {
+                tracing::info!("cannot run {}: {e}", call.compiler.display());
+                return self.run_locally("compiler_spawn_failed");
+            }
+        };
+        let compile_ms = started.elapsed().as_millis() as u64;
+        self.stats.miss();
+        if !output.status.success() {
+            self.stats.not_stored("compile_failed");
+            return reply(
+                &output,
+                Outcome::NotStored {
+                    reason: "compile_failed".into(),
+                },
+            );
+        }
+        let depfile_path = match (&own_depfile, &invocation.deps) {
+            (Some(own), _) => own.to_path_buf(),
+            (None, DepMode::Full { path }) => absolute(&call.cwd, path),
+            (None, _) => unreachable!("own depfile is set unless the build asked for -MD"),
+        };
+        // Take what the build may change next (outputs, depfile) now; check and store after
+        // replying, so the build never waits for the store.
+        let captured = match self.capture(call, invocation, toolchain, &depfile_path) {
+            Ok(captured) => captured,
+            Err(reason) => {
+                self.stats.not_stored(reason);
+                return reply(
+                    &output,
+                    Outcome::NotStored {
+                        reason: reason.to_string(),
+                    },
+                );
+            }
+        };
+        self.store_later(StoreJob {
+            key,
+            cwd: call.cwd.clone(),
+            source: invocation.source.clone(),
+            source_digest: source,
+            started_at,
+            captured,
+            time_macros_matter: true,
+            result: StoredResult {
+                outputs: Vec::new(),
+                stdout: output.stdout.clone(),
+                stderr: output.stderr.clone(),
+                compile_ms,
+            },
+        });
+        reply(&output, Outcome::Miss)
+    }
+
+    /// Reads what the compile produced before the build can touch it, and writes the `-MMD`
+    /// depfile the build asked for.
+    fn capture(
+        &self,
+        call: &Call,
+        invocation: &CompileInvocation,
+        toolchain: &Toolchain,
+        depfile_path: &Path,
+    ) -> Result<Captured, &'static str> {
+        let text = std::fs::read(depfile_path).map_err(|_| "depfile_unreadable")?;
+        let text = String::from_utf8(text).map_err(|_| "depfile_unreadable")?;
+        let parsed = depfile::parse(&text).ok_or("depfile_unreadable")?;
+        let system_dirs = self
+            .toolchains
+            .system_dirs(
+                toolchain,
+                &call.compiler,
+                invocation.language,
+                &invocation.search_args,
+                &call.env,
+                &call.cwd,
+            )
+            .map_err(|_| "compiler_unidentified")?;
+        let mut outputs = Vec::new();
+        let object =
+            std::fs::read(absolute(&call.cwd, &invocation.output)).map_err(|_| "missing_output")?;
+        if object.is_empty() {
+            return Err("missing_output");
+        }
+        outputs.push(CapturedOutput {
+            role: ROLE_OBJECT.into(),
+            bytes: object,
+            executable: false,
+        });
+        let user_depfile = match &invocation.deps {
+            DepMode::None => None,
+            DepMode::Full { .. } => Some(text.clone().into_bytes()),
+            DepMode::UserOnly { path } => {
+                let system: Vec<PathBuf> = system_dirs
+                    .iter()
+                    .chain(invocation.include_dirs.system.iter())
+                    .map(|d| absolute(&call.cwd, d))
+                    .collect();
+                let kept: Vec<_> = parsed
+                    .deps
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, d)| {
+                        let abs = absolute(&call.cwd, Path::new(&d.path));
+                        *i == 0 || !system.iter().any(|dir| abs.starts_with(dir))
+                    })
+                    .map(|(_, d)| d.clone())
+                    .collect();
+                let rendered = depfile::render(
+                    toolchain.family,
+                    &parsed.targets,
+                    &kept,
+                    invocation.phony_deps,
+                );
+                write_atomically(
+                    &absolute(&call.cwd, path),
+                    rendered.as_bytes(),
+                    self.output_mode,
+                )
+                .map_err(|_| "output_unwritable")?;
+                Some(rendered.into_bytes())
+            }
+        };
+        if let Some(bytes) = user_depfile {
+            outputs.push(CapturedOutput {
+                role: ROLE_DEPFILE.into(),
+                bytes,
+                executable: false,
+            });
+        }
+        Ok(Captured {
+            deps: parsed.deps.into_iter().map(|d| d.path).collect(),
+            env: Vec::new(),
+            outputs,
+            search: Some(search_path(call, invocation, &system_dirs)),
+        })
+    }
+}
+
+/// Writes every output of a stored entry where this invocation wants it.
+fn deliver(
+    store: &Store,
+    found: &Found,
+    call: &Call,
+    invocation: &CompileInvocation,
+    newest_input_ns: i128,
+) -> Result<(), String> {
+    let mut object = None;
+    for output in &found.entry.result.outputs {
+        match output.role.as_str() {
+            ROLE_OBJECT => object = Some(output.blob),
+            ROLE_DEPFILE => {
+                let path = match &invocation.deps {
+                    DepMode::Full { path } | DepMode::UserOnly { path } => path,
+                    DepMode::None => continue,
+                };
+                store
+                    .deliver(
+                        &output.blob,
+                        &absolute(&call.cwd, path),
+                        Delivery::Copy { executable: false },
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+            other => return Err(format!("unknown output role {other}")),
+        }
+    }
+    let object = object.ok_or("entry has no object")?;
+    store
+        .deliver(
+            &object,
+            &absolute(&call.cwd, &invocation.output),
+            Delivery::Link {
+                not_older_than_ns: newest_input_ns,
+            },
+        )
+        .map_err(|e| e.to_string())
+}
+
+/// The include search directories of this call, as written, in the compiler's order.
+fn search_path(call: &Call, invocation: &CompileInvocation, system_dirs: &[PathBuf]) -> SearchPath {
+    let env_dirs = |name: &str| -> Vec<PathBuf> {
+        call.env_var(name)
+            .map(|v| {
+                std::env::split_paths(v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let lang_env = match invocation.language {
+        zccache_compiler::Language::Cxx => "CPLUS_INCLUDE_PATH",
+        _ => "C_INCLUDE_PATH",
+    };
+    let dirs = &invocation.include_dirs;
+    let mut search = SearchPath::default();
+    search.user.extend(dirs.quote.iter().cloned());
+    search.user.extend(dirs.user.iter().cloned());
+    search.user.extend(env_dirs("CPATH"));
+    search.system.extend(dirs.system.iter().cloned());
+    search.system.extend(env_dirs(lang_env));
+    search.system.extend(system_dirs.iter().cloned());
+    search.system.extend(dirs.after.iter().cloned());
+    search
+}
+
+/// The cache key: everything that decides the outputs except the headers, which the manifest
+/// checks.
+fn cache_key(
+    call: &Call,
+    invocation: &CompileInvocation,
+    toolchain: &Toolchain,
+    source: &FileDigest,
+) -> Hash {
+    let mut key = KeyHasher::new("zccache gcc-like v1");
+    key.field(&toolchain.hash);
+    key.field(call.compiler.as_os_str().as_bytes());
+    for arg in &invocation.key_args {
+        key.field(arg.as_bytes());
+    }
+    key.field(b"--cwd--");
+    if invocation.debug_info {
+        key.field(call.cwd.as_os_str().as_bytes());
+    }
+    for name in KEY_ENV {
+        key.env(call, name);
+    }
+    if invocation.native_cpu {
+        key.field(&cpu_signature());
+    }
+    key.field(&source.hash);
+    key.finish()
+}
+
+/// What `-march=native` resolves to: the CPU model and feature flags.
+fn cpu_signature() -> Vec<u8> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("model name") || l.starts_with("flags") || l.starts_with("vendor_id")
+        })
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes()
+}
+
+/// A read-only file at an output path (a hardlink to a stored blob) would make some compilers
+/// refuse to overwrite it; remove it so the compiler writes a fresh file.
+fn unlink_if_read_only(path: &Path) {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.is_file() && meta.permissions().mode() & 0o200 == 0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! What every cached tool shares: decoding a request, finding a usable stored entry, running
+//! the tool, and storing its result after the reply.
+//!
+//! Tool front ends (`cc.rs`, `rust.rs`) decide what is cacheable, compute the key and say
+//! where outputs go; everything that touches the store goes through here.
+
+use crate::paths::absolute;
+use crate::search::SearchPath;
+use crate::Daemon;
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use zccache_artifact::{DepDigest, EnvDep, ManifestEntry, Store, StoredOutput, StoredResult};
+use zccache_compiler::{detect_tool, ToolKind};
+use zccache_core::Hash;
+use zccache_fscache::{FileDigest, StatSig};
+use zccache_protocol::{CompileReply, CompileRequest, Outcome, Response};
+
+/// Variables that hand a jobserver to the child: the descriptors they name exist in the
+/// client, not in the daemon, so the tool would warn about them.
+const JOBSERVER_ENV: &[&str] = &["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"];
+
+/// One compile request, decoded.
+pub(crate) struct Call {
+    /// When the request arrived, for timing logs.
+    pub received: Instant,
+    pub compiler: PathBuf,
+    pub args: Vec<OsString>,
+    pub cwd: PathBuf,
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl Call {
+    fn decode(request: CompileRequest) -> Option<Call> {
+        let mut argv = request.argv.into_iter().map(OsString::from_vec);
+        let compiler = argv.next().map(PathBuf::from)?;
+        Some(Call {
+            received: Instant::now(),
+            compiler,
+            args: argv.collect(),
+            cwd: PathBuf::from(OsString::from_vec(request.cwd)),
+            env: request
+                .env
+                .into_iter()
+                .map(|(k, v)| (OsString::from_vec(k), OsString::from_vec(v)))
+                .collect(),
+        })
+    }
+
+    /// The caller's value of `name` (the last one wins, as in a process environment).
+    pub fn env_var(&self, name: &str) -> Option<&OsString> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Runs `program args` in the caller's directory and environment, stdin closed.
+    pub fn run(&self, program: &Path, args: &[OsString]) -> std::io::Result<std::process::Output> {
+        Command::new(program)
+            .args(args)
+            .current_dir(&self.cwd)
+            .env_clear()
+            .envs(
+                self.env
+                    .iter()
+                    .filter(|(k, _)| !JOBSERVER_ENV.iter().any(|j| k == j))
+                    .map(|(k, v)| (k, v)),
+            )
+            .stdin(Stdio::null())
+            .output()
+    }
+}
+
+/// Feeds length-prefixed fields into a key, so no two field lists hash alike.
+pub(crate) struct KeyHasher(blake3::Hasher);
+
+impl KeyHasher {
+    pub fn new(domain: &str) -> KeyHasher {
+        let mut hasher = KeyHasher(blake3::Hasher::new());
+        hasher.field(domain.as_bytes());
+        hasher
+    }
+
+    pub fn field(&mut self, bytes: &[u8]) {
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    /// A variable's name and value, or a marker when unset.
+    pub fn env(&mut self, call: &Call, name: &str) {
+        self.field(name.as_bytes());
+        match call.env_var(name) {
+            Some(value) => self.field(value.as_bytes()),
+            None => self.field(b"\0unset"),
+        }
+    }
+
+    pub fn finish(&self) -> Hash {
+        *self.0.finalize().as_bytes()
+    }
+}
+
+/// A stored entry that still matches, with the newest mtime among its inputs.
+pub(crate) struct Found {
+    pub entry: ManifestEntry,
+    pub newest_input_ns: i128,
+}
+
+/// An output read right after the tool finished.
+pub(crate) struct CapturedOutput {
+    pub role: String,
+    pub bytes: Vec<u8>,
+    pub executable: bool,
+}
+
+/// What a finished tool run reported and wrote, read before the reply.
+pub(crate) struct Captured {
+    /// Every input the tool reported, as written.
+    pub deps: Vec<String>,
+    pub env: Vec<EnvDep>,
+    pub outputs: Vec<CapturedOutput>,
+    /// Include search path, for recording headers that would shadow the used ones.
+    pub search: Option<SearchPath>,
+}
+
+/// A compile result waiting to be checked and stored after the reply.
+pub(crate) struct StoreJob {
+    pub key: Hash,
+    pub cwd: PathBuf,
+    /// The main input as written, and its digest taken before the tool ran.
+    pub source: PathBuf,
+    pub source_digest: FileDigest,
+    pub started_at: SystemTime,
+    pub captured: Captured,
+    /// Refuse inputs that mention `__TIME__`/`__DATE__`/`__TIMESTAMP__` (C family).
+    pub time_macros_matter: bool,
+    pub result: StoredResult,
+}
+
+impl Daemon {
+    /// Handles one compile request from start to reply.
+    pub(crate) fn compile(self: &Arc<Self>, request: CompileRequest) -> Response {
+        let Some(call) = Call::decode(request) else {
+            return Response::Error("empty argv".into());
+        };
+        match detect_tool(&call.compiler) {
+            Some(ToolKind::GccLike) => self.compile_cc(call),
+            Some(ToolKind::Rustc) => self.compile_rust(call, false),
+            Some(ToolKind::ClippyDriver) => self.compile_rust(call, true),
+            None => self.run_locally("unsupported_tool"),
+        }
+    }
+
+    /// Counts `reason` and tells the client to run the tool itself.
+    pub(crate) fn run_locally(&self, reason: &str) -> Response {
+        self.stats.non_cacheable(reason);
+        Response::RunLocally {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The first stored entry for `key` whose inputs are unchanged for this call.
+    pub(crate) fn find_entry(&self, store: &Store, key: &Hash, call: &Call) -> Option<Found> {
+        // A result for this key may be on its way into the store.
+        self.pending.wait_for(key);
+        let manifest = match store.manifest(key) {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!("manifest lookup failed: {e}");
+                self.stats.error();
+                return None;
+            }
+        };
+        'entries: for entry in &manifest.entries {
+            let mut newest_input_ns = i128::MIN;
+            for dep in &entry.deps {
+                let path = absolute(&call.cwd, Path::new(OsStr::from_bytes(&dep.path)));
+                match self.fs.digest(&path) {
+                    Ok(digest) if digest.hash == dep.hash => {
+                        newest_input_ns = newest_input_ns.max(digest.sig.mtime_ns);
+                    }
+                    _ => continue 'entries,
+                }
+            }
+            for var in &entry.env {
+                let now = call
+                    .env_var(&String::from_utf8_lossy(&var.name))
+                    .map(|v| v.as_bytes().to_vec());
+                if now != var.value {
+                    continue 'entries;
+                }
+            }
+            for absent in &entry.absent {
+                let path = absolute(&call.cwd, Path::new(OsStr::from_bytes(absent)));
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    continue 'entries;
+                }
+            }
+            return Some(Found {
+                entry: entry.clone(),
+                newest_input_ns,
+            });
+        }
+        None
+    }
+
+    /// Delivers `found` with `deliver` and builds the hit reply; `None` (a miss) when delivery
+    /// failed, e.g. because a blob was damaged.
+    pub(crate) fn serve_hit(
+        &self,
+        call: &Call,
+        found: &Found,
+        deliver: impl FnOnce(&Found) -> Result<(), String>,
+    ) -> Option<Response> {
+        if let Err(why) = deliver(found) {
+            tracing::warn!("could not serve a hit, running the tool instead: {why}");
+            return None;
+        }
+        let spent_ms = call.received.elapsed().as_millis() as u64;
+        self.stats
+            .hit(found.entry.result.compile_ms.saturating_sub(spent_ms));
+        tracing::debug!("hit: served in {} us", call.received.elapsed().as_micros());
+        Some(Response::Compiled(CompileReply {
+            exit_code: 0,
+            stdout: found.entry.result.stdout.clone(),
+            stderr: found.entry.result.stderr.clone(),
+            outcome: Outcome::Hit,
+        }))
+    }
+
+    /// Checks and stores `job` on a background thread; lookups of the same key wait for it.
+    pub(crate) fn store_later(self: &Arc<Self>, job: StoreJob) {
+        let key = job.key;
+        self.pending.begin(&key);
+        let daemon = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("zccache-store".into())
+            .spawn(move || {
+                let key = job.key;
+                match daemon.store.as_ref() {
+                    Some(store) => {
+                        if let Err(reason) = daemon.finish_store(store, job) {
+                            daemon.stats.not_stored(reason);
+                        }
+                    }
+                    None => daemon.stats.not_stored("store_unavailable"),
+                }
+                daemon.pending.end(&key);
+            });
+        if spawned.is_err() {
+            self.pending.end(&key);
+            self.stats.not_stored("store_unwritable");
+        }
+    }
+
+    /// Checks that the inputs are still what the tool read, then stores the result. The error
+    /// is the reason it was not stored.
+    fn finish_store(&self, store: &Store, job: StoreJob) -> Result<(), &'static str> {
+        let StoreJob {
+            key,
+            cwd,
+            source,
+            source_digest,
+            started_at,
+            captured:
+                Captured {
+                    deps: reported,
+                    env,
+                    outputs,
+                    search,
+                },
+            time_macros_matter,
+            mut result,
+        } = job;
+        let source_path = absolute(&cwd, &source);
+        // The main input must be exactly what was hashed before the tool started.
+        match StatSig::of(&source_path) {
+            Ok(sig) if sig == source_digest.sig && !sig.touched_since(started_at) => {}
+            _ => return Err("input_modified_during_compile"),
+        }
+        if time_macros_matter && source_digest.has_time_macros {
+            return Err("time_macros");
+        }
+        let mut deps = Vec::new();
+        let mut seen = HashSet::new();
+        for dep in &reported {
+            let path = absolute(&cwd, Path::new(dep));
+            if path == source_path || !seen.insert(path.clone()) {
+                continue;
+            }
+            let digest = self.fs.digest(&path).map_err(|_| "dependency_unreadable")?;
+            if digest.sig.touched_since(started_at) {
+                return Err("input_modified_during_compile");
+            }
+            if time_macros_matter && digest.has_time_macros {
+                return Err("time_macros");
+            }
+            deps.push(DepDigest {
+                path: dep.as_bytes().to_vec(),
+                hash: digest.hash,
+            });
+        }
+        let absent = match &search {
+            Some(search) => {
+                let paths: Vec<&str> = reported.iter().map(String::as_str).collect();
+                crate::search::shadow_candidates(search, &cwd, &source, &paths)
+            }
+            None => Vec::new(),
+        };
+        for output in outputs {
+            let blob = store.put_bytes(&output.bytes).map_err(|e| {
+                tracing::warn!("storing {}: {e}", output.role);
+                "store_unwritable"
+            })?;
+            result.outputs.push(StoredOutput {
+                role: output.role,
+                blob,
+                executable: output.executable,
+            });
+        }
+        store
+            .add_entry(
+                &key,
+                ManifestEntry {
+                    deps,
+                    env,
+                    absent,
+                    result,
+                },
+            )
+            .map_err(|e| {
+                tracing::warn!("storing entry: {e}");
+                "store_unwritable"
+            })
+    }
+}
+
+/// The reply for a tool run whose result is (or will be) stored, or not.
+pub(crate) fn reply(output: &std::process::Output, outcome: Outcome) -> Response {
+    Response::Compiled(CompileReply {
+        exit_code: exit_code(&output.status),
+        stdout: output.stdout.clone(),
+        stderr: output.stderr.clone(),
+        outcome,
+    })
+}
+
+pub(crate) fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Writes `data` to `dest` through a temp file in the same directory.
+pub(crate) fn write_atomically(dest: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut staged = tempfile::Builder::new()
+        .prefix(".zccache-")
+        .tempfile_in(dir)?;
+    staged.write_all(data)?;
+    std::fs::set_permissions(staged.path(), std::fs::Permissions::from_mode(mode))?;
+    staged.persist(dest).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Resolves a program name the way the caller's shell would: through the caller's PATH.
+pub(crate) fn which(call: &Call, program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return Some(absolute(&call.cwd, program));
+    }
+    let path = call.env_var("PATH")?;
+    std::env::split_paths(path)
+        .map(|dir| absolute(&call.cwd, &dir.join(program)))
+        .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_fields_do_not_run_together() {
+        let mut a = KeyHasher::new("t");
+        a.field(b"ab");
+        a.field(b"c");
+        let mut b = KeyHasher::new("t");
+        b.field(b"a");
+        b.field(b"bc");
+        assert_ne!(a.finish(), b.finish());
+    }
+}

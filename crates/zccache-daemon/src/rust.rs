@@ -1,0 +1,305 @@
+//! rustc and clippy-driver as cargo calls them through `RUSTC_WRAPPER`.
+//!
+//! The key holds the toolchain (`rustc -vV` and the binary), every argument in order, the
+//! working directory, cargo's `CARGO_*` variables, the content of every `--extern` crate and
+//! static native library, and for linking crates the linker's identity. The sources come from
+//! rustc's dep-info on the miss, with the `env!` variables it lists; every file rustc wrote
+//! (the dep-info's targets) is stored and restored.
+
+use crate::paths::absolute;
+use crate::pipeline::{reply, which, Call, Captured, CapturedOutput, Found, KeyHasher, StoreJob};
+use crate::Daemon;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use zccache_artifact::{Delivery, EnvDep, Store, StoredResult};
+use zccache_compiler::{parse_depinfo, parse_rustc, ParsedRust, RustInvocation};
+use zccache_core::Hash;
+use zccache_protocol::{Outcome, Response};
+
+/// Variables besides `CARGO_*` that change what rustc, clippy or the linker produce.
+const KEY_ENV: &[&str] = &[
+    "RUSTC_BOOTSTRAP",
+    "CLIPPY_ARGS",
+    "CLIPPY_CONF_DIR",
+    "LIBRARY_PATH",
+    "SDKROOT",
+    "MACOSX_DEPLOYMENT_TARGET",
+    "SOURCE_DATE_EPOCH",
+    "LANG",
+    "LC_ALL",
+    "LC_MESSAGES",
+];
+
+impl Daemon {
+    /// A rustc call (or `clippy-driver <rustc> …` when `clippy`): served from the cache, or
+    /// compiled and stored.
+    pub(crate) fn compile_rust(self: &Arc<Self>, call: Call, clippy: bool) -> Response {
+        let rustc_args: &[OsString] = match (clippy, call.args.split_first()) {
+            (false, _) => &call.args,
+            (true, Some((_rustc, rest))) => rest,
+            (true, None) => return self.run_locally("rustc_probe"),
+        };
+        let invocation = match parse_rustc(rustc_args) {
+            ParsedRust::Cacheable(invocation) => invocation,
+            ParsedRust::Probe => return self.run_locally("rustc_probe"),
+            ParsedRust::NotCacheable(nc) => {
+                tracing::debug!("not cacheable ({}): {}", nc.reason, nc.detail);
+                return self.run_locally(nc.reason);
+            }
+        };
+        let Some(store) = self.store.as_ref() else {
+            return self.run_locally("store_unavailable");
+        };
+        let source_path = absolute(&call.cwd, &invocation.source);
+        let source = match self.fs.digest(&source_path) {
+            Ok(digest) => digest,
+            Err(_) => return self.run_locally("source_unreadable"),
+        };
+        let key = match self.rust_key(&call, clippy, rustc_args, &invocation, &source.hash) {
+            Ok(key) => key,
+            Err(reason) => return self.run_locally(reason),
+        };
+        let out_dir = absolute(&call.cwd, &invocation.out_dir);
+        if let Some(found) = self.find_entry(store, &key, &call) {
+            if let Some(response) =
+                self.serve_hit(&call, &found, |found| deliver(store, found, &out_dir))
+            {
+                return response;
+            }
+        }
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        let output = match call.run(&call.compiler, &call.args) {
+            Ok(output) => output,
+            Err(e) => {
+                tracing::info!("cannot run {}: {e}", call.compiler.display());
+                return self.run_locally("compiler_spawn_failed");
+            }
+        };
+        let compile_ms = started.elapsed().as_millis() as u64;
+        self.stats.miss();
+        if !output.status.success() {
+            self.stats.not_stored("compile_failed");
+            return reply(
+                &output,
+                Outcome::NotStored {
+                    reason: "compile_failed".into(),
+                },
+            );
+        }
+        let captured = match capture(&call, &invocation, &out_dir) {
+            Ok(captured) => captured,
+            Err(reason) => {
+                self.stats.not_stored(reason);
+                return reply(
+                    &output,
+                    Outcome::NotStored {
+                        reason: reason.into(),
+                    },
+                );
+            }
+        };
+        self.store_later(StoreJob {
+            key,
+            cwd: call.cwd.clone(),
+            source: invocation.source.clone(),
+            source_digest: source,
+            started_at,
+            captured,
+            time_macros_matter: false,
+            result: StoredResult {
+                outputs: Vec::new(),
+                stdout: output.stdout.clone(),
+                stderr: output.stderr.clone(),
+                compile_ms,
+            },
+        });
+        reply(&output, Outcome::Miss)
+    }
+
+    /// Everything but the sources (which the manifest checks) that decides rustc's outputs.
+    fn rust_key(
+        &self,
+        call: &Call,
+        clippy: bool,
+        rustc_args: &[OsString],
+        invocation: &RustInvocation,
+        source: &Hash,
+    ) -> Result<Hash, &'static str> {
+        let mut key = KeyHasher::new("zccache rustc v1");
+        let identify = |path: &Path| {
+            self.toolchains
+                .identify_with(&self.fs, path, &call.env, &["-vV"])
+                .map_err(|why| {
+                    tracing::info!("toolchain not identified: {why}");
+                    "compiler_unidentified"
+                })
+        };
+        key.field(&identify(&call.compiler)?);
+        key.field(call.compiler.as_os_str().as_bytes());
+        if clippy {
+            let rustc = absolute(&call.cwd, Path::new(&call.args[0]));
+            key.field(&identify(&rustc)?);
+            key.field(rustc.as_os_str().as_bytes());
+        }
+        for arg in rustc_args {
+            key.field(arg.as_bytes());
+        }
+        key.field(call.cwd.as_os_str().as_bytes());
+        // Every variable cargo sets for the crate, except the jobserver's descriptors.
+        let mut cargo_env: Vec<(&OsString, &OsString)> = call
+            .env
+            .iter()
+            .filter(|(k, _)| k.as_bytes().starts_with(b"CARGO") && k != "CARGO_MAKEFLAGS")
+            .map(|(k, v)| (k, v))
+            .collect();
+        cargo_env.sort();
+        cargo_env.dedup_by(|a, b| a.0 == b.0);
+        for (name, value) in cargo_env {
+            key.field(name.as_bytes());
+            key.field(value.as_bytes());
+        }
+        for name in KEY_ENV {
+            key.env(call, name);
+        }
+        key.field(b"--externs--");
+        for (name, path) in &invocation.externs {
+            key.field(name.as_bytes());
+            if path.as_os_str().is_empty() {
+                continue;
+            }
+            let digest = self
+                .fs
+                .digest(&absolute(&call.cwd, path))
+                .map_err(|_| "extern_unreadable")?;
+            key.field(&digest.hash);
+        }
+        key.field(b"--native--");
+        let bundles_static = invocation
+            .crate_types
+            .iter()
+            .any(|t| matches!(t.as_str(), "lib" | "rlib" | "staticlib"));
+        for (kind, name) in &invocation.native_libs {
+            let needed = invocation.links || (kind == "static" && bundles_static);
+            if !needed {
+                continue;
+            }
+            let library =
+                find_native_lib(call, invocation, kind, name).ok_or("unmodelled_link_input")?;
+            let digest = self
+                .fs
+                .digest(&library)
+                .map_err(|_| "unmodelled_link_input")?;
+            key.field(name.as_bytes());
+            key.field(&digest.hash);
+        }
+        if invocation.links {
+            let linker = invocation
+                .linker
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("cc"));
+            let linker = which(call, &linker).ok_or("unmodelled_link_input")?;
+            let identity = self
+                .toolchains
+                .identify(&self.fs, &linker, &call.env)
+                .map_err(|_| "unmodelled_link_input")?;
+            key.field(b"--linker--");
+            key.field(&identity.hash);
+        }
+        key.field(source);
+        Ok(key.finish())
+    }
+}
+
+/// `lib<name>.a` (or `.so` for dynamic kinds) in the `-L native=`/`-L all=` directories.
+fn find_native_lib(
+    call: &Call,
+    invocation: &RustInvocation,
+    kind: &str,
+    name: &str,
+) -> Option<PathBuf> {
+    let names: Vec<String> = match kind {
+        "static" => vec![format!("lib{name}.a")],
+        "framework" => return None,
+        _ => vec![format!("lib{name}.so"), format!("lib{name}.a")],
+    };
+    invocation
+        .search_dirs
+        .iter()
+        .filter(|(dir_kind, _)| matches!(dir_kind.as_str(), "native" | "all"))
+        .flat_map(|(_, dir)| names.iter().map(move |n| absolute(&call.cwd, &dir.join(n))))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Reads rustc's dep-info and every file it names as written: the sources, the `env!`
+/// variables, and the outputs (each a file directly in the output directory).
+fn capture(
+    call: &Call,
+    invocation: &RustInvocation,
+    out_dir: &Path,
+) -> Result<Captured, &'static str> {
+    let depinfo_path = absolute(&call.cwd, &invocation.depinfo_path());
+    let text = std::fs::read_to_string(depinfo_path).map_err(|_| "depfile_unreadable")?;
+    let info = parse_depinfo(&text);
+    let mut outputs = Vec::new();
+    for output in &info.outputs {
+        let path = absolute(&call.cwd, Path::new(output));
+        if path.parent() != Some(out_dir) {
+            return Err("output_outside_out_dir");
+        }
+        let role = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("output_outside_out_dir")?
+            .to_string();
+        let meta = std::fs::metadata(&path).map_err(|_| "missing_output")?;
+        let bytes = std::fs::read(&path).map_err(|_| "missing_output")?;
+        outputs.push(CapturedOutput {
+            role,
+            bytes,
+            executable: meta.permissions().mode() & 0o111 != 0,
+        });
+    }
+    if outputs.is_empty() {
+        return Err("missing_output");
+    }
+    let env = info
+        .env
+        .into_iter()
+        .map(|(name, value)| EnvDep {
+            name: name.into_bytes(),
+            value: value.map(String::into_bytes),
+        })
+        .collect();
+    Ok(Captured {
+        deps: info.sources,
+        env,
+        outputs,
+        search: None,
+    })
+}
+
+/// Writes every stored output into the output directory, as fresh files: cargo compares
+/// output mtimes across crates, so restored files must look as new as a compile's.
+fn deliver(store: &Store, found: &Found, out_dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    for output in &found.entry.result.outputs {
+        if output.role.contains('/') || output.role == ".." || output.role.is_empty() {
+            return Err(format!("refusing output name {:?}", output.role));
+        }
+        store
+            .deliver(
+                &output.blob,
+                &out_dir.join(&output.role),
+                Delivery::Copy {
+                    executable: output.executable,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
