@@ -6,5 +6,6 @@ mod compile;
 mod daemon;
 mod depfiles;
 mod projects;
+mod rust;
 mod sandbox;
 mod stale;

@@ -1,0 +1,455 @@
+//! cargo through `RUSTC_WRAPPER=zccache` with the real toolchain.
+
+use crate::sandbox::*;
+use std::process::{Child, Command, Output, Stdio};
+
+/// A workspace: leaf (with a build script and an `env!`) ← mid ← app, plus a proc-macro.
+fn workspace(sb: &Sandbox) {
+    sb.write_old(
+        "ws/Cargo.toml",
+        "[workspace]\nresolver = \"2\"\nmembers = [\"leaf\", \"mid\", \"mac\", \"app\"]\n",
+    );
+    sb.write_old(
+        "ws/leaf/Cargo.toml",
+        "[package]\nname = \"leaf\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[features]\nextra = []\n",
+    );
+    sb.write_old(
+        "ws/leaf/build.rs",
+        "fn main() { println!(\"cargo:rustc-env=LEAF_GREETING=hello\"); }\n",
+    );
+    sb.write_old(
+        "ws/leaf/src/lib.rs",
+        "pub fn leaf_value() -> u32 { 40 }\npub const GREETING: &str = env!(\"LEAF_GREETING\");\n\
+         #[cfg(feature = \"extra\")]\npub fn extra() -> u32 { 1 }\n",
+    );
+    sb.write_old(
+        "ws/mid/Cargo.toml",
+        "[package]\nname = \"mid\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[dependencies]\nleaf = { path = \"../leaf\" }\n",
+    );
+    sb.write_old(
+        "ws/mid/src/lib.rs",
+        "pub fn mid_value() -> u32 { leaf::leaf_value() + 2 }\n\
+         pub fn greeting() -> &'static str { leaf::GREETING }\n\
+         pub fn suffix() -> &'static str { match option_env!(\"ZC_TEST_SUFFIX\") { Some(s) => s, None => \"\" } }\n",
+    );
+    sb.write_old(
+        "ws/mac/Cargo.toml",
+        "[package]\nname = \"mac\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[lib]\nproc-macro = true\n",
+    );
+    sb.write_old(
+        "ws/mac/src/lib.rs",
+        "use proc_macro::TokenStream;\n#[proc_macro]\npub fn answer(_: TokenStream) -> TokenStream { \"42u32\".parse().unwrap() }\n",
+    );
+    sb.write_old(
+        "ws/app/Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[dependencies]\nmid = { path = \"../mid\" }\nmac = { path = \"../mac\" }\n",
+    );
+    sb.write_old(
+        "ws/app/src/main.rs",
+        "fn main() { println!(\"{} {} {}{}\", mid::greeting(), mid::mid_value(), mac::answer!(), mid::suffix()); }\n",
+    );
+}
+
+fn cargo_command(sb: &Sandbox, args: &[&str]) -> Command {
+    let mut command = Command::new("cargo");
+    command
+        .args(args)
+        .current_dir(sb.path("ws"))
+        .env("RUSTC_WRAPPER", ZCCACHE)
+        .env("ZCCACHE_CACHE_DIR", &sb.cache)
+        .env("CARGO_TARGET_DIR", sb.path("ws/target"))
+        .env("CARGO_TERM_COLOR", "never")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("ZC_TEST_SUFFIX")
+        .stdin(Stdio::null());
+    command
+}
+
+fn cargo_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = cargo_command(sb, args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    assert_success(&out, args);
+    out
+}
+
+fn cargo(sb: &Sandbox, args: &[&str]) -> Output {
+    cargo_env(sb, args, &[])
+}
+
+fn run_app(sb: &Sandbox, profile: &str) -> String {
+    let out = Command::new(sb.path(&format!("ws/target/{profile}/app")))
+        .output()
+        .unwrap();
+    assert_success(&out, &["app"]);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn counts(sb: &Sandbox) -> (u64, u64) {
+    (sb.hits(), sb.misses())
+}
+
+/// The lines cargo printed for warnings and errors, without progress lines.
+fn diagnostics(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| {
+            !l.trim_start().starts_with("Compiling")
+                && !l.trim_start().starts_with("Finished")
+                && !l.trim_start().starts_with("Checking")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn cargo_build_and_check_after_clean_are_all_hits() {
+    let sb = Sandbox::new();
+    workspace(&sb);
+    settle();
+    cargo(&sb, &["build"]);
+    assert_eq!(run_app(&sb, "debug"), "hello 42 42\n");
+    // build script, leaf, mid, mac (proc-macro), app (bin).
+    assert_eq!(counts(&sb), (0, 5));
+    cargo(&sb, &["clean"]);
+    cargo(&sb, &["build"]);
+    assert_eq!(
+        counts(&sb),
+        (5, 5),
+        "every unit, linked ones included, is a hit"
+    );
+    assert_eq!(run_app(&sb, "debug"), "hello 42 42\n");
+
+    // cargo check: libraries and the binary are checked (metadata only), the build script
+    // and proc-macro are still built.
+    // cargo check builds the proc-macro without debug info and checks every member (mac
+    // included): the build script is a hit, five units are new.
+    cargo(&sb, &["clean"]);
+    cargo(&sb, &["check"]);
+    assert_eq!(counts(&sb), (6, 10));
+    cargo(&sb, &["clean"]);
+    cargo(&sb, &["check"]);
+    assert_eq!(
+        counts(&sb),
+        (12, 10),
+        "a second check after clean is all hits"
+    );
+    // cargo build after cargo check: everything it needs is cached already.
+    cargo(&sb, &["build"]);
+    assert_eq!(run_app(&sb, "debug"), "hello 42 42\n");
+    let (hits, misses) = counts(&sb);
+    assert_eq!(misses, 10);
+    assert!(hits >= 16, "{hits}");
+    assert_eq!(
+        sb.reason_count("non_cacheable", "rustc_probe"),
+        0,
+        "probes never reach the daemon"
+    );
+}
+
+#[test]
+fn edits_recompile_the_crate_and_its_dependents() {
+    let sb = Sandbox::new();
+    workspace(&sb);
+    settle();
+    cargo(&sb, &["build"]);
+    sb.write(
+        "ws/leaf/src/lib.rs",
+        &sb.read_string("ws/leaf/src/lib.rs").replace("40", "50"),
+    );
+    settle();
+    cargo(&sb, &["build"]);
+    assert_eq!(run_app(&sb, "debug"), "hello 52 42\n");
+    assert_eq!(counts(&sb), (0, 8), "leaf, mid and app recompiled");
+    // A comment-only edit: leaf misses; its metadata comes out identical, so mid and app,
+    // whose keys hold that metadata's content, are hits. Reverting makes all three hits.
+    let original = sb.read_string("ws/leaf/src/lib.rs");
+    sb.write(
+        "ws/leaf/src/lib.rs",
+        &format!("{original}// just a comment\n"),
+    );
+    settle();
+    cargo(&sb, &["build"]);
+    assert_eq!(run_app(&sb, "debug"), "hello 52 42\n");
+    assert_eq!(counts(&sb), (2, 9), "only the edited crate misses");
+    sb.write("ws/leaf/src/lib.rs", &original);
+    settle();
+    cargo(&sb, &["build"]);
+    assert_eq!(
+        counts(&sb),
+        (5, 9),
+        "the reverted sources are served from the cache"
+    );
+    assert_eq!(run_app(&sb, "debug"), "hello 52 42\n");
+}
+
+#[test]
+fn flags_features_profile_env_and_version_changes_miss() {
+    let sb = Sandbox::new();
+    workspace(&sb);
+    settle();
+    cargo(&sb, &["build"]);
+    let base = counts(&sb);
+    // RUSTFLAGS / --cfg: everything misses, then hits when repeated after a clean.
+    cargo_env(&sb, &["build"], &[("RUSTFLAGS", "--cfg zc_test")]);
+    let after_flags = counts(&sb);
+    assert_eq!(after_flags.0, base.0);
+    assert!(after_flags.1 >= base.1 + 5, "{after_flags:?}");
+    // A feature.
+    cargo(&sb, &["build", "--features", "leaf/extra"]);
+    let after_feature = counts(&sb);
+    assert_eq!(after_feature.0, after_flags.0);
+    assert!(after_feature.1 > after_flags.1);
+    // The release profile.
+    cargo(&sb, &["build", "--release"]);
+    assert_eq!(run_app(&sb, "release"), "hello 42 42\n");
+    let after_release = counts(&sb);
+    assert_eq!(after_release.0, after_feature.0);
+    // An option_env! variable: mid and app miss, and the program shows the new value.
+    cargo_env(&sb, &["build"], &[("ZC_TEST_SUFFIX", "!")]);
+    assert_eq!(run_app(&sb, "debug"), "hello 42 42!\n");
+    let after_env = counts(&sb);
+    assert!(after_env.1 > after_release.1);
+    // Back to unset: cargo rebuilds mid; the cache has it.
+    let hits_before = after_env.0;
+    cargo(&sb, &["build"]);
+    assert_eq!(run_app(&sb, "debug"), "hello 42 42\n");
+    assert!(sb.hits() > hits_before);
+    // CARGO_PKG_VERSION.
+    let misses_before = sb.misses();
+    sb.write(
+        "ws/leaf/Cargo.toml",
+        &sb.read_string("ws/leaf/Cargo.toml")
+            .replace("0.1.0", "0.1.1"),
+    );
+    settle();
+    cargo(&sb, &["build"]);
+    assert!(sb.misses() >= misses_before + 3);
+    assert_eq!(run_app(&sb, "debug"), "hello 42 42\n");
+}
+
+#[test]
+fn warnings_replay_and_errors_are_not_cached() {
+    let sb = Sandbox::new();
+    workspace(&sb);
+    sb.write_old(
+        "ws/mid/src/lib.rs",
+        &format!(
+            "{}pub fn unused() {{ let x = 1; }}\n",
+            sb.read_string("ws/mid/src/lib.rs")
+        ),
+    );
+    settle();
+    let cold = cargo(&sb, &["build"]);
+    let warnings = diagnostics(&cold);
+    assert!(
+        warnings.iter().any(|l| l.contains("unused variable")),
+        "{warnings:?}"
+    );
+    cargo(&sb, &["clean"]);
+    let warm = cargo(&sb, &["build"]);
+    assert_eq!(diagnostics(&warm), warnings);
+    assert_eq!(counts(&sb), (5, 5));
+    // A type error: cargo reports it, nothing is stored, and it is reported again.
+    sb.write(
+        "ws/leaf/src/lib.rs",
+        "pub fn leaf_value() -> u32 { \"not a number\" }\npub const GREETING: &str = \"\";\n",
+    );
+    settle();
+    for _ in 0..2 {
+        let out = cargo_command(&sb, &["build"]).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("mismatched types"));
+    }
+    assert_eq!(sb.reason_count("not_stored", "compile_failed"), 2);
+}
+
+#[test]
+fn clippy_warnings_are_cached_and_deny_warnings_fails_both_times() {
+    let sb = Sandbox::new();
+    workspace(&sb);
+    sb.write_old(
+        "ws/mid/src/lib.rs",
+        &format!(
+            "{}pub fn needless(x: u32) -> u32 {{ return x + 1; }}\n",
+            sb.read_string("ws/mid/src/lib.rs")
+        ),
+    );
+    settle();
+    let cold = cargo(&sb, &["clippy"]);
+    let lints = diagnostics(&cold);
+    assert!(
+        lints
+            .iter()
+            .any(|l| l.contains("needless_return") || l.contains("unneeded `return`")),
+        "{lints:?}"
+    );
+    cargo(&sb, &["clean"]);
+    let hits = sb.hits();
+    let warm = cargo(&sb, &["clippy"]);
+    assert_eq!(diagnostics(&warm), lints);
+    assert!(sb.hits() >= hits + 5, "clippy units are hits");
+    for round in 0..2 {
+        cargo(&sb, &["clean"]);
+        let out = cargo_command(&sb, &["clippy", "--", "-D", "warnings"])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "round {round}: -D warnings must fail"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("error"),
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn incremental_build_after_a_hit_is_correct() {
+    let sb = Sandbox::new();
+    workspace(&sb);
+    settle();
+    cargo(&sb, &["build"]);
+    cargo(&sb, &["clean"]);
+    cargo(&sb, &["build"]);
+    assert_eq!(counts(&sb), (5, 5));
+    // The hits left no incremental state; the next edits compile incrementally from there.
+    for (value, expected) in [("60", "hello 62 42\n"), ("70", "hello 72 42\n")] {
+        let text = sb.read_string("ws/leaf/src/lib.rs");
+        let old = text
+            .split("{ ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        sb.write("ws/leaf/src/lib.rs", &text.replacen(&old, value, 1));
+        settle();
+        cargo(&sb, &["build"]);
+        assert_eq!(run_app(&sb, "debug"), expected);
+    }
+    sb.write(
+        "ws/app/src/main.rs",
+        "fn main() { println!(\"changed {}\", mid::mid_value()); }\n",
+    );
+    settle();
+    cargo(&sb, &["build"]);
+    assert_eq!(run_app(&sb, "debug"), "changed 72\n");
+}
+
+#[test]
+fn daemon_killed_mid_cargo_build_still_succeeds() {
+    let sb = Sandbox::new();
+    workspace(&sb);
+    settle();
+    let child: Child = cargo_command(&sb, &["build"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(pid) = sb.daemon_processes().first() {
+            // SAFETY: signalling the test's own daemon.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "daemon never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(run_app(&sb, "debug"), "hello 42 42\n");
+}
+
+#[test]
+fn crates_io_project_with_c_built_by_a_build_script() {
+    // serde with derive (a registry proc-macro), itoa, and a build script compiling C with the
+    // cc crate through CC="zccache cc".
+    let sb = Sandbox::new();
+    sb.write_old(
+        "ws/Cargo.toml",
+        "[package]\nname = \"real\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+         [dependencies]\nserde = { version = \"1\", features = [\"derive\"] }\nitoa = \"1\"\n\
+         [build-dependencies]\ncc = \"1\"\n",
+    );
+    sb.write_old(
+        "ws/build.rs",
+        "fn main() { cc::Build::new().file(\"c/add.c\").compile(\"add\"); }\n",
+    );
+    sb.write_old(
+        "ws/c/add.c",
+        "int add_numbers(int a, int b) { return a + b; }\n",
+    );
+    sb.write_old(
+        "ws/src/main.rs",
+        "#[derive(serde::Serialize, Debug)] struct P { x: i32 }\n\
+         extern \"C\" { fn add_numbers(a: i32, b: i32) -> i32; }\n\
+         fn main() { let s = unsafe { add_numbers(40, 2) }; let mut b = itoa::Buffer::new(); println!(\"{} {:?}\", b.format(s), P { x: 1 }); }\n",
+    );
+    settle();
+    let cc = format!("{ZCCACHE} cc");
+    cargo_env(&sb, &["build"], &[("CC", &cc)]);
+    let out = Command::new(sb.path("ws/target/debug/real"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "42 P { x: 1 }\n");
+    let (cold_hits, cold_misses) = counts(&sb);
+    assert_eq!(cold_hits, 0);
+    // cc probes the compiler with compiles that fail on purpose; those are never cached.
+    let failed = |sb: &Sandbox| sb.reason_count("not_stored", "compile_failed");
+    let cold_failed = failed(&sb);
+    cargo(&sb, &["clean"]);
+    cargo_env(&sb, &["build"], &[("CC", &cc)]);
+    let (hits, misses) = counts(&sb);
+    let warm_failed = failed(&sb) - cold_failed;
+    assert_eq!(
+        misses - cold_misses,
+        warm_failed,
+        "warm build after clean: only failing probes miss"
+    );
+    assert_eq!(
+        hits,
+        cold_misses - cold_failed,
+        "every stored unit (rust and C) is a hit"
+    );
+    assert!(
+        sb.status()["non_cacheable"].as_array().unwrap().is_empty(),
+        "{}",
+        sb.status()
+    );
+    let out = Command::new(sb.path("ws/target/debug/real"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "42 P { x: 1 }\n");
+    eprintln!(
+        "crates.io project: {cold_misses} compiles cold ({cold_failed} failing cc probes), {hits} hits warm"
+    );
+}
+
+#[test]
+fn rustc_wrapper_in_cargo_config_works_the_same() {
+    let sb = Sandbox::new();
+    workspace(&sb);
+    sb.write_old(
+        "ws/.cargo/config.toml",
+        &format!("[build]\nrustc-wrapper = \"{ZCCACHE}\"\n"),
+    );
+    settle();
+    for _ in 0..2 {
+        let out = cargo_command(&sb, &["build"])
+            .env_remove("RUSTC_WRAPPER")
+            .output()
+            .unwrap();
+        assert_success(&out, &["cargo build (config.toml wrapper)"]);
+        cargo(&sb, &["clean"]);
+    }
+    assert_eq!(counts(&sb), (5, 5));
+}
