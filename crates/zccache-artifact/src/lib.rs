@@ -12,6 +12,6 @@
 mod store;
 
 pub use store::{
-    BlobRef, DeliverError, Delivery, DepDigest, EnvDep, Manifest, ManifestEntry, Store, StoreError,
-    StoredOutput, StoredResult, MAX_ENTRIES_PER_KEY,
+    replace_file, BlobRef, DeliverError, Delivery, DepDigest, EnvDep, Manifest, ManifestEntry,
+    Store, StoreError, StoredOutput, StoredResult, MAX_ENTRIES_PER_KEY,
 };

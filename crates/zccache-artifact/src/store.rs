@@ -408,23 +408,13 @@ impl Store {
     }
 
     fn copy_to(&self, source: &Path, dest: &Path, executable: bool) -> io::Result<()> {
-        let dir = match dest.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let mut staged = tempfile::Builder::new()
-            .prefix(".zccache-")
-            .tempfile_in(dir)?;
-        io::copy(&mut File::open(source)?, &mut staged)?;
         let mode = if executable {
             // Execute bits wherever read bits are granted, as a linker would create it.
             self.output_mode | ((self.output_mode & 0o444) >> 2)
         } else {
             self.output_mode
         };
-        fs::set_permissions(staged.path(), fs::Permissions::from_mode(mode))?;
-        staged.persist(dest).map_err(|e| e.error)?;
-        Ok(())
+        replace_file(dest, &mut File::open(source)?, mode)
     }
 
     /// Removes a blob whose file can no longer be trusted.
@@ -462,6 +452,22 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Writes `contents` to `dest` with `mode`: staged beside it under an unpredictable name, then
+/// renamed over it, so readers see the old file or the new one, never a partial one.
+pub fn replace_file(dest: &Path, contents: &mut dyn Read, mode: u32) -> io::Result<()> {
+    let dir = match dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut staged = tempfile::Builder::new()
+        .prefix(".zccache-")
+        .tempfile_in(dir)?;
+    io::copy(contents, &mut staged)?;
+    fs::set_permissions(staged.path(), fs::Permissions::from_mode(mode))?;
+    staged.persist(dest).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> i128 {

@@ -1,9 +1,7 @@
 //! gcc and clang: parse, key, deliver, and capture a miss.
 
 use crate::paths::absolute;
-use crate::pipeline::{
-    reply, write_atomically, Call, Captured, CapturedOutput, Found, KeyHasher, StoreJob,
-};
+use crate::pipeline::{Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::search::SearchPath;
 use crate::toolchain::Toolchain;
 use crate::Daemon;
@@ -11,12 +9,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
-use zccache_artifact::{Delivery, Store, StoredResult};
+use zccache_artifact::{Delivery, Store};
 use zccache_compiler::{depfile, parse_gcc, CompileInvocation, DepMode, Parsed};
 use zccache_core::Hash;
 use zccache_fscache::FileDigest;
-use zccache_protocol::{Outcome, Response};
+use zccache_protocol::Response;
 
 /// Environment variables that change what a gcc/clang compile produces or prints.
 const KEY_ENV: &[&str] = &[
@@ -117,65 +114,21 @@ impl Daemon {
             None => call.args.clone(),
         };
         unlink_if_read_only(&absolute(&call.cwd, &invocation.output));
-        let started_at = SystemTime::now();
-        let started = Instant::now();
-        tracing::debug!(
-            "miss: {} us before the compiler starts",
-            call.received.elapsed().as_micros()
-        );
-        let output = match call.run(&call.compiler, &run_args) {
-            Ok(output) => output,
-            Err(e) => {
-                tracing::info!("cannot run {}: {e}", call.compiler.display());
-                return self.run_locally("compiler_spawn_failed");
-            }
-        };
-        let compile_ms = started.elapsed().as_millis() as u64;
-        self.stats.miss();
-        if !output.status.success() {
-            self.stats.not_stored("compile_failed");
-            return reply(
-                &output,
-                Outcome::NotStored {
-                    reason: "compile_failed".into(),
-                },
-            );
-        }
         let depfile_path = match (&own_depfile, &invocation.deps) {
             (Some(own), _) => own.to_path_buf(),
             (None, DepMode::Full { path }) => absolute(&call.cwd, path),
             (None, _) => unreachable!("own depfile is set unless the build asked for -MD"),
         };
-        // Take what the build may change next (outputs, depfile) now; check and store after
-        // replying, so the build never waits for the store.
-        let captured = match self.capture(call, invocation, toolchain, &depfile_path) {
-            Ok(captured) => captured,
-            Err(reason) => {
-                self.stats.not_stored(reason);
-                return reply(
-                    &output,
-                    Outcome::NotStored {
-                        reason: reason.to_string(),
-                    },
-                );
-            }
-        };
-        self.store_later(StoreJob {
+        let miss = Miss {
             key,
-            cwd: call.cwd.clone(),
             source: invocation.source.clone(),
             source_digest: source,
-            started_at,
-            captured,
             time_macros_matter: true,
-            result: StoredResult {
-                outputs: Vec::new(),
-                stdout: output.stdout.clone(),
-                stderr: output.stderr.clone(),
-                compile_ms,
-            },
-        });
-        reply(&output, Outcome::Miss)
+        };
+        // Take what the build may change next (outputs, depfile) before the reply.
+        self.run_miss(call, &run_args, miss, || {
+            self.capture(call, invocation, toolchain, &depfile_path)
+        })
     }
 
     /// Reads what the compile produced before the build can touch it, and writes the `-MMD`
@@ -237,9 +190,9 @@ impl Daemon {
                     &kept,
                     invocation.phony_deps,
                 );
-                write_atomically(
+                zccache_artifact::replace_file(
                     &absolute(&call.cwd, path),
-                    rendered.as_bytes(),
+                    &mut rendered.as_bytes(),
                     self.output_mode,
                 )
                 .map_err(|_| "output_unwritable")?;

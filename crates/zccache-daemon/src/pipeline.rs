@@ -130,18 +130,26 @@ pub(crate) struct Captured {
     pub search: Option<SearchPath>,
 }
 
-/// A compile result waiting to be checked and stored after the reply.
-pub(crate) struct StoreJob {
+/// What a miss needs to know to store its result.
+pub(crate) struct Miss {
     pub key: Hash,
-    pub cwd: PathBuf,
-    /// The main input as written, and its digest taken before the tool ran.
+    /// The main input as written, and its digest taken before the tool runs.
     pub source: PathBuf,
     pub source_digest: FileDigest,
-    pub started_at: SystemTime,
-    pub captured: Captured,
     /// Refuse inputs that mention `__TIME__`/`__DATE__`/`__TIMESTAMP__` (C family).
     pub time_macros_matter: bool,
-    pub result: StoredResult,
+}
+
+/// A compile result waiting to be checked and stored after the reply.
+struct StoreJob {
+    key: Hash,
+    cwd: PathBuf,
+    source: PathBuf,
+    source_digest: FileDigest,
+    started_at: SystemTime,
+    captured: Captured,
+    time_macros_matter: bool,
+    result: StoredResult,
 }
 
 impl Daemon {
@@ -235,8 +243,67 @@ impl Daemon {
         }))
     }
 
+    /// Runs the tool for a miss and replies with what it printed. A successful run's outputs
+    /// are taken by `capture` before the reply; checking and storing them happen afterwards.
+    pub(crate) fn run_miss(
+        self: &Arc<Self>,
+        call: &Call,
+        args: &[OsString],
+        miss: Miss,
+        capture: impl FnOnce() -> Result<Captured, &'static str>,
+    ) -> Response {
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        tracing::debug!(
+            "miss: {} us before the tool starts",
+            call.received.elapsed().as_micros()
+        );
+        let output = match call.run(&call.compiler, args) {
+            Ok(output) => output,
+            Err(e) => {
+                tracing::info!("cannot run {}: {e}", call.compiler.display());
+                return self.run_locally("compiler_spawn_failed");
+            }
+        };
+        let compile_ms = started.elapsed().as_millis() as u64;
+        self.stats.miss();
+        let captured = if output.status.success() {
+            capture()
+        } else {
+            Err("compile_failed")
+        };
+        let captured = match captured {
+            Ok(captured) => captured,
+            Err(reason) => {
+                self.stats.not_stored(reason);
+                return reply(
+                    &output,
+                    Outcome::NotStored {
+                        reason: reason.into(),
+                    },
+                );
+            }
+        };
+        self.store_later(StoreJob {
+            key: miss.key,
+            cwd: call.cwd.clone(),
+            source: miss.source,
+            source_digest: miss.source_digest,
+            started_at,
+            captured,
+            time_macros_matter: miss.time_macros_matter,
+            result: StoredResult {
+                outputs: Vec::new(),
+                stdout: output.stdout.clone(),
+                stderr: output.stderr.clone(),
+                compile_ms,
+            },
+        });
+        reply(&output, Outcome::Miss)
+    }
+
     /// Checks and stores `job` on a background thread; lookups of the same key wait for it.
-    pub(crate) fn store_later(self: &Arc<Self>, job: StoreJob) {
+    fn store_later(self: &Arc<Self>, job: StoreJob) {
         let key = job.key;
         self.pending.begin(&key);
         let daemon = Arc::clone(self);
@@ -343,7 +410,7 @@ impl Daemon {
 }
 
 /// The reply for a tool run whose result is (or will be) stored, or not.
-pub(crate) fn reply(output: &std::process::Output, outcome: Outcome) -> Response {
+fn reply(output: &std::process::Output, outcome: Outcome) -> Response {
     Response::Compiled(CompileReply {
         exit_code: exit_code(&output.status),
         stdout: output.stdout.clone(),
@@ -352,27 +419,10 @@ pub(crate) fn reply(output: &std::process::Output, outcome: Outcome) -> Response
     })
 }
 
-pub(crate) fn exit_code(status: &std::process::ExitStatus) -> i32 {
+fn exit_code(status: &std::process::ExitStatus) -> i32 {
     status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-}
-
-/// Writes `data` to `dest` through a temp file in the same directory.
-pub(crate) fn write_atomically(dest: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = match dest.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut staged = tempfile::Builder::new()
-        .prefix(".zccache-")
-        .tempfile_in(dir)?;
-    staged.write_all(data)?;
-    std::fs::set_permissions(staged.path(), std::fs::Permissions::from_mode(mode))?;
-    staged.persist(dest).map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// Resolves a program name the way the caller's shell would: through the caller's PATH.

@@ -7,18 +7,17 @@
 //! (the dep-info's targets) is stored and restored.
 
 use crate::paths::absolute;
-use crate::pipeline::{reply, which, Call, Captured, CapturedOutput, Found, KeyHasher, StoreJob};
+use crate::pipeline::{which, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::Daemon;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
-use zccache_artifact::{Delivery, EnvDep, Store, StoredResult};
+use zccache_artifact::{Delivery, EnvDep, Store};
 use zccache_compiler::{parse_depinfo, parse_rustc, ParsedRust, RustInvocation};
 use zccache_core::Hash;
-use zccache_protocol::{Outcome, Response};
+use zccache_protocol::Response;
 
 /// Variables besides `CARGO_*` that change what rustc, clippy or the linker produce.
 const KEY_ENV: &[&str] = &[
@@ -71,54 +70,15 @@ impl Daemon {
                 return response;
             }
         }
-        let started_at = SystemTime::now();
-        let started = Instant::now();
-        let output = match call.run(&call.compiler, &call.args) {
-            Ok(output) => output,
-            Err(e) => {
-                tracing::info!("cannot run {}: {e}", call.compiler.display());
-                return self.run_locally("compiler_spawn_failed");
-            }
-        };
-        let compile_ms = started.elapsed().as_millis() as u64;
-        self.stats.miss();
-        if !output.status.success() {
-            self.stats.not_stored("compile_failed");
-            return reply(
-                &output,
-                Outcome::NotStored {
-                    reason: "compile_failed".into(),
-                },
-            );
-        }
-        let captured = match capture(&call, &invocation, &out_dir) {
-            Ok(captured) => captured,
-            Err(reason) => {
-                self.stats.not_stored(reason);
-                return reply(
-                    &output,
-                    Outcome::NotStored {
-                        reason: reason.into(),
-                    },
-                );
-            }
-        };
-        self.store_later(StoreJob {
+        let miss = Miss {
             key,
-            cwd: call.cwd.clone(),
             source: invocation.source.clone(),
             source_digest: source,
-            started_at,
-            captured,
             time_macros_matter: false,
-            result: StoredResult {
-                outputs: Vec::new(),
-                stdout: output.stdout.clone(),
-                stderr: output.stderr.clone(),
-                compile_ms,
-            },
-        });
-        reply(&output, Outcome::Miss)
+        };
+        self.run_miss(&call, &call.args, miss, || {
+            capture(&call, &invocation, &out_dir)
+        })
     }
 
     /// Everything but the sources (which the manifest checks) that decides rustc's outputs.
