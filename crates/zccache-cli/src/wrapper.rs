@@ -17,28 +17,36 @@ pub fn main(args: &[OsString]) -> i32 {
     let compiler_args = &args[2..];
     let cwd = match std::env::current_dir() {
         Ok(cwd) => cwd,
-        Err(_) => return exec(Path::new(compiler_arg), compiler_args),
+        Err(_) => return exec(Path::new(compiler_arg), compiler_arg, compiler_args),
     };
-    let Some(compiler) = resolve_compiler(compiler_arg, &cwd) else {
+    let Some((compiler, shadowed)) = resolve_compiler(compiler_arg, &cwd) else {
         eprintln!(
             "zccache: compiler {:?} not found in PATH",
             compiler_arg.to_string_lossy()
         );
         return 127;
     };
+    // The compiler sees the name the build used as its argv[0] (it prints it, and gcc finds
+    // its own installation through it) unless that name leads back to zccache on PATH.
+    let compiler_arg = if shadowed {
+        compiler.as_os_str()
+    } else {
+        compiler_arg
+    };
     let config = match Config::from_process() {
         Ok(config) if !config.disabled => config,
-        _ => return exec(&compiler, compiler_args),
+        _ => return exec(&compiler, compiler_arg, compiler_args),
     };
     if is_probe(&compiler, compiler_args) {
         // `rustc -vV`, `--print …`, stdin input: nothing to cache, no reason to wait.
-        return exec(&compiler, compiler_args);
+        return exec(&compiler, compiler_arg, compiler_args);
     }
     let mut argv = Vec::with_capacity(args.len() - 1);
-    argv.push(compiler.as_os_str().as_bytes().to_vec());
+    argv.push(compiler_arg.as_bytes().to_vec());
     argv.extend(compiler_args.iter().map(|a| a.as_bytes().to_vec()));
     let request = Request::Compile(CompileRequest {
         argv,
+        program: compiler.as_os_str().as_bytes().to_vec(),
         cwd: cwd.into_os_string().into_vec(),
         env: std::env::vars_os()
             .map(|(k, v)| (k.into_vec(), v.into_vec()))
@@ -47,7 +55,7 @@ pub fn main(args: &[OsString]) -> i32 {
     });
     let endpoint = Endpoint::new(&config);
     let Ok(mut connection) = endpoint.connect_or_start() else {
-        return exec(&compiler, compiler_args);
+        return exec(&compiler, compiler_arg, compiler_args);
     };
     match connection.call::<_, Response>(&request) {
         Ok(Response::Compiled(reply)) => {
@@ -56,7 +64,7 @@ pub fn main(args: &[OsString]) -> i32 {
             reply.exit_code
         }
         // Not cacheable, a daemon error, or a lost connection: the compiler runs here.
-        _ => exec(&compiler, compiler_args),
+        _ => exec(&compiler, compiler_arg, compiler_args),
     }
 }
 
@@ -69,39 +77,47 @@ fn is_probe(compiler: &Path, args: &[OsString]) -> bool {
     }
 }
 
-/// Replaces this process with the compiler: same stdio, exit code and signals as a direct call.
-fn exec(compiler: &Path, args: &[OsString]) -> i32 {
-    let error = Command::new(compiler).args(args).exec();
+/// Replaces this process with the compiler: same stdio, exit code, signals, and argv\[0\] (the
+/// name the build used, which compilers print in their messages) as a direct call.
+fn exec(compiler: &Path, name: &OsStr, args: &[OsString]) -> i32 {
+    let error = Command::new(compiler).arg0(name).args(args).exec();
     eprintln!("zccache: cannot run {}: {error}", compiler.display());
     127
 }
 
 /// The compiler to run: a path as given (made absolute), or the first match on PATH that is not
-/// zccache itself (so `zccache` installed as `gcc` earlier on PATH does not call itself).
-fn resolve_compiler(name: &OsStr, cwd: &Path) -> Option<PathBuf> {
+/// zccache itself (so `zccache` installed as `gcc` earlier on PATH does not call itself). The
+/// flag says whether a zccache entry on PATH was skipped.
+fn resolve_compiler(name: &OsStr, cwd: &Path) -> Option<(PathBuf, bool)> {
     if name.as_bytes().contains(&b'/') {
         let path = Path::new(name);
-        return Some(if path.is_absolute() {
+        let path = if path.is_absolute() {
             path.to_path_buf()
         } else {
             cwd.join(path)
-        });
+        };
+        return Some((path, false));
     }
     let own = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.canonicalize().ok());
     let path_var = std::env::var_os("PATH")?;
-    std::env::split_paths(&path_var)
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map(|dir| {
-            let dir = if dir.is_absolute() {
-                dir
-            } else {
-                cwd.join(dir)
-            };
-            dir.join(name)
-        })
-        .find(|candidate| {
-            is_executable(candidate) && (own.is_none() || candidate.canonicalize().ok() != own)
-        })
+    let mut shadowed = false;
+    for dir in std::env::split_paths(&path_var).filter(|d| !d.as_os_str().is_empty()) {
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            cwd.join(dir)
+        };
+        let candidate = dir.join(name);
+        if !is_executable(&candidate) {
+            continue;
+        }
+        if own.is_some() && candidate.canonicalize().ok() == own {
+            shadowed = true;
+            continue;
+        }
+        return Some((candidate, shadowed));
+    }
+    None
 }

@@ -8,6 +8,7 @@
 
 pub mod depfile;
 mod gcc;
+pub mod rsp;
 mod rustc;
 
 pub use gcc::{parse_gcc, CompileInvocation, DepMode, IncludeDirs, Language};

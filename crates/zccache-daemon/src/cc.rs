@@ -5,12 +5,13 @@ use crate::pipeline::{Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::search::SearchPath;
 use crate::toolchain::Toolchain;
 use crate::Daemon;
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zccache_artifact::{Delivery, Store};
-use zccache_compiler::{depfile, parse_gcc, CompileInvocation, DepMode, Parsed};
+use zccache_compiler::{depfile, parse_gcc, rsp, CompileInvocation, DepMode, Parsed};
 use zccache_core::Hash;
 use zccache_fscache::FileDigest;
 use zccache_protocol::Response;
@@ -46,7 +47,14 @@ const ROLE_DEPFILE: &str = "depfile";
 impl Daemon {
     /// A gcc/clang call: served from the cache, or compiled and stored.
     pub(crate) fn compile_cc(self: &Arc<Self>, call: Call) -> Response {
-        let invocation = match parse_gcc(&call.compiler, &call.args) {
+        // Response files are expanded for parsing and the key; a changed nested file is a
+        // changed argument list.
+        let response_files = rsp::expand(&call.args, &call.cwd, &mut |path| std::fs::read(path));
+        let args = match &response_files {
+            Some(expanded) => expanded.args.clone(),
+            None => call.args.clone(),
+        };
+        let invocation = match parse_gcc(&call.compiler, &args) {
             Parsed::Cacheable(invocation) => invocation,
             Parsed::NotCacheable(nc) => {
                 tracing::debug!("not cacheable ({}): {}", nc.reason, nc.detail);
@@ -82,14 +90,18 @@ impl Daemon {
                 return response;
             }
         }
-        self.compile_and_store(key, &call, &invocation, &toolchain, source)
+        let expanded = response_files.is_some();
+        self.compile_and_store(key, &call, &args, expanded, &invocation, &toolchain, source)
     }
 
     /// Runs the compiler, replies, and queues the result for storing.
+    #[allow(clippy::too_many_arguments)]
     fn compile_and_store(
         self: &Arc<Self>,
         key: Hash,
         call: &Call,
+        args: &[OsString],
+        from_response_files: bool,
         invocation: &CompileInvocation,
         toolchain: &Toolchain,
         source: FileDigest,
@@ -109,9 +121,27 @@ impl Daemon {
                 }
             },
         };
-        let run_args = match &own_depfile {
-            Some(path) => invocation.args_with_depfile(&call.args, path),
-            None => call.args.clone(),
+        let mut run_args = match &own_depfile {
+            Some(path) => invocation.args_with_depfile(args, path),
+            None => args.to_vec(),
+        };
+        // Arguments that came from response files go back into one, so the command line stays
+        // as short as the build made it.
+        let _run_rsp = if from_response_files {
+            match self.write_response_file(&run_args) {
+                Ok(path) => {
+                    let mut arg = OsString::from("@");
+                    arg.push(path.as_os_str());
+                    run_args = vec![arg];
+                    Some(path)
+                }
+                Err(e) => {
+                    tracing::warn!("cannot write a response file: {e}");
+                    return self.run_locally("store_unwritable");
+                }
+            }
+        } else {
+            None
         };
         unlink_if_read_only(&absolute(&call.cwd, &invocation.output));
         let depfile_path = match (&own_depfile, &invocation.deps) {
@@ -129,6 +159,21 @@ impl Daemon {
         self.run_miss(call, &run_args, miss, || {
             self.capture(call, invocation, toolchain, &depfile_path)
         })
+    }
+
+    /// A temporary response file holding `args`, quoted the way gcc and clang read them.
+    fn write_response_file(&self, args: &[OsString]) -> std::io::Result<tempfile::TempPath> {
+        use std::io::Write;
+        let mut file = tempfile::Builder::new()
+            .prefix("args-")
+            .suffix(".rsp")
+            .tempfile_in(self.root.tmp_dir())?;
+        for arg in args {
+            file.write_all(&rsp::quote(arg.as_bytes()))?;
+            file.write_all(b"\n")?;
+        }
+        file.flush()?;
+        Ok(file.into_temp_path())
     }
 
     /// Reads what the compile produced before the build can touch it, and writes the `-MMD`
@@ -293,6 +338,7 @@ fn cache_key(
     let mut key = KeyHasher::new("zccache gcc-like v1");
     key.field(&toolchain.hash);
     key.field(call.compiler.as_os_str().as_bytes());
+    key.field(call.name.as_bytes());
     for arg in &invocation.key_args {
         key.field(arg.as_bytes());
     }

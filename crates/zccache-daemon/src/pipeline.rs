@@ -29,7 +29,10 @@ const JOBSERVER_ENV: &[&str] = &["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"];
 pub(crate) struct Call {
     /// When the request arrived, for timing logs.
     pub received: Instant,
+    /// The compiler's absolute path.
     pub compiler: PathBuf,
+    /// The name the build called it by: its argv\[0\], which it prints in messages.
+    pub name: OsString,
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
     pub env: Vec<(OsString, OsString)>,
@@ -38,10 +41,11 @@ pub(crate) struct Call {
 impl Call {
     fn decode(request: CompileRequest) -> Option<Call> {
         let mut argv = request.argv.into_iter().map(OsString::from_vec);
-        let compiler = argv.next().map(PathBuf::from)?;
+        let name = argv.next()?;
         Some(Call {
             received: Instant::now(),
-            compiler,
+            compiler: PathBuf::from(OsString::from_vec(request.program)),
+            name,
             args: argv.collect(),
             cwd: PathBuf::from(OsString::from_vec(request.cwd)),
             env: request
@@ -63,7 +67,9 @@ impl Call {
 
     /// Runs `program args` in the caller's directory and environment, stdin closed.
     pub fn run(&self, program: &Path, args: &[OsString]) -> std::io::Result<std::process::Output> {
+        use std::os::unix::process::CommandExt;
         Command::new(program)
+            .arg0(&self.name)
             .args(args)
             .current_dir(&self.cwd)
             .env_clear()

@@ -101,6 +101,7 @@ impl Daemon {
         };
         key.field(&identify(&call.compiler)?);
         key.field(call.compiler.as_os_str().as_bytes());
+        key.field(call.name.as_bytes());
         if clippy {
             let rustc = absolute(&call.cwd, Path::new(&call.args[0]));
             key.field(&identify(&rustc)?);

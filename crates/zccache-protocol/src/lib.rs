@@ -38,8 +38,11 @@ pub enum Request {
 /// Everything the daemon needs to run (or not run) one compiler call exactly as the build would.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompileRequest {
-    /// The compiler as an absolute path, then its arguments, byte for byte.
+    /// The compiler as the build named it (`gcc`, `/usr/bin/clang++`), then its arguments,
+    /// byte for byte. The name is what the compiler sees as its argv\[0\].
     pub argv: Vec<Vec<u8>>,
+    /// The compiler's absolute path, as the client resolved the name.
+    pub program: Vec<u8>,
     /// The caller's working directory.
     pub cwd: Vec<u8>,
     /// The caller's environment; a miss runs the compiler with it.
@@ -225,7 +228,8 @@ mod tests {
     #[test]
     fn messages_roundtrip() {
         roundtrip(Request::Compile(CompileRequest {
-            argv: vec![b"/usr/bin/gcc".to_vec(), b"-c".to_vec(), vec![0xff, 0xfe]],
+            argv: vec![b"gcc".to_vec(), b"-c".to_vec(), vec![0xff, 0xfe]],
+            program: b"/usr/bin/gcc".to_vec(),
             cwd: b"/tmp".to_vec(),
             env: vec![(b"PATH".to_vec(), b"/bin".to_vec())],
             client_pid: 7,
@@ -271,6 +275,7 @@ mod tests {
         assert!(decode_payload::<Request>(&longer).is_err());
         let compile = encode(&Request::Compile(CompileRequest {
             argv: vec![b"cc".to_vec()],
+            program: b"/usr/bin/cc".to_vec(),
             cwd: vec![],
             env: vec![],
             client_pid: 1,

@@ -6,6 +6,7 @@ mod compile;
 mod daemon;
 mod depfiles;
 mod projects;
+mod response_files;
 mod rust;
 mod sandbox;
 mod stale;
