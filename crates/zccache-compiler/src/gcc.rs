@@ -80,6 +80,39 @@ pub struct CompileInvocation {
     dep_arg_positions: Vec<usize>,
 }
 
+/// `gcc -c a.c b.c …`: one compile per source, sharing every flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultiCompile {
+    /// One unit per source, in order, each as if compiled alone.
+    pub units: Vec<CompileInvocation>,
+    /// Where each unit's source sits in the arguments.
+    source_positions: Vec<usize>,
+    dep_arg_positions: Vec<usize>,
+}
+
+impl MultiCompile {
+    /// `args` compiling only the units in `keep`, with the build's `-MD`/`-MMD` replaced by
+    /// `-MD`: every unit then writes its full dependency list beside its object.
+    pub fn args_for(&self, args: &[OsString], keep: &[usize]) -> Vec<OsString> {
+        let dropped: Vec<usize> = self
+            .source_positions
+            .iter()
+            .enumerate()
+            .filter(|(unit, _)| !keep.contains(unit))
+            .map(|(_, position)| *position)
+            .chain(self.dep_arg_positions.iter().copied())
+            .collect();
+        let mut out: Vec<OsString> = args
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !dropped.contains(i))
+            .map(|(_, a)| a.clone())
+            .collect();
+        out.push(OsString::from("-MD"));
+        out
+    }
+}
+
 impl CompileInvocation {
     /// `args` with the build's own `-MD`/`-MMD`/`-MF` replaced by `-MD -MF <depfile>`: the full
     /// dependency list, written where we can read it. Other dependency flags (`-MT`, `-MP`)
@@ -342,6 +375,7 @@ pub fn parse_gcc(compiler: &Path, args: &[OsString]) -> Parsed {
         if bytes.first() != Some(&b'-') || bytes.len() == 1 {
             let language = state.language.clone();
             state.inputs.push((PathBuf::from(arg), language));
+            state.input_positions.push((i - 1, state.key_args.len()));
             state.key_args.push(arg.clone());
             continue;
         }
@@ -456,6 +490,8 @@ struct State {
     debug_info: bool,
     native_cpu: bool,
     dep_arg_positions: Vec<usize>,
+    /// For each input: its position in the arguments and in `key_args`.
+    input_positions: Vec<(usize, usize)>,
 }
 
 impl State {
@@ -572,14 +608,74 @@ impl State {
         if let Some((reason, detail)) = self.refusal.take() {
             return refuse(reason, detail);
         }
-        let (source, explicit_language) = match self.inputs.len() {
-            0 => return refuse("no_input", String::new()),
-            1 => self.inputs.pop().unwrap_or_default(),
-            _ => return refuse("multiple_sources", format!("{} inputs", self.inputs.len())),
+        match self.inputs.len() {
+            0 => refuse("no_input", String::new()),
+            1 => {
+                let (source, language) = self.inputs[0].clone();
+                match self.unit(source, language, self.key_args.clone(), driver_is_cxx) {
+                    Ok(unit) => Parsed::Cacheable(Box::new(unit)),
+                    Err(refused) => refused,
+                }
+            }
+            count => {
+                // `-c a.c b.c`: one object per source in the cwd. With `-o` or `-MF` the
+                // compiler would reject the call or write every depfile to one place.
+                if self.output.is_some() || self.dep_file.is_some() {
+                    return refuse("multiple_sources", format!("{count} inputs with -o/-MF"));
+                }
+                let mut units = Vec::with_capacity(count);
+                for (index, (source, language)) in self.inputs.iter().enumerate() {
+                    let others: Vec<usize> = self
+                        .input_positions
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != index)
+                        .map(|(_, (_, key_index))| *key_index)
+                        .collect();
+                    let key_args = self
+                        .key_args
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| !others.contains(k))
+                        .map(|(_, a)| a.clone())
+                        .collect();
+                    match self.unit(source.clone(), language.clone(), key_args, driver_is_cxx) {
+                        Ok(unit) => units.push(unit),
+                        Err(refused) => return refused,
+                    }
+                }
+                let mut outputs: Vec<&PathBuf> = units.iter().map(|u| &u.output).collect();
+                outputs.sort();
+                outputs.dedup();
+                if outputs.len() != units.len() {
+                    return refuse(
+                        "multiple_sources",
+                        "two sources share an object name".into(),
+                    );
+                }
+                Parsed::Multi(MultiCompile {
+                    units,
+                    source_positions: self.input_positions.iter().map(|(arg, _)| *arg).collect(),
+                    dep_arg_positions: self.dep_arg_positions,
+                })
+            }
+        }
+    }
+
+    /// The compile of one `source` with this call's flags and the given key arguments.
+    fn unit(
+        &self,
+        source: PathBuf,
+        explicit_language: Option<OsString>,
+        mut key_args: Vec<OsString>,
+        driver_is_cxx: bool,
+    ) -> Result<CompileInvocation, Parsed> {
+        let refuse = |reason: &'static str, detail: String| {
+            Parsed::NotCacheable(NotCacheable { reason, detail })
         };
         let language = match language_of(&source, explicit_language.as_deref(), driver_is_cxx) {
             Ok(language) => language,
-            Err(reason) => return refuse(reason, source.display().to_string()),
+            Err(reason) => return Err(refuse(reason, source.display().to_string())),
         };
         let output = self.output.clone().unwrap_or_else(|| {
             let stem = source.file_stem().unwrap_or_default();
@@ -588,7 +684,7 @@ impl State {
             PathBuf::from(name)
         });
         if output == Path::new("/dev/null") {
-            return refuse("output_to_dev_null", String::new());
+            return Err(refuse("output_to_dev_null", String::new()));
         }
         let dep_path = self.dep_file.clone().unwrap_or_else(|| {
             // Without -MF the depfile sits beside the object: `dir/x.o` → `dir/x.d`.
@@ -606,22 +702,22 @@ impl State {
         };
         if deps != DepMode::None && !self.dep_targets {
             // The depfile's target is the object's name: it decides the depfile's content.
-            self.key_args.push(OsString::from("-o"));
-            self.key_args.push(output.clone().into_os_string());
+            key_args.push(OsString::from("-o"));
+            key_args.push(output.clone().into_os_string());
         }
-        Parsed::Cacheable(Box::new(CompileInvocation {
+        Ok(CompileInvocation {
             source,
             language,
             output,
             deps,
             phony_deps: self.phony,
-            key_args: self.key_args,
-            include_dirs: self.include_dirs,
-            search_args: self.search_args,
+            key_args,
+            include_dirs: self.include_dirs.clone(),
+            search_args: self.search_args.clone(),
             debug_info: self.debug_info,
             native_cpu: self.native_cpu,
-            dep_arg_positions: self.dep_arg_positions,
-        }))
+            dep_arg_positions: self.dep_arg_positions.clone(),
+        })
     }
 }
 
@@ -666,14 +762,14 @@ mod tests {
     fn cacheable(line: &str) -> CompileInvocation {
         match parse(line) {
             Parsed::Cacheable(inv) => *inv,
-            Parsed::NotCacheable(nc) => panic!("{line}: not cacheable: {nc:?}"),
+            other => panic!("{line}: not a single cacheable compile: {other:?}"),
         }
     }
 
     fn reason(line: &str) -> &'static str {
         match parse(line) {
-            Parsed::Cacheable(_) => panic!("{line}: unexpectedly cacheable"),
             Parsed::NotCacheable(nc) => nc.reason,
+            other => panic!("{line}: unexpectedly cacheable: {other:?}"),
         }
     }
 
@@ -828,7 +924,9 @@ mod tests {
             ("-S a.c", "assembly_output"),
             ("-M a.c", "dependencies_only"),
             ("-MM -c a.c", "dependencies_only"),
-            ("-c a.c b.c", "multiple_sources"),
+            ("-c a.c b.c -o x.o", "multiple_sources"),
+            ("-c a.c b.c -MD -MF x.d", "multiple_sources"),
+            ("-c x/a.c y/a.c", "multiple_sources"),
             ("-c", "no_input"),
             ("-c -", "stdin_input"),
             ("-c -x c -", "stdin_input"),
@@ -859,7 +957,7 @@ mod tests {
             ("-c a.c -v", "verbose"),
             ("-c a.s", "unsupported_language"),
             ("-c a.m", "unsupported_language"),
-            ("-c a.c x.o", "multiple_sources"),
+            ("-c a.c x.o", "linker_input"),
             ("-c a.c -MD -MG", "missing_headers_as_generated"),
             ("-c a.c -fmodules", "clang_modules"),
             ("-c a.c -I", "missing_argument"),
@@ -894,6 +992,45 @@ mod tests {
                 "-MF",
                 "/tmp/own.d"
             ]
+        );
+    }
+
+    #[test]
+    fn several_sources_become_units_with_their_own_keys() {
+        let line = "-c -O2 a.c -MMD sub/b.cpp -DX";
+        let args: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
+        let Parsed::Multi(multi) = parse_gcc(Path::new("gcc"), &args) else {
+            panic!("not a multi-source compile");
+        };
+        assert_eq!(multi.units.len(), 2);
+        let (a, b) = (&multi.units[0], &multi.units[1]);
+        assert_eq!(
+            (a.output.as_path(), b.output.as_path()),
+            (Path::new("a.o"), Path::new("b.o"))
+        );
+        assert_eq!(b.language, Language::Cxx);
+        assert_eq!(b.deps, DepMode::UserOnly { path: "b.d".into() });
+        let strings = |v: &[OsString]| {
+            v.iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strings(&a.key_args),
+            ["-c", "-O2", "a.c", "-MMD", "-D", "X", "-o", "a.o"]
+        );
+        assert_eq!(
+            strings(&b.key_args),
+            ["-c", "-O2", "-MMD", "sub/b.cpp", "-D", "X", "-o", "b.o"]
+        );
+        // The same source alone has the same key arguments.
+        match parse("-c -O2 a.c -MMD -DX") {
+            Parsed::Cacheable(alone) => assert_eq!(alone.key_args, a.key_args),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            strings(&multi.args_for(&args, &[1])),
+            ["-c", "-O2", "sub/b.cpp", "-DX", "-MD"]
         );
     }
 

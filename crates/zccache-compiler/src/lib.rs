@@ -11,7 +11,7 @@ mod gcc;
 pub mod rsp;
 mod rustc;
 
-pub use gcc::{parse_gcc, CompileInvocation, DepMode, IncludeDirs, Language};
+pub use gcc::{parse_gcc, CompileInvocation, DepMode, IncludeDirs, Language, MultiCompile};
 pub use rustc::{
     is_rustc_probe, parse_depinfo, parse_rustc, ParsedRust, RustDepInfo, RustInvocation,
 };
@@ -68,6 +68,8 @@ pub struct NotCacheable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     Cacheable(Box<CompileInvocation>),
+    /// Several sources compiled in one call.
+    Multi(MultiCompile),
     NotCacheable(NotCacheable),
 }
 

@@ -1,7 +1,7 @@
 //! gcc and clang: parse, key, deliver, and capture a miss.
 
 use crate::paths::absolute;
-use crate::pipeline::{Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
+use crate::pipeline::{exit_code, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::search::SearchPath;
 use crate::toolchain::Toolchain;
 use crate::Daemon;
@@ -10,11 +10,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use zccache_artifact::StoredResult;
 use zccache_artifact::{Delivery, Store};
-use zccache_compiler::{depfile, parse_gcc, rsp, CompileInvocation, DepMode, Parsed};
+use zccache_compiler::{depfile, parse_gcc, rsp, CompileInvocation, DepMode, MultiCompile, Parsed};
 use zccache_core::Hash;
 use zccache_fscache::FileDigest;
-use zccache_protocol::Response;
+use zccache_protocol::{CompileReply, Outcome, Response};
 
 /// Environment variables that change what a gcc/clang compile produces or prints.
 const KEY_ENV: &[&str] = &[
@@ -54,13 +56,11 @@ impl Daemon {
             Some(expanded) => expanded.args.clone(),
             None => call.args.clone(),
         };
-        let invocation = match parse_gcc(&call.compiler, &args) {
-            Parsed::Cacheable(invocation) => invocation,
-            Parsed::NotCacheable(nc) => {
-                tracing::debug!("not cacheable ({}): {}", nc.reason, nc.detail);
-                return self.run_locally(nc.reason);
-            }
-        };
+        let parsed = parse_gcc(&call.compiler, &args);
+        if let Parsed::NotCacheable(nc) = &parsed {
+            tracing::debug!("not cacheable ({}): {}", nc.reason, nc.detail);
+            return self.run_locally(nc.reason);
+        }
         if DEPFILE_ENV.iter().any(|name| call.env_var(name).is_some()) {
             return self.run_locally("depfile_env");
         }
@@ -77,6 +77,14 @@ impl Daemon {
                 return self.run_locally("compiler_unidentified");
             }
         };
+        let from_response_files = response_files.is_some();
+        let invocation = match parsed {
+            Parsed::Cacheable(invocation) => invocation,
+            Parsed::Multi(multi) => {
+                return self.compile_cc_multi(&call, &args, from_response_files, &multi, &toolchain)
+            }
+            Parsed::NotCacheable(_) => unreachable!("refused above"),
+        };
         let source_path = absolute(&call.cwd, &invocation.source);
         let source = match self.fs.digest(&source_path) {
             Ok(digest) => digest,
@@ -90,8 +98,15 @@ impl Daemon {
                 return response;
             }
         }
-        let expanded = response_files.is_some();
-        self.compile_and_store(key, &call, &args, expanded, &invocation, &toolchain, source)
+        self.compile_and_store(
+            key,
+            &call,
+            &args,
+            from_response_files,
+            &invocation,
+            &toolchain,
+            source,
+        )
     }
 
     /// Runs the compiler, replies, and queues the result for storing.
@@ -125,23 +140,12 @@ impl Daemon {
             Some(path) => invocation.args_with_depfile(args, path),
             None => args.to_vec(),
         };
-        // Arguments that came from response files go back into one, so the command line stays
-        // as short as the build made it.
-        let _run_rsp = if from_response_files {
-            match self.write_response_file(&run_args) {
-                Ok(path) => {
-                    let mut arg = OsString::from("@");
-                    arg.push(path.as_os_str());
-                    run_args = vec![arg];
-                    Some(path)
-                }
-                Err(e) => {
-                    tracing::warn!("cannot write a response file: {e}");
-                    return self.run_locally("store_unwritable");
-                }
+        let _run_rsp = match self.repack_response_file(&mut run_args, from_response_files) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!("cannot write a response file: {e}");
+                return self.run_locally("store_unwritable");
             }
-        } else {
-            None
         };
         unlink_if_read_only(&absolute(&call.cwd, &invocation.output));
         let depfile_path = match (&own_depfile, &invocation.deps) {
@@ -158,6 +162,168 @@ impl Daemon {
         // Take what the build may change next (outputs, depfile) before the reply.
         self.run_miss(call, &run_args, miss, || {
             self.capture(call, invocation, toolchain, &depfile_path)
+        })
+    }
+
+    /// Arguments that came from response files go back into one, so the command line stays as
+    /// short as the build made it. The file lives as long as the returned path.
+    fn repack_response_file(
+        &self,
+        run_args: &mut Vec<OsString>,
+        from_response_files: bool,
+    ) -> std::io::Result<Option<tempfile::TempPath>> {
+        if !from_response_files {
+            return Ok(None);
+        }
+        let path = self.write_response_file(run_args)?;
+        let mut arg = OsString::from("@");
+        arg.push(path.as_os_str());
+        *run_args = vec![arg];
+        Ok(Some(path))
+    }
+
+    /// `gcc -c a.c b.c …`: every source is looked up (in parallel), hits are delivered, and
+    /// the misses are compiled together in one compiler process and stored one by one.
+    fn compile_cc_multi(
+        self: &Arc<Self>,
+        call: &Call,
+        args: &[OsString],
+        from_response_files: bool,
+        multi: &MultiCompile,
+        toolchain: &Toolchain,
+    ) -> Response {
+        use rayon::prelude::*;
+        let Some(store) = self.store.as_ref() else {
+            return self.run_locally("store_unavailable");
+        };
+        // The batch asks for -MD; a unit whose build did not will get a depfile beside its
+        // object. Never overwrite a file of the build's own there.
+        let extra_depfile = |unit: &CompileInvocation| {
+            (unit.deps == DepMode::None)
+                .then(|| absolute(&call.cwd, &unit.output.with_extension("d")))
+        };
+        if multi
+            .units
+            .iter()
+            .filter_map(extra_depfile)
+            .any(|path| path.exists())
+        {
+            return self.run_locally("multiple_sources");
+        }
+        let mut prepared = Vec::with_capacity(multi.units.len());
+        for unit in &multi.units {
+            match self.fs.digest(&absolute(&call.cwd, &unit.source)) {
+                Ok(source) => prepared.push((cache_key(call, unit, toolchain, &source), source)),
+                Err(_) => return self.run_locally("source_unreadable"),
+            }
+        }
+        // Look up and deliver every unit at once; each answer is a hit's reply or a miss.
+        let answers: Vec<Option<CompileReply>> = multi
+            .units
+            .par_iter()
+            .zip(prepared.par_iter())
+            .map(|(unit, (key, source))| {
+                let found = self.find_entry(store, key, call)?;
+                let newest = found.newest_input_ns.max(source.sig.mtime_ns);
+                let deliver = |found: &Found| deliver(store, found, call, unit, newest);
+                match self.serve_hit(call, &found, deliver)? {
+                    Response::Compiled(reply) => Some(reply),
+                    _ => None,
+                }
+            })
+            .collect();
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        for reply in answers.iter().flatten() {
+            stdout.extend_from_slice(&reply.stdout);
+            stderr.extend_from_slice(&reply.stderr);
+        }
+        let misses: Vec<usize> = (0..multi.units.len())
+            .filter(|i| answers[*i].is_none())
+            .collect();
+        if misses.is_empty() {
+            return Response::Compiled(CompileReply {
+                exit_code: 0,
+                stdout,
+                stderr,
+                outcome: Outcome::Hit,
+            });
+        }
+        let mut run_args = multi.args_for(args, &misses);
+        let _run_rsp = match self.repack_response_file(&mut run_args, from_response_files) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!("cannot write a response file: {e}");
+                return self.run_locally("store_unwritable");
+            }
+        };
+        for &i in &misses {
+            unlink_if_read_only(&absolute(&call.cwd, &multi.units[i].output));
+        }
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        let output = match call.run(&call.compiler, &run_args) {
+            Ok(output) => output,
+            Err(_) => return self.run_locally("compiler_spawn_failed"),
+        };
+        let compile_ms = started.elapsed().as_millis() as u64;
+        // With several misses, diagnostics can't be told apart per source: store them only
+        // when there are none.
+        let attributable =
+            misses.len() == 1 || (output.stdout.is_empty() && output.stderr.is_empty());
+        for &i in &misses {
+            let unit = &multi.units[i];
+            self.stats.miss();
+            let depfile = match &unit.deps {
+                DepMode::Full { path } | DepMode::UserOnly { path } => absolute(&call.cwd, path),
+                DepMode::None => absolute(&call.cwd, &unit.output.with_extension("d")),
+            };
+            let captured = if !output.status.success() {
+                Err("compile_failed")
+            } else {
+                let captured = self.capture(call, unit, toolchain, &depfile);
+                if let Some(extra) = extra_depfile(unit) {
+                    let _ = std::fs::remove_file(extra);
+                }
+                match captured {
+                    Ok(_) if !attributable => Err("multi_file_diagnostics"),
+                    other => other,
+                }
+            };
+            match captured {
+                Ok(captured) => {
+                    let (key, source) = prepared[i];
+                    let miss = Miss {
+                        key,
+                        source: unit.source.clone(),
+                        source_digest: source,
+                        time_macros_matter: true,
+                    };
+                    let result = StoredResult {
+                        outputs: Vec::new(),
+                        stdout: output.stdout.clone(),
+                        stderr: output.stderr.clone(),
+                        compile_ms: compile_ms / misses.len() as u64,
+                    };
+                    self.store_unit(call, miss, started_at, captured, result);
+                }
+                Err(reason) => self.stats.not_stored(reason),
+            }
+        }
+        if !output.status.success() {
+            for &i in &misses {
+                if let Some(extra) = extra_depfile(&multi.units[i]) {
+                    let _ = std::fs::remove_file(extra);
+                }
+            }
+        }
+        stdout.extend_from_slice(&output.stdout);
+        stderr.extend_from_slice(&output.stderr);
+        Response::Compiled(CompileReply {
+            exit_code: exit_code(&output.status),
+            stdout,
+            stderr,
+            outcome: Outcome::Miss,
         })
     }
 

@@ -290,6 +290,25 @@ impl Daemon {
                 );
             }
         };
+        let result = StoredResult {
+            outputs: Vec::new(),
+            stdout: output.stdout.clone(),
+            stderr: output.stderr.clone(),
+            compile_ms,
+        };
+        self.store_unit(call, miss, started_at, captured, result);
+        reply(&output, Outcome::Miss)
+    }
+
+    /// Queues one compiled unit for checking and storing, after the reply.
+    pub(crate) fn store_unit(
+        self: &Arc<Self>,
+        call: &Call,
+        miss: Miss,
+        started_at: SystemTime,
+        captured: Captured,
+        result: StoredResult,
+    ) {
         self.store_later(StoreJob {
             key: miss.key,
             cwd: call.cwd.clone(),
@@ -298,14 +317,8 @@ impl Daemon {
             started_at,
             captured,
             time_macros_matter: miss.time_macros_matter,
-            result: StoredResult {
-                outputs: Vec::new(),
-                stdout: output.stdout.clone(),
-                stderr: output.stderr.clone(),
-                compile_ms,
-            },
+            result,
         });
-        reply(&output, Outcome::Miss)
     }
 
     /// Checks and stores `job` on a background thread; lookups of the same key wait for it.
@@ -416,7 +429,7 @@ impl Daemon {
 }
 
 /// The reply for a tool run whose result is (or will be) stored, or not.
-fn reply(output: &std::process::Output, outcome: Outcome) -> Response {
+pub(crate) fn reply(output: &std::process::Output, outcome: Outcome) -> Response {
     Response::Compiled(CompileReply {
         exit_code: exit_code(&output.status),
         stdout: output.stdout.clone(),
@@ -425,7 +438,7 @@ fn reply(output: &std::process::Output, outcome: Outcome) -> Response {
     })
 }
 
-fn exit_code(status: &std::process::ExitStatus) -> i32 {
+pub(crate) fn exit_code(status: &std::process::ExitStatus) -> i32 {
     status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
