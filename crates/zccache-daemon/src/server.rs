@@ -1,17 +1,17 @@
-//! Daemon lifecycle: lock, socket, accept loop, idle exit, shutdown.
+//! Daemon lifecycle: lock, socket, accepting threads, idle exit, shutdown.
 
 use crate::{Daemon, Stats, Toolchains};
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zccache_artifact::Store;
 use zccache_core::CacheRoot;
 use zccache_fscache::FsCache;
-use zccache_ipc::{read_message, write_message, Listener};
+use zccache_ipc::{Listener, ServerConnection};
 use zccache_protocol::{Request, Response, StatusReport, PROTOCOL_VERSION};
 
 /// How the daemon was asked to run.
@@ -76,22 +76,8 @@ pub fn run(options: DaemonOptions) -> i32 {
         output_mode,
         store_problem,
     });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!("cannot start runtime: {e}");
-            return 2;
-        }
-    };
     let socket = root.socket_path(PROTOCOL_VERSION);
-    let code = runtime.block_on(serve(daemon, socket.clone(), options.idle_timeout));
-    // Let in-flight handlers finish briefly; the lock is released last, so no new daemon can
-    // bind the socket while this one is still going away.
-    runtime.shutdown_timeout(Duration::from_secs(2));
+    let code = serve(daemon, &socket, options.idle_timeout);
     let _ = std::fs::remove_file(&socket);
     tracing::info!("daemon exiting");
     drop(lock);
@@ -116,17 +102,30 @@ fn init_logging(root: &CacheRoot) {
         .try_init();
 }
 
-/// Shared between the accept loop and connection tasks.
+/// How long a connected client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a stopping daemon waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the accepting threads and the lifecycle loop share.
 struct Activity {
+    /// Threads waiting in `accept`.
+    idle_acceptors: AtomicUsize,
+    /// Requests being handled.
     in_flight: AtomicUsize,
-    /// Milliseconds since start of the last finished request.
+    /// Milliseconds since start when the last request finished.
     last_ms: AtomicU64,
-    shutdown: tokio::sync::Notify,
+    stop: AtomicBool,
 }
 
-async fn serve(daemon: Arc<Daemon>, socket: PathBuf, idle_timeout: Option<Duration>) -> i32 {
-    let listener = match Listener::bind(&socket) {
-        Ok(listener) => listener,
+/// Serves until stopped, idle, or the socket disappears. Requests are handled by a pool of
+/// threads that each wait in `accept`: the kernel wakes one of them per client, and it reads,
+/// handles and replies without handing the work to another thread. The pool grows so that one
+/// thread is always waiting, however many compiles run.
+fn serve(daemon: Arc<Daemon>, socket: &Path, idle_timeout: Option<Duration>) -> i32 {
+    let listener = match Listener::bind(socket) {
+        Ok(listener) => Arc::new(listener),
         Err(e) => {
             tracing::error!("cannot bind {}: {e}", socket.display());
             return 2;
@@ -139,82 +138,117 @@ async fn serve(daemon: Arc<Daemon>, socket: PathBuf, idle_timeout: Option<Durati
         socket.display()
     );
     let activity = Arc::new(Activity {
+        idle_acceptors: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
         last_ms: AtomicU64::new(0),
-        shutdown: tokio::sync::Notify::new(),
+        stop: AtomicBool::new(false),
     });
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    for _ in 0..2 {
+        spawn_acceptor(&daemon, &listener, &activity);
+    }
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(stream) => {
-                    activity.in_flight.fetch_add(1, Ordering::SeqCst);
-                    let daemon = daemon.clone();
-                    let activity = activity.clone();
-                    tokio::spawn(async move {
-                        connection(daemon.clone(), stream, &activity).await;
-                        activity.last_ms.store(daemon.started.elapsed().as_millis() as u64, Ordering::SeqCst);
-                        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            _ = activity.shutdown.notified() => {
-                tracing::info!("shutdown requested");
-                return 0;
-            }
-            _ = tick.tick() => {
-                if let Some(limit) = idle_timeout {
-                    let now = daemon.started.elapsed().as_millis() as u64;
-                    let idle = now.saturating_sub(activity.last_ms.load(Ordering::SeqCst));
-                    if activity.in_flight.load(Ordering::SeqCst) == 0 && idle >= limit.as_millis() as u64 {
-                        tracing::info!("idle for {idle} ms, exiting");
-                        return 0;
-                    }
-                }
-                if !socket_is_ours(&socket) {
-                    tracing::warn!("socket {} was removed or replaced, exiting", socket.display());
-                    return 0;
-                }
+        std::thread::sleep(Duration::from_millis(100));
+        if activity.stop.load(Ordering::SeqCst) {
+            tracing::info!("shutdown requested");
+            break;
+        }
+        if let Some(limit) = idle_timeout {
+            let now = daemon.started.elapsed().as_millis() as u64;
+            let idle = now.saturating_sub(activity.last_ms.load(Ordering::SeqCst));
+            if activity.in_flight.load(Ordering::SeqCst) == 0 && idle >= limit.as_millis() as u64 {
+                tracing::info!("idle for {idle} ms, exiting");
+                break;
             }
         }
+        if !socket.exists() {
+            tracing::warn!("socket {} was removed, exiting", socket.display());
+            break;
+        }
+    }
+    activity.stop.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while activity.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Stores queued after a reply finish too, so the cache keeps what was compiled.
+    daemon.pending.wait_all();
+    0
+}
+
+/// Starts one more thread waiting for clients.
+fn spawn_acceptor(daemon: &Arc<Daemon>, listener: &Arc<Listener>, activity: &Arc<Activity>) {
+    let (daemon, listener, activity) = (daemon.clone(), listener.clone(), activity.clone());
+    activity.idle_acceptors.fetch_add(1, Ordering::SeqCst);
+    let spawned = std::thread::Builder::new()
+        .name("zccache-conn".into())
+        .spawn({
+            let activity = activity.clone();
+            move || acceptor(daemon, listener, activity)
+        });
+    if spawned.is_err() {
+        activity.idle_acceptors.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// The socket file still exists (someone may have deleted the cache root).
-fn socket_is_ours(socket: &std::path::Path) -> bool {
-    socket.exists()
+fn acceptor(daemon: Arc<Daemon>, listener: Arc<Listener>, activity: Arc<Activity>) {
+    loop {
+        let accepted = listener.accept();
+        if activity.idle_acceptors.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // This was the last waiting thread: start another before handling.
+            spawn_acceptor(&daemon, &listener, &activity);
+        }
+        match accepted {
+            Ok(connection) => {
+                activity.in_flight.fetch_add(1, Ordering::SeqCst);
+                handle_connection(&daemon, connection, &activity);
+                activity.last_ms.store(
+                    daemon.started.elapsed().as_millis() as u64,
+                    Ordering::SeqCst,
+                );
+                activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // Keep a few threads waiting; let the rest of a burst's threads end.
+        if activity.idle_acceptors.load(Ordering::SeqCst) >= 4 {
+            return;
+        }
+        activity.idle_acceptors.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
-async fn connection(daemon: Arc<Daemon>, mut stream: tokio::net::UnixStream, activity: &Activity) {
+fn handle_connection(daemon: &Arc<Daemon>, mut connection: ServerConnection, activity: &Activity) {
     loop {
-        let request: Request = match read_message(&mut stream).await {
+        let request: Request = match connection.read_request(REQUEST_TIMEOUT) {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!("bad request: {e}");
-                let _ = write_message(&mut stream, &Response::Error(e.to_string())).await;
+                let _ = connection.reply(&Response::Error(e.to_string()));
                 return;
             }
         };
+        if activity.stop.load(Ordering::SeqCst) {
+            // Stopping: the client compiles by itself.
+            let _ = connection.reply(&Response::Error("daemon is stopping".into()));
+            return;
+        }
         let shutdown = matches!(request, Request::Shutdown);
-        let handler = daemon.clone();
-        let response = match tokio::task::spawn_blocking(move || handler.handle(request)).await {
-            Ok(response) => response,
-            Err(e) => {
-                tracing::error!("request handler panicked: {e}");
-                daemon.stats.error();
-                Response::Error("internal error".into())
-            }
-        };
-        if write_message(&mut stream, &response).await.is_err() {
+        let handled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| daemon.handle(request)));
+        let response = handled.unwrap_or_else(|_| {
+            tracing::error!("request handler panicked");
+            daemon.stats.error();
+            Response::Error("internal error".into())
+        });
+        if connection.reply(&response).is_err() {
             return;
         }
         if shutdown {
-            activity.shutdown.notify_one();
+            activity.stop.store(true, Ordering::SeqCst);
             return;
         }
     }

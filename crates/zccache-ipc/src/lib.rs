@@ -1,17 +1,16 @@
 //! zccache-ipc: moving frames over the daemon's Unix socket.
 //!
-//! The client side is blocking and small ([`Connection`]): the `zccache` wrapper must start
-//! without an async runtime. The server side ([`Listener`], [`read_message`],
-//! [`write_message`]) is tokio. Both use [`zccache_protocol`] for the bytes and add nothing to
-//! them; what a message means is the daemon's business.
+//! Both sides are blocking. The client ([`Connection`]) must start without any runtime; the
+//! daemon accepts on plain threads ([`Listener`], [`ServerConnection`]) because a hit is a few
+//! hundred microseconds of work and every hand-off between threads costs a measurable share of
+//! that. Frames come from [`zccache_protocol`]; what a message means is the daemon's business.
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zccache_protocol::{decode_header, decode_payload, encode, FrameError, HEADER_LEN};
 
 /// Turns a frame error into an I/O error of kind `InvalidData`, keeping the message.
@@ -19,7 +18,32 @@ fn invalid(error: FrameError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
-/// A blocking connection from a client to the daemon.
+fn write_frame<T: Serialize>(stream: &mut UnixStream, message: &T) -> io::Result<()> {
+    let frame = encode(message).map_err(invalid)?;
+    stream.write_all(&frame)?;
+    stream.flush()
+}
+
+/// Reads one frame; `Ok(None)` when the peer closed the connection before sending anything.
+fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream) -> io::Result<Option<T>> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut filled = 0;
+    while filled < HEADER_LEN {
+        match stream.read(&mut header[filled..]) {
+            Ok(0) if filled == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = decode_header(&header).map_err(invalid)?;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload)?;
+    decode_payload(&payload).map(Some).map_err(invalid)
+}
+
+/// A connection from a client to the daemon.
 pub struct Connection {
     stream: UnixStream,
 }
@@ -42,20 +66,14 @@ impl Connection {
         &mut self,
         request: &Req,
     ) -> io::Result<Resp> {
-        let frame = encode(request).map_err(invalid)?;
-        self.stream.write_all(&frame)?;
-        let mut header = [0u8; HEADER_LEN];
-        self.stream.read_exact(&mut header)?;
-        let len = decode_header(&header).map_err(invalid)?;
-        let mut payload = vec![0u8; len];
-        self.stream.read_exact(&mut payload)?;
-        decode_payload(&payload).map_err(invalid)
+        write_frame(&mut self.stream, request)?;
+        read_frame(&mut self.stream)?.ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
     }
 }
 
 /// The daemon's listening socket, private to its owner (mode 0600).
 pub struct Listener {
-    inner: tokio::net::UnixListener,
+    inner: UnixListener,
 }
 
 impl Listener {
@@ -67,44 +85,38 @@ impl Listener {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let std_listener = std::os::unix::net::UnixListener::bind(socket)?;
+        let inner = UnixListener::bind(socket)?;
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-        std_listener.set_nonblocking(true)?;
-        let inner = tokio::net::UnixListener::from_std(std_listener)?;
         Ok(Listener { inner })
     }
 
-    /// Waits for the next client.
-    pub async fn accept(&self) -> io::Result<tokio::net::UnixStream> {
-        let (stream, _) = self.inner.accept().await?;
-        Ok(stream)
+    /// Waits for the next client. Several threads may wait at once; each client wakes one.
+    pub fn accept(&self) -> io::Result<ServerConnection> {
+        let (stream, _) = self.inner.accept()?;
+        Ok(ServerConnection { stream })
     }
 }
 
-/// Reads one message; `Ok(None)` when the peer closed the connection before sending anything.
-pub async fn read_message<T: for<'de> Deserialize<'de>>(
-    stream: &mut tokio::net::UnixStream,
-) -> io::Result<Option<T>> {
-    let mut header = [0u8; HEADER_LEN];
-    match stream.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = decode_header(&header).map_err(invalid)?;
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).await?;
-    decode_payload(&payload).map(Some).map_err(invalid)
+/// The daemon's side of one client connection.
+pub struct ServerConnection {
+    stream: UnixStream,
 }
 
-/// Writes one message.
-pub async fn write_message<T: Serialize>(
-    stream: &mut tokio::net::UnixStream,
-    message: &T,
-) -> io::Result<()> {
-    let frame = encode(message).map_err(invalid)?;
-    stream.write_all(&frame).await?;
-    stream.flush().await
+impl ServerConnection {
+    /// Reads the next request; `Ok(None)` when the client is done. A client that sends nothing
+    /// within `timeout` is dropped.
+    pub fn read_request<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        timeout: Duration,
+    ) -> io::Result<Option<T>> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        read_frame(&mut self.stream)
+    }
+
+    /// Sends one reply.
+    pub fn reply<T: Serialize>(&mut self, message: &T) -> io::Result<()> {
+        write_frame(&mut self.stream, message)
+    }
 }
 
 #[cfg(test)]
@@ -112,15 +124,13 @@ mod tests {
     use super::*;
     use zccache_protocol::{Request, Response};
 
+    const WAIT: Duration = Duration::from_secs(5);
+
     #[test]
     fn request_and_reply_over_a_real_socket() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("s.sock");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime.block_on(async { Listener::bind(&socket) }).unwrap();
+        let listener = Listener::bind(&socket).unwrap();
         let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let client_socket = socket.clone();
@@ -129,34 +139,31 @@ mod tests {
             let reply: Response = conn.call(&Request::Ping).unwrap();
             reply
         });
-        runtime.block_on(async {
-            let mut stream = listener.accept().await.unwrap();
-            let request: Request = read_message(&mut stream).await.unwrap().unwrap();
-            assert_eq!(request, Request::Ping);
-            write_message(&mut stream, &Response::Done).await.unwrap();
-        });
+        let mut server = listener.accept().unwrap();
+        let request: Request = server.read_request(WAIT).unwrap().unwrap();
+        assert_eq!(request, Request::Ping);
+        server.reply(&Response::Done).unwrap();
         assert_eq!(client.join().unwrap(), Response::Done);
     }
 
     #[test]
-    fn garbage_is_rejected_without_panicking() {
+    fn garbage_and_silence_are_rejected_without_panicking() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("s.sock");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime.block_on(async { Listener::bind(&socket) }).unwrap();
+        let listener = Listener::bind(&socket).unwrap();
         let client_socket = socket.clone();
         let client = std::thread::spawn(move || {
             let mut stream = UnixStream::connect(&client_socket).unwrap();
             stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            let _quiet = UnixStream::connect(&client_socket).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
         });
-        runtime.block_on(async {
-            let mut stream = listener.accept().await.unwrap();
-            let result: io::Result<Option<Request>> = read_message(&mut stream).await;
-            assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
-        });
+        let mut server = listener.accept().unwrap();
+        let result: io::Result<Option<Request>> = server.read_request(WAIT);
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let mut quiet = listener.accept().unwrap();
+        let result: io::Result<Option<Request>> = quiet.read_request(Duration::from_millis(50));
+        assert!(result.is_err(), "a silent client times out");
         client.join().unwrap();
     }
 }

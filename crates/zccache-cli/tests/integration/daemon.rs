@@ -3,6 +3,7 @@
 use crate::sandbox::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use zccache_protocol::PROTOCOL_VERSION;
 
 fn spawn_compile(sb: &Sandbox, args: &[String]) -> Child {
     sb.zccache()
@@ -171,7 +172,9 @@ fn stale_socket_from_a_killed_daemon_is_replaced() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        sb.cache.join("daemon-v1.sock").exists(),
+        sb.cache
+            .join(format!("daemon-v{PROTOCOL_VERSION}.sock"))
+            .exists(),
         "socket left behind"
     );
     sb.ok(&["gcc", "-c", "m.c"]);
@@ -244,5 +247,8 @@ fn cache_root_and_socket_are_private_whatever_the_umask() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&sb.cache), 0o700);
     assert_eq!(mode(&sb.cache.join("artifacts")), 0o700);
-    assert_eq!(mode(&sb.cache.join("daemon-v1.sock")), 0o600);
+    assert_eq!(
+        mode(&sb.cache.join(format!("daemon-v{PROTOCOL_VERSION}.sock"))),
+        0o600
+    );
 }
