@@ -12,6 +12,7 @@
 mod store;
 
 pub use store::{
-    replace_file, BlobRef, DeliverError, Delivery, DepDigest, EnvDep, Manifest, ManifestEntry,
-    Store, StoreError, StoredOutput, StoredResult, MAX_ENTRIES_PER_KEY,
+    replace_file, BlobRef, DeliverError, Delivery, DepDigest, DirStamp, EnvDep, Manifest,
+    ManifestEntry, ShadowCheck, Store, StoreError, StoredOutput, StoredResult, WatchedDir,
+    MAX_ENTRIES_PER_KEY,
 };

@@ -61,15 +61,47 @@ pub struct StoredResult {
     pub compile_ms: u64,
 }
 
-/// A result, valid while every dependency has its recorded digest and no `absent` path exists.
+/// A directory's stat signature when a result was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirStamp {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+/// A directory whose listing a result depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchedDir {
+    pub path: Vec<u8>,
+    /// `None` when it changed too recently to be trusted: always re-checked.
+    pub stamp: Option<DirStamp>,
+}
+
+/// What it takes to tell whether a file has appeared that the tool would have read instead of
+/// one it did read: the search path it used, and the directories that decide it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowCheck {
+    /// The working directory the paths below were resolved in.
+    pub cwd: Vec<u8>,
+    /// Search directories as written, in order, split where system directories begin.
+    pub user: Vec<Vec<u8>>,
+    pub system: Vec<Vec<u8>>,
+    pub watched: Vec<WatchedDir>,
+    /// Would-be shadows (as written) that already existed and were passed by: only files that
+    /// are not in this list count as new.
+    pub existing: Vec<Vec<u8>>,
+}
+
+/// A result, valid while every dependency has its recorded digest, every environment variable
+/// its value, and no shadowing file has appeared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
     pub deps: Vec<DepDigest>,
     /// Environment variables the tool reported reading (rustc's `env!`).
     pub env: Vec<EnvDep>,
-    /// Paths that did not exist when the result was stored and would have changed it had they
-    /// existed (a header that would shadow one that was used).
-    pub absent: Vec<Vec<u8>>,
+    /// Headers that would shadow one that was used (C family).
+    pub shadow: Option<ShadowCheck>,
     pub result: StoredResult,
 }
 
@@ -330,9 +362,9 @@ impl Store {
             .manifest(key)?
             .map(|m| (*m).clone())
             .unwrap_or_default();
-        manifest.entries.retain(|old| {
-            old.deps != entry.deps || old.absent != entry.absent || old.env != entry.env
-        });
+        manifest
+            .entries
+            .retain(|old| old.deps != entry.deps || old.env != entry.env);
         manifest.entries.insert(0, entry);
         manifest.entries.truncate(MAX_ENTRIES_PER_KEY);
         let bytes = bincode::serialize(&manifest).map_err(|e| StoreError::Index(e.to_string()))?;
@@ -515,7 +547,7 @@ mod tests {
                 hash: [1; 32],
             }],
             env: vec![],
-            absent: vec![],
+            shadow: None,
             result: StoredResult {
                 outputs: vec![StoredOutput {
                     role: "object".into(),

