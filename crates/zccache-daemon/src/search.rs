@@ -30,11 +30,15 @@ pub struct SearchPath {
 /// Every path that would shadow one of `deps` if it existed, as written (relative to the cwd
 /// unless absolute) and absolute. `user` starts with the source's directory (searched first for
 /// `#include "..."`).
+///
+/// Only candidates under a directory for which `wanted` is true are produced: a hit re-derives
+/// just those below directories that changed.
 fn candidates(
     user: &[PathBuf],
     system: &[PathBuf],
     cwd: &Path,
     deps: &[PathBuf],
+    wanted: &dyn Fn(&Path) -> bool,
 ) -> Vec<(PathBuf, PathBuf)> {
     let system_abs: Vec<PathBuf> = system.iter().map(|d| absolute(cwd, d)).collect();
     let is_system = |path: &Path| system_abs.iter().any(|dir| path.starts_with(dir));
@@ -83,14 +87,16 @@ fn candidates(
                 continue;
             }
             for (written, earlier) in &ordered[..k] {
-                push(written.join(rel), earlier.join(rel));
+                if wanted(earlier) {
+                    push(written.join(rel), earlier.join(rel));
+                }
             }
             if system {
                 // ...and through the first system directory that holds it.
                 break;
             }
             for (written, includer) in &includers {
-                if *includer != own_dir {
+                if *includer != own_dir && wanted(includer) {
                     push(written.join(rel), includer.join(rel));
                 }
             }
@@ -122,7 +128,7 @@ pub fn shadow_check(
     };
     let mut watched: HashSet<PathBuf> = HashSet::new();
     let mut existing: Vec<Vec<u8>> = Vec::new();
-    for (written, candidate) in candidates(&user, &search.system, cwd, deps) {
+    for (written, candidate) in candidates(&user, &search.system, cwd, deps, &|_| true) {
         if exists(&candidate) {
             // Not a real alternative (the compiler passed it by for another file), but it is
             // remembered so that only new files count as shadowing.
@@ -201,13 +207,37 @@ pub fn no_shadowing(check: &ShadowCheck, cwd: &Path, deps: &[PathBuf]) -> bool {
     let user: Vec<PathBuf> = check.user.iter().map(|d| bytes_path(d)).collect();
     let system: Vec<PathBuf> = check.system.iter().map(|d| bytes_path(d)).collect();
     let existed: HashSet<&[u8]> = check.existing.iter().map(Vec::as_slice).collect();
-    candidates(&user, &system, cwd, deps)
+    // A candidate's directory may be (or contain) a changed one, or sit below it.
+    let wanted = |dir: &Path| {
+        !same_cwd
+            || changed
+                .iter()
+                .any(|c| dir.starts_with(c) || c.starts_with(dir))
+    };
+    let mut listings: HashMap<PathBuf, Option<HashSet<std::ffi::OsString>>> = HashMap::new();
+    candidates(&user, &system, cwd, deps, &wanted)
         .into_iter()
         .filter(|(_, abs)| !same_cwd || changed.iter().any(|dir| abs.starts_with(dir)))
         .all(|(written, abs)| {
-            existed.contains(written.as_os_str().as_bytes())
-                || std::fs::symlink_metadata(&abs).is_err()
+            existed.contains(written.as_os_str().as_bytes()) || !exists_listed(&mut listings, &abs)
         })
+}
+
+/// Whether `path` exists, reading each parent directory once per check rather than stating
+/// every candidate.
+fn exists_listed(
+    listings: &mut HashMap<PathBuf, Option<HashSet<std::ffi::OsString>>>,
+    path: &Path,
+) -> bool {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return std::fs::symlink_metadata(path).is_ok();
+    };
+    let listing = listings.entry(parent.to_path_buf()).or_insert_with(|| {
+        std::fs::read_dir(parent)
+            .ok()
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+    });
+    listing.as_ref().is_some_and(|names| names.contains(name))
 }
 
 #[cfg(test)]
