@@ -40,54 +40,65 @@ fn candidates(
     deps: &[PathBuf],
     wanted: &dyn Fn(&Path) -> bool,
 ) -> Vec<(PathBuf, PathBuf)> {
+    // This runs on hits whenever a watched directory changed (an in-source build changes the
+    // source's directory with every object it writes), over every header times every search
+    // directory: paths are compared as bytes (they are lexically normalized) rather than
+    // component by component.
     let system_abs: Vec<PathBuf> = system.iter().map(|d| absolute(cwd, d)).collect();
-    let is_system = |path: &Path| system_abs.iter().any(|dir| path.starts_with(dir));
+    let is_system = |path: &Path| system_abs.iter().any(|dir| under(path, dir).is_some());
     let dir_of = |p: &Path| match p.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut ordered: Vec<(PathBuf, PathBuf)> = Vec::new();
+    // Search directories as written and absolute, whether candidates are wanted there, and
+    // whether they are system directories.
+    let mut ordered: Vec<(PathBuf, PathBuf, bool, bool)> = Vec::new();
     for dir in user.iter().chain(system.iter()) {
         let abs = absolute(cwd, dir);
-        if !ordered.iter().any(|(_, a)| *a == abs) {
-            ordered.push((dir.clone(), abs));
+        if !ordered.iter().any(|(_, a, _, _)| *a == abs) {
+            let wanted_here = wanted(&abs);
+            let system_here = system_abs.contains(&abs);
+            ordered.push((dir.clone(), abs, wanted_here, system_here));
         }
     }
     // A "..." include in a header first searches that header's own directory, so for user
     // headers every other user header's directory may also come first.
+    let dep_abs: Vec<PathBuf> = deps.iter().map(|d| absolute(cwd, d)).collect();
+    let dep_system: Vec<bool> = dep_abs.iter().map(|d| is_system(d)).collect();
     let mut includers: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for dep in deps {
-        let abs = absolute(cwd, dep);
-        if !is_system(&abs) {
-            let dir = (dir_of(dep), dir_of(&abs));
-            if !includers.iter().any(|(_, a)| *a == dir.1) {
+    for ((dep, abs), system) in deps.iter().zip(&dep_abs).zip(&dep_system) {
+        if !system {
+            let dir = (dir_of(dep), dir_of(abs));
+            if wanted(&dir.1) && !includers.iter().any(|(_, a)| *a == dir.1) {
                 includers.push(dir);
             }
         }
     }
-    let dep_abs: HashSet<PathBuf> = deps.iter().map(|d| absolute(cwd, d)).collect();
+    if !ordered.iter().any(|o| o.2) && includers.is_empty() {
+        return Vec::new();
+    }
+    let dep_set: HashSet<&PathBuf> = dep_abs.iter().collect();
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     let mut push = |written: PathBuf, abs: PathBuf| {
-        if !dep_abs.contains(&abs) && seen.insert(abs.clone()) {
+        if !dep_set.contains(&abs) && seen.insert(abs.clone()) {
             out.push((written, abs));
         }
     };
-    for dep in deps {
-        let abs = absolute(cwd, dep);
-        let system = is_system(&abs);
-        let own_dir = dir_of(&abs);
-        for (k, (_, dir_abs)) in ordered.iter().enumerate() {
-            let Ok(rel) = abs.strip_prefix(dir_abs) else {
+    for (abs, &system) in dep_abs.iter().zip(&dep_system) {
+        let own_dir = dir_of(abs);
+        for (k, (_, dir_abs, _, dir_is_system)) in ordered.iter().enumerate() {
+            let Some(rel) = under(abs, dir_abs) else {
                 continue;
             };
-            if system && !system_abs.contains(dir_abs) {
+            if system && !dir_is_system {
                 // A system header was found through a system directory, not one that merely
                 // happens to contain it.
                 continue;
             }
-            for (written, earlier) in &ordered[..k] {
-                if wanted(earlier) {
+            let rel = Path::new(std::ffi::OsStr::from_bytes(rel));
+            for (written, earlier, wanted_here, _) in &ordered[..k] {
+                if *wanted_here {
                     push(written.join(rel), earlier.join(rel));
                 }
             }
@@ -96,13 +107,30 @@ fn candidates(
                 break;
             }
             for (written, includer) in &includers {
-                if *includer != own_dir && wanted(includer) {
+                if *includer != own_dir {
                     push(written.join(rel), includer.join(rel));
                 }
             }
         }
     }
     out
+}
+
+/// The part of `path` below `dir` (both normalized and absolute), if it is below it.
+fn under<'a>(path: &'a Path, dir: &Path) -> Option<&'a [u8]> {
+    let path = path.as_os_str().as_bytes();
+    let dir = dir.as_os_str().as_bytes();
+    let dir = if dir.len() > 1 {
+        dir.strip_suffix(b"/").unwrap_or(dir)
+    } else {
+        dir
+    };
+    let rest = path.strip_prefix(dir)?;
+    match rest.first() {
+        Some(b'/') if rest.len() > 1 => Some(&rest[1..]),
+        _ if dir == b"/" && !rest.is_empty() => Some(rest),
+        _ => None,
+    }
 }
 
 /// What a stored entry needs to check shadowing later: the search path, and the directories
@@ -207,17 +235,25 @@ pub fn no_shadowing(check: &ShadowCheck, cwd: &Path, deps: &[PathBuf]) -> bool {
     let user: Vec<PathBuf> = check.user.iter().map(|d| bytes_path(d)).collect();
     let system: Vec<PathBuf> = check.system.iter().map(|d| bytes_path(d)).collect();
     let existed: HashSet<&[u8]> = check.existing.iter().map(Vec::as_slice).collect();
-    // A candidate's directory may be (or contain) a changed one, or sit below it.
-    let wanted = |dir: &Path| {
+    // A changed directory only matters to the candidates it decided: those whose nearest
+    // watched ancestor it is. Candidates are derived only for search directories at or above
+    // a changed one.
+    let watched: HashSet<PathBuf> = check.watched.iter().map(|w| bytes_path(&w.path)).collect();
+    let changed: HashSet<PathBuf> = changed.into_iter().collect();
+    let wanted =
+        |dir: &Path| !same_cwd || changed.iter().any(|c| c == dir || under(c, dir).is_some());
+    let affected = |candidate: &Path| {
         !same_cwd
-            || changed
-                .iter()
-                .any(|c| dir.starts_with(c) || c.starts_with(dir))
+            || candidate
+                .ancestors()
+                .skip(1)
+                .find(|a| watched.contains(*a))
+                .is_some_and(|a| changed.contains(a))
     };
     let mut listings: HashMap<PathBuf, Option<HashSet<std::ffi::OsString>>> = HashMap::new();
     candidates(&user, &system, cwd, deps, &wanted)
         .into_iter()
-        .filter(|(_, abs)| !same_cwd || changed.iter().any(|dir| abs.starts_with(dir)))
+        .filter(|(_, abs)| affected(abs))
         .all(|(written, abs)| {
             existed.contains(written.as_os_str().as_bytes()) || !exists_listed(&mut listings, &abs)
         })
@@ -248,6 +284,18 @@ mod tests {
     fn old(path: &Path) {
         let t = SystemTime::now() - Duration::from_secs(3600);
         std::fs::File::open(path).unwrap().set_modified(t).ok();
+    }
+
+    #[test]
+    fn under_compares_whole_components() {
+        let check = |p: &str, d: &str| {
+            under(Path::new(p), Path::new(d)).map(|r| String::from_utf8(r.to_vec()).unwrap())
+        };
+        assert_eq!(check("/a/b/c.h", "/a"), Some("b/c.h".into()));
+        assert_eq!(check("/a/b/c.h", "/a/"), Some("b/c.h".into()));
+        assert_eq!(check("/ab/c.h", "/a"), None);
+        assert_eq!(check("/a", "/a"), None);
+        assert_eq!(check("/x.h", "/"), Some("x.h".into()));
     }
 
     #[test]
