@@ -240,8 +240,16 @@ pub fn no_shadowing(check: &ShadowCheck, cwd: &Path, deps: &[PathBuf]) -> bool {
     // a changed one.
     let watched: HashSet<PathBuf> = check.watched.iter().map(|w| bytes_path(&w.path)).collect();
     let changed: HashSet<PathBuf> = changed.into_iter().collect();
-    let wanted =
-        |dir: &Path| !same_cwd || changed.iter().any(|c| c == dir || under(c, dir).is_some());
+    // A search directory's candidates can be affected by a change at or below it, or — when
+    // it did not exist at the store — by a change to the ancestor that stood for it.
+    let wanted = |dir: &Path| {
+        !same_cwd
+            || changed.iter().any(|c| c == dir || under(c, dir).is_some())
+            || dir
+                .ancestors()
+                .find(|a| watched.contains(*a))
+                .is_some_and(|a| a != dir && changed.contains(a))
+    };
     let affected = |candidate: &Path| {
         !same_cwd
             || candidate

@@ -230,3 +230,37 @@ pub fn which(name: &str) -> std::path::PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} not on PATH"))
 }
+
+#[test]
+fn header_in_an_include_directory_created_later_is_seen() {
+    // -Inot_yet names a directory that does not exist at the first compile; objects are
+    // written beside the sources, so the source directory changes with every compile too.
+    for compiler in COMPILERS {
+        let sb = Sandbox::new();
+        sb.write_old("inc/deep/cfg.h", "#define V 1\n");
+        sb.write_old(
+            "s.c",
+            "#include \"deep/cfg.h\"\nint v(void) { return V; }\n",
+        );
+        let args = [compiler, "-c", "s.c", "-o", "s.o", "-Inot_yet", "-Iinc"];
+        sb.ok(&args);
+        sb.ok(&args);
+        sb.ok(&args);
+        assert_eq!(sb.hits(), 2, "{compiler}");
+        sb.write_old("not_yet/deep/cfg.h", "#define V 2\n");
+        sb.ok(&args);
+        assert_eq!(
+            sb.hits(),
+            2,
+            "{compiler}: header in a new directory must miss"
+        );
+        let bare = sb.bare(
+            ".",
+            &[compiler, "-c", "s.c", "-o", "bare.o", "-Inot_yet", "-Iinc"],
+        );
+        assert_success(&bare, &["bare"]);
+        assert_eq!(sb.read("s.o"), sb.read("bare.o"), "{compiler}");
+        sb.ok(&args);
+        assert_eq!(sb.hits(), 3, "{compiler}: and hits again once stored");
+    }
+}
