@@ -14,6 +14,18 @@ use zccache_core::{hex, CacheRoot, Hash};
 
 const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests");
 const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
+/// Key → last time (milliseconds since the epoch) it was stored or served, for LRU eviction.
+const LAST_USE: TableDefinition<&[u8], u64> = TableDefinition::new("last_use");
+
+/// Eviction brings the store down to this share of its limit, so it does not run again at once.
+const EVICT_TO_PERCENT: u64 = 90;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Results kept per key; older ones (other header versions) fall off.
 pub const MAX_ENTRIES_PER_KEY: usize = 16;
@@ -189,6 +201,15 @@ pub struct Store {
     /// Mode for copied outputs: what the compiler would create under the daemon's umask.
     output_mode: u32,
     warnings: Mutex<Vec<String>>,
+    /// Last use of keys since the daemon started (the index has the older ones).
+    last_use: DashMap<Hash, u64>,
+    max_bytes: AtomicU64,
+    evictions: AtomicU64,
+    /// Held shared while a blob is being delivered and exclusively while blobs are collected,
+    /// so eviction never removes a blob under a reply that is delivering it.
+    delivering: std::sync::RwLock<()>,
+    /// Blobs written for entries not committed yet: never collected.
+    fresh: DashMap<Hash, usize>,
 }
 
 impl Store {
@@ -221,6 +242,11 @@ impl Store {
             blob_bytes: AtomicU64::new(0),
             output_mode,
             warnings: Mutex::new(warnings),
+            last_use: DashMap::new(),
+            max_bytes: AtomicU64::new(u64::MAX),
+            evictions: AtomicU64::new(0),
+            delivering: std::sync::RwLock::new(()),
+            fresh: DashMap::new(),
         };
         store.load_blobs()?;
         Ok(store)
@@ -229,6 +255,7 @@ impl Store {
     fn load_blobs(&self) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(index_err)?;
         tx.open_table(MANIFESTS).map_err(index_err)?;
+        tx.open_table(LAST_USE).map_err(index_err)?;
         {
             let table = tx.open_table(BLOBS).map_err(index_err)?;
             for item in table.iter().map_err(index_err)? {
@@ -319,6 +346,8 @@ impl Store {
         }
         let hash = *hasher.finalize().as_bytes();
         let blob = BlobRef { hash, size };
+        // Until the entry naming it is committed (`add_entry`), garbage collection leaves it be.
+        *self.fresh.entry(hash).or_default() += 1;
         let target = self.blob_path(&hash);
         if self.blob_is_intact(&hash, &target) {
             return Ok(blob);
@@ -358,6 +387,18 @@ impl Store {
 
     /// Adds a result for `key`, replacing one with the same dependencies.
     pub fn add_entry(&self, key: &Hash, entry: ManifestEntry) -> Result<(), StoreError> {
+        let blobs: Vec<Hash> = entry.result.outputs.iter().map(|o| o.blob.hash).collect();
+        let result = self.commit_entry(key, entry);
+        for hash in blobs {
+            if let Some(mut count) = self.fresh.get_mut(&hash) {
+                *count = count.saturating_sub(1);
+            }
+            self.fresh.remove_if(&hash, |_, count| *count == 0);
+        }
+        result
+    }
+
+    fn commit_entry(&self, key: &Hash, entry: ManifestEntry) -> Result<(), StoreError> {
         let mut manifest = self
             .manifest(key)?
             .map(|m| (*m).clone())
@@ -389,15 +430,21 @@ impl Store {
             table
                 .insert(key.as_slice(), bytes.as_slice())
                 .map_err(index_err)?;
+            let mut last_use = tx.open_table(LAST_USE).map_err(index_err)?;
+            last_use
+                .insert(key.as_slice(), now_ms())
+                .map_err(index_err)?;
         }
         tx.commit().map_err(index_err)?;
         self.manifests.insert(*key, Arc::new(manifest));
+        self.last_use.insert(*key, now_ms());
         Ok(())
     }
 
     /// Writes blob `blob` at `dest`, atomically replacing what is there. A blob that is missing
     /// or no longer matches its recorded size and mtime is evicted, never served.
     pub fn deliver(&self, blob: &BlobRef, dest: &Path, how: Delivery) -> Result<(), DeliverError> {
+        let _delivering = self.delivering.read().unwrap_or_else(|e| e.into_inner());
         let source = self.blob_path(&blob.hash);
         if !self.blob_is_intact(&blob.hash, &source) {
             self.evict_blob(&blob.hash);
@@ -465,16 +512,147 @@ impl Store {
         }
     }
 
+    /// Records that `key` was just served, for LRU eviction (kept in memory; written to the
+    /// index when eviction runs).
+    pub fn note_use(&self, key: &Hash) {
+        self.last_use.insert(*key, now_ms());
+    }
+
+    /// Sets the size limit for blobs, in bytes.
+    pub fn set_max_bytes(&self, max: u64) {
+        self.max_bytes.store(max, Ordering::Relaxed);
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Entries evicted since the store was opened.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// True when the blobs take more than the limit.
+    pub fn over_limit(&self) -> bool {
+        self.blob_bytes.load(Ordering::Relaxed) > self.max_bytes()
+    }
+
+    /// Evicts least-recently-used entries, then the blobs no entry names any more, until the
+    /// blobs take at most 90 % of the limit. Returns the number of entries evicted.
+    pub fn evict_to_limit(&self) -> Result<u64, StoreError> {
+        let target = self.max_bytes() / 100 * EVICT_TO_PERCENT;
+        if !self.over_limit() {
+            return Ok(0);
+        }
+        let mut keys: Vec<(u64, Hash)> = Vec::new();
+        {
+            let tx = self.db.begin_read().map_err(index_err)?;
+            let manifests = tx.open_table(MANIFESTS).map_err(index_err)?;
+            let last_use = tx.open_table(LAST_USE).map_err(index_err)?;
+            for item in manifests.iter().map_err(index_err)? {
+                let (key, _) = item.map_err(index_err)?;
+                let Ok(hash) = <Hash>::try_from(key.value()) else {
+                    continue;
+                };
+                let used = match self.last_use.get(&hash) {
+                    Some(t) => *t,
+                    None => last_use
+                        .get(hash.as_slice())
+                        .map_err(index_err)?
+                        .map(|v| v.value())
+                        .unwrap_or(0),
+                };
+                keys.push((used, hash));
+            }
+        }
+        keys.sort();
+        let batch = (keys.len() / 8).max(1);
+        let mut evicted = 0u64;
+        for chunk in keys.chunks(batch) {
+            if self.blob_bytes.load(Ordering::Relaxed) <= target {
+                break;
+            }
+            let tx = self.db.begin_write().map_err(index_err)?;
+            {
+                let mut manifests = tx.open_table(MANIFESTS).map_err(index_err)?;
+                let mut last_use = tx.open_table(LAST_USE).map_err(index_err)?;
+                for (_, key) in chunk {
+                    manifests.remove(key.as_slice()).map_err(index_err)?;
+                    last_use.remove(key.as_slice()).map_err(index_err)?;
+                }
+            }
+            tx.commit().map_err(index_err)?;
+            for (_, key) in chunk {
+                self.manifests.remove(key);
+                self.last_use.remove(key);
+            }
+            evicted += chunk.len() as u64;
+            self.collect_garbage()?;
+        }
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        tracing::info!(
+            "evicted {evicted} entries; blobs now {} bytes (limit {})",
+            self.blob_bytes.load(Ordering::Relaxed),
+            self.max_bytes()
+        );
+        Ok(evicted)
+    }
+
+    /// Removes blobs that no entry names (except those whose entry is about to be committed).
+    fn collect_garbage(&self) -> Result<(), StoreError> {
+        let mut referenced: std::collections::HashSet<Hash> = std::collections::HashSet::new();
+        {
+            let tx = self.db.begin_read().map_err(index_err)?;
+            let manifests = tx.open_table(MANIFESTS).map_err(index_err)?;
+            for item in manifests.iter().map_err(index_err)? {
+                let (_, value) = item.map_err(index_err)?;
+                if let Ok(manifest) = bincode::deserialize::<Manifest>(value.value()) {
+                    for entry in &manifest.entries {
+                        referenced.extend(entry.result.outputs.iter().map(|o| o.blob.hash));
+                    }
+                }
+            }
+        }
+        let garbage: Vec<Hash> = self
+            .blobs
+            .iter()
+            .filter(|b| !referenced.contains(b.key()) && !self.fresh.contains_key(b.key()))
+            .map(|b| *b.key())
+            .collect();
+        if garbage.is_empty() {
+            return Ok(());
+        }
+        let _exclusive = self.delivering.write().unwrap_or_else(|e| e.into_inner());
+        let tx = self.db.begin_write().map_err(index_err)?;
+        {
+            let mut blobs = tx.open_table(BLOBS).map_err(index_err)?;
+            for hash in &garbage {
+                blobs.remove(hash.as_slice()).map_err(index_err)?;
+            }
+        }
+        tx.commit().map_err(index_err)?;
+        for hash in &garbage {
+            let _ = fs::remove_file(self.blob_path(hash));
+            if let Some((_, meta)) = self.blobs.remove(hash) {
+                self.blob_bytes.fetch_sub(meta.size, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// Empties the store: index, blobs and memory. Safe while requests run: a hit whose blob
     /// vanishes becomes a miss.
     pub fn clear(&self) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(index_err)?;
         tx.delete_table(MANIFESTS).map_err(index_err)?;
         tx.delete_table(BLOBS).map_err(index_err)?;
+        tx.delete_table(LAST_USE).map_err(index_err)?;
         tx.open_table(MANIFESTS).map_err(index_err)?;
         tx.open_table(BLOBS).map_err(index_err)?;
+        tx.open_table(LAST_USE).map_err(index_err)?;
         tx.commit().map_err(index_err)?;
         self.manifests.clear();
+        self.last_use.clear();
         self.blobs.clear();
         self.blob_bytes.store(0, Ordering::Relaxed);
         if let Ok(dirs) = fs::read_dir(&self.artifacts) {
@@ -639,6 +817,40 @@ mod tests {
         let store = Store::open(&root, 0o644).unwrap();
         assert_eq!(store.warnings().len(), 1);
         assert!(store.manifest(&[0; 32]).unwrap().is_none());
+    }
+
+    #[test]
+    fn eviction_removes_least_recently_used_entries_and_their_blobs() {
+        let (_dir, store) = store();
+        let mut blobs = Vec::new();
+        for i in 0..10u8 {
+            let blob = store.put_bytes(&vec![i; 1000]).unwrap();
+            store.add_entry(&[i; 32], entry(blob)).unwrap();
+            blobs.push(blob);
+        }
+        // Key 0 was used just now; the others long ago, oldest first.
+        for i in 1..10u8 {
+            store.last_use.insert([i; 32], i as u64);
+        }
+        store.note_use(&[0; 32]);
+        store.set_max_bytes(5000);
+        assert!(store.over_limit());
+        let evicted = store.evict_to_limit().unwrap();
+        assert!(evicted >= 5, "{evicted}");
+        let (count, bytes) = store.usage();
+        assert!(bytes <= 4500, "{bytes}");
+        assert_eq!(count as usize, 10 - evicted as usize);
+        assert!(
+            store.manifest(&[0; 32]).unwrap().is_some(),
+            "recently used entry survives"
+        );
+        assert!(
+            store.manifest(&[1; 32]).unwrap().is_none(),
+            "oldest entry is gone"
+        );
+        assert!(!store.blob_path(&blobs[1].hash).exists());
+        assert!(store.blob_path(&blobs[0].hash).exists());
+        assert_eq!(store.evictions(), evicted);
     }
 
     #[test]

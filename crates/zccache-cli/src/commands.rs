@@ -216,8 +216,14 @@ fn render_status(r: &StatusReport) -> String {
     line(
         &mut out,
         "artifacts",
-        format!("{} ({})", r.artifact_count, human_bytes(r.artifact_bytes)),
+        format!(
+            "{} ({} of {} limit)",
+            r.artifact_count,
+            human_bytes(r.artifact_bytes),
+            human_bytes(r.max_size)
+        ),
     );
+    line(&mut out, "evictions", r.evictions.to_string());
     for warning in &r.warnings {
         line(&mut out, "warning", warning.clone());
     }

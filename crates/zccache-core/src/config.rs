@@ -6,6 +6,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The store's default size limit: 10 GiB.
+pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
+
 /// The daemon exits after this long without a request unless `ZCCACHE_IDLE_TIMEOUT` says otherwise.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -18,6 +21,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// `ZCCACHE_DISABLE=1`: the client runs every compiler directly.
     pub disabled: bool,
+    /// `ZCCACHE_MAX_SIZE`, if set; otherwise `max_size` in `<root>/config.toml`, else 10 GiB
+    /// (see [`Config::max_size`]).
+    pub max_size_env: Option<u64>,
 }
 
 /// A setting that could not be understood.
@@ -71,6 +77,16 @@ impl Config {
                 (!parsed.is_zero()).then_some(parsed)
             }
         };
+        let max_size_env = match get("ZCCACHE_MAX_SIZE") {
+            None => None,
+            Some(value) => {
+                let text = value.to_string_lossy();
+                Some(parse_size(&text).ok_or(ConfigError::BadValue {
+                    var: "ZCCACHE_MAX_SIZE",
+                    value: text.to_string(),
+                })?)
+            }
+        };
         let disabled = get("ZCCACHE_DISABLE")
             .map(|v| !matches!(v.to_str(), Some("0" | "false" | "no" | "off")))
             .unwrap_or(false);
@@ -78,7 +94,22 @@ impl Config {
             cache_dir: normalize(&cache_dir),
             idle_timeout,
             disabled,
+            max_size_env,
         })
+    }
+
+    /// The store's size limit: `ZCCACHE_MAX_SIZE`, else `max_size = "…"` in the root's
+    /// `config.toml`, else [`DEFAULT_MAX_SIZE`].
+    pub fn max_size(&self) -> u64 {
+        if let Some(size) = self.max_size_env {
+            return size;
+        }
+        let file = std::fs::read_to_string(self.cache_dir.join("config.toml")).unwrap_or_default();
+        file.lines()
+            .filter_map(|line| line.split_once('='))
+            .filter(|(name, _)| name.trim() == "max_size")
+            .find_map(|(_, value)| parse_size(value.trim().trim_matches('"')))
+            .unwrap_or(DEFAULT_MAX_SIZE)
     }
 
     /// Reads the configuration from this process's environment and working directory.
@@ -87,6 +118,25 @@ impl Config {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Config::from_env(&env, &cwd)
     }
+}
+
+/// Parses `1048576`, `64K`, `500M`, `10G`, `10GiB`, `1.5G` into bytes (binary units).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return None,
+    };
+    (number >= 0.0).then_some((number * scale as f64) as u64)
 }
 
 /// Parses `90`, `90s`, `15m`, `2h` or `1d` into a duration. Plain numbers are seconds.
@@ -177,6 +227,39 @@ mod tests {
         check("0", Some(None));
         check("soon", None);
         check("5y", None);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("64K"), Some(64 << 10));
+        assert_eq!(parse_size("500M"), Some(500 << 20));
+        assert_eq!(parse_size("10GiB"), Some(10 << 30));
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5Q"), None);
+    }
+
+    #[test]
+    fn max_size_from_env_then_file_then_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let config =
+            Config::from_env(&env(&[("ZCCACHE_CACHE_DIR", root)]), Path::new("/")).unwrap();
+        assert_eq!(config.max_size(), DEFAULT_MAX_SIZE);
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "# limits\nmax_size = \"2G\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.max_size(), 2 << 30);
+        let e = env(&[("ZCCACHE_CACHE_DIR", root), ("ZCCACHE_MAX_SIZE", "100M")]);
+        assert_eq!(
+            Config::from_env(&e, Path::new("/")).unwrap().max_size(),
+            100 << 20
+        );
+        let e = env(&[("ZCCACHE_CACHE_DIR", root), ("ZCCACHE_MAX_SIZE", "big")]);
+        assert!(Config::from_env(&e, Path::new("/")).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 mod config;
 mod root;
 
-pub use config::{parse_duration, Config, ConfigError, DEFAULT_IDLE_TIMEOUT};
+pub use config::{
+    parse_duration, parse_size, Config, ConfigError, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE,
+};
 pub use root::{CacheRoot, RootError};
 
 /// The version of zccache, shown by `--version` and `status`.

@@ -35,6 +35,8 @@ pub(crate) struct Daemon {
     stats: Stats,
     /// Results being stored after their reply was sent.
     pending: pending::PendingStores,
+    /// An eviction pass is running (one at a time, off the request path).
+    evicting: std::sync::atomic::AtomicBool,
     started: Instant,
     /// Mode for files we create at output paths: 0666 under the daemon's umask.
     output_mode: u32,

@@ -221,6 +221,7 @@ impl Daemon {
                     continue 'entries;
                 }
             }
+            store.note_use(key);
             return Some(Found {
                 entry: entry.clone(),
                 newest_input_ns,
@@ -339,6 +340,7 @@ impl Daemon {
                         if let Err(reason) = daemon.finish_store(store, job) {
                             daemon.stats.not_stored(reason);
                         }
+                        daemon.evict_if_needed(store);
                     }
                     None => daemon.stats.not_stored("store_unavailable"),
                 }
@@ -348,6 +350,19 @@ impl Daemon {
             self.pending.end(&key);
             self.stats.not_stored("store_unwritable");
         }
+    }
+
+    /// Over the size limit: evict least-recently-used entries, one pass at a time. Runs on the
+    /// storing thread, after the reply, so no hit ever waits for it.
+    fn evict_if_needed(&self, store: &Store) {
+        use std::sync::atomic::Ordering;
+        if !store.over_limit() || self.evicting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = store.evict_to_limit() {
+            tracing::warn!("eviction failed: {e}");
+        }
+        self.evicting.store(false, Ordering::SeqCst);
     }
 
     /// Checks that the inputs are still what the tool read, then stores the result. The error

@@ -20,6 +20,8 @@ pub struct DaemonOptions {
     pub cache_dir: PathBuf,
     /// `None`: never exit for idleness.
     pub idle_timeout: Option<Duration>,
+    /// The store's size limit in bytes.
+    pub max_size: u64,
 }
 
 /// Runs the daemon until it is stopped or idle. Returns the process exit code. When another
@@ -58,7 +60,10 @@ pub fn run(options: DaemonOptions) -> i32 {
     };
     let output_mode = 0o666 & !(umask as u32);
     let (store, store_problem) = match Store::open(&root, output_mode) {
-        Ok(store) => (Some(store), None),
+        Ok(store) => {
+            store.set_max_bytes(options.max_size);
+            (Some(store), None)
+        }
         Err(e) => {
             let message = format!("cache store unavailable, compiling uncached: {e}");
             tracing::error!("{message}");
@@ -72,6 +77,7 @@ pub fn run(options: DaemonOptions) -> i32 {
         toolchains: Toolchains::default(),
         stats: Stats::default(),
         pending: Default::default(),
+        evicting: Default::default(),
         started: Instant::now(),
         output_mode,
         store_problem,
@@ -297,6 +303,8 @@ impl Daemon {
             time_saved_ms: self.stats.time_saved_ms.load(Relaxed),
             artifact_count,
             artifact_bytes,
+            max_size: self.store.as_ref().map(|s| s.max_bytes()).unwrap_or(0),
+            evictions: self.store.as_ref().map(|s| s.evictions()).unwrap_or(0),
             warnings,
         }
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -109,6 +109,10 @@ pub struct StatusReport {
     pub time_saved_ms: u64,
     pub artifact_count: u64,
     pub artifact_bytes: u64,
+    /// The store's size limit in bytes.
+    pub max_size: u64,
+    /// Entries evicted to stay under the limit since the daemon started.
+    pub evictions: u64,
     /// Problems worth a user's attention (a corrupt index that was rebuilt, a store that
     /// cannot be written), each reported once.
     pub warnings: Vec<String>,

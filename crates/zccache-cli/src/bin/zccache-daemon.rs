@@ -37,9 +37,18 @@ fn main() {
         Ok(config) => config.idle_timeout,
         Err(_) => Some(zccache_core::DEFAULT_IDLE_TIMEOUT),
     });
+    let max_size = match &config {
+        Ok(config) => zccache_core::Config {
+            cache_dir: cache_dir.clone(),
+            ..config.clone()
+        }
+        .max_size(),
+        Err(_) => zccache_core::DEFAULT_MAX_SIZE,
+    };
     std::process::exit(run(DaemonOptions {
         cache_dir,
         idle_timeout,
+        max_size,
     }));
 }
 

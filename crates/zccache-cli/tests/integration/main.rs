@@ -5,6 +5,7 @@ mod cli;
 mod compile;
 mod daemon;
 mod depfiles;
+mod limit;
 mod multi;
 mod projects;
 mod response_files;
