@@ -212,18 +212,24 @@ mod tests {
         assert!(hash_file(&path).unwrap().1);
     }
 
+    /// Writes `content` with an mtime 100 s in the past, and returns that time.
+    fn write_backdated(path: &Path, content: &[u8]) -> std::time::SystemTime {
+        std::fs::write(path, content).unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(100);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        old
+    }
+
     #[test]
     fn digest_changes_with_content_even_when_size_and_mtime_are_restored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.h");
-        std::fs::write(&path, b"int a = 1;").unwrap();
-        let old = std::time::SystemTime::now() - Duration::from_secs(100);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        let old = write_backdated(&path, b"int a = 1;");
         let cache = FsCache::new();
         let first = cache.digest(&path).unwrap();
         // Same size, mtime restored, immediately after hashing.
@@ -253,14 +259,7 @@ mod tests {
     fn old_files_are_served_from_memory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.h");
-        std::fs::write(&path, b"1").unwrap();
-        let old = std::time::SystemTime::now() - Duration::from_secs(100);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        write_backdated(&path, b"1");
         // ctime is "now" after set_modified: wait past the margin so the entry is trusted.
         std::thread::sleep(TIMESTAMP_MARGIN * 2);
         let cache = FsCache::new();
