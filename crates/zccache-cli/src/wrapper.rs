@@ -52,6 +52,7 @@ pub fn main(args: &[OsString]) -> i32 {
             .map(|(k, v)| (k.into_vec(), v.into_vec()))
             .collect(),
         client_pid: std::process::id(),
+        stderr_is_tty: stderr_is_colour_terminal(),
     });
     let endpoint = Endpoint::new(&config);
     let Ok(mut connection) = endpoint.connect_or_start() else {
@@ -66,6 +67,14 @@ pub fn main(args: &[OsString]) -> i32 {
         // Not cacheable, a daemon error, or a lost connection: the compiler runs here.
         _ => exec(&compiler, compiler_arg, compiler_args),
     }
+}
+
+/// What gcc and clang check before colouring diagnostics on their own: a terminal that is not
+/// `TERM=dumb`.
+fn stderr_is_colour_terminal() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    let tty = unsafe { libc::isatty(2) } == 1;
+    tty && std::env::var_os("TERM").is_some_and(|t| !t.is_empty() && t != "dumb")
 }
 
 /// A rustc (or clippy-driver) call that only queries the compiler.

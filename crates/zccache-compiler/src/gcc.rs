@@ -75,6 +75,8 @@ pub struct CompileInvocation {
     pub debug_info: bool,
     /// `-march=native` and friends: the output depends on this machine's CPU.
     pub native_cpu: bool,
+    /// The build chose diagnostic colours itself (`-fdiagnostics-color=…`, `-f[no-]color-diagnostics`).
+    pub colour_explicit: bool,
     /// Positions of `-MD`, `-MMD` and `-MF <file>` in the arguments, so they can be replaced
     /// by a depfile request of our own.
     dep_arg_positions: Vec<usize>,
@@ -489,6 +491,7 @@ struct State {
     include_dirs: IncludeDirs,
     debug_info: bool,
     native_cpu: bool,
+    colour_explicit: bool,
     dep_arg_positions: Vec<usize>,
     /// For each input: its position in the arguments and in `key_args`.
     input_positions: Vec<(usize, usize)>,
@@ -582,6 +585,14 @@ impl State {
         }
         if text.starts_with("-m") && text.ends_with("=native") {
             self.native_cpu = true;
+        }
+        if text.starts_with("-fdiagnostics-color")
+            || text.starts_with("-fno-diagnostics-color")
+            || text.starts_with("-fdiagnostics-urls")
+            || text == "-fcolor-diagnostics"
+            || text == "-fno-color-diagnostics"
+        {
+            self.colour_explicit = true;
         }
         if SEARCH_FLAGS.contains(&text)
             || text.starts_with("--target=")
@@ -716,6 +727,7 @@ impl State {
             search_args: self.search_args.clone(),
             debug_info: self.debug_info,
             native_cpu: self.native_cpu,
+            colour_explicit: self.colour_explicit,
             dep_arg_positions: self.dep_arg_positions.clone(),
         })
     }
@@ -884,6 +896,23 @@ mod tests {
         assert!(!cacheable("-c a.c -g -g0").debug_info);
         assert!(cacheable("-c a.c -march=native").native_cpu);
         assert!(!cacheable("-c a.c -march=x86-64").native_cpu);
+    }
+
+    #[test]
+    fn explicit_colour_choices_are_noticed() {
+        assert!(!cacheable("-c a.c -Wall").colour_explicit);
+        for flag in [
+            "-fdiagnostics-color=never",
+            "-fdiagnostics-color",
+            "-fcolor-diagnostics",
+            "-fno-color-diagnostics",
+            "-fno-diagnostics-color",
+        ] {
+            assert!(
+                cacheable(&format!("-c a.c {flag}")).colour_explicit,
+                "{flag}"
+            );
+        }
     }
 
     #[test]

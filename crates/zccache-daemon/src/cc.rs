@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use zccache_artifact::StoredResult;
 use zccache_artifact::{Delivery, Store};
-use zccache_compiler::{depfile, parse_gcc, rsp, CompileInvocation, DepMode, MultiCompile, Parsed};
+use zccache_compiler::{
+    depfile, parse_gcc, rsp, CompileInvocation, DepMode, Family, MultiCompile, Parsed,
+};
 use zccache_core::Hash;
 use zccache_fscache::FileDigest;
 use zccache_protocol::{CompileReply, Outcome, Response};
@@ -81,30 +83,54 @@ impl Daemon {
         let invocation = match parsed {
             Parsed::Cacheable(invocation) => invocation,
             Parsed::Multi(multi) => {
-                return self.compile_cc_multi(&call, &args, from_response_files, &multi, &toolchain)
+                let colour_explicit = multi.units.iter().any(|u| u.colour_explicit);
+                let response =
+                    self.compile_cc_multi(&call, &args, from_response_files, &multi, &toolchain);
+                return for_caller_terminal(response, colour_explicit, call.stderr_is_tty);
             }
             Parsed::NotCacheable(_) => unreachable!("refused above"),
         };
-        let source_path = absolute(&call.cwd, &invocation.source);
-        let source = match self.fs.digest(&source_path) {
-            Ok(digest) => digest,
-            Err(_) => return self.run_locally("source_unreadable"),
-        };
-        let key = cache_key(&call, &invocation, &toolchain, &source);
-        if let Some(found) = self.find_entry(store, &key, &call) {
-            let newest = found.newest_input_ns.max(source.sig.mtime_ns);
-            let deliver = |found: &Found| deliver(store, found, &call, &invocation, newest);
-            if let Some(response) = self.serve_hit(&call, &found, deliver) {
-                return response;
-            }
-        }
-        self.compile_and_store(
-            key,
+        let response = self.compile_cc_single(
             &call,
             &args,
             from_response_files,
             &invocation,
             &toolchain,
+            store,
+        );
+        for_caller_terminal(response, invocation.colour_explicit, call.stderr_is_tty)
+    }
+
+    /// One source: served from the cache, or compiled and stored.
+    fn compile_cc_single(
+        self: &Arc<Self>,
+        call: &Call,
+        args: &[OsString],
+        from_response_files: bool,
+        invocation: &CompileInvocation,
+        toolchain: &Toolchain,
+        store: &Store,
+    ) -> Response {
+        let source_path = absolute(&call.cwd, &invocation.source);
+        let source = match self.fs.digest(&source_path) {
+            Ok(digest) => digest,
+            Err(_) => return self.run_locally("source_unreadable"),
+        };
+        let key = cache_key(call, invocation, toolchain, &source);
+        if let Some(found) = self.find_entry(store, &key, call) {
+            let newest = found.newest_input_ns.max(source.sig.mtime_ns);
+            let deliver = |found: &Found| deliver(store, found, call, invocation, newest);
+            if let Some(response) = self.serve_hit(call, &found, deliver) {
+                return response;
+            }
+        }
+        self.compile_and_store(
+            key,
+            call,
+            args,
+            from_response_files,
+            invocation,
+            toolchain,
             source,
         )
     }
@@ -140,6 +166,7 @@ impl Daemon {
             Some(path) => invocation.args_with_depfile(args, path),
             None => args.to_vec(),
         };
+        force_colour(&mut run_args, invocation.colour_explicit, toolchain);
         let _run_rsp = match self.repack_response_file(&mut run_args, from_response_files) {
             Ok(file) => file,
             Err(e) => {
@@ -250,6 +277,11 @@ impl Daemon {
             });
         }
         let mut run_args = multi.args_for(args, &misses);
+        force_colour(
+            &mut run_args,
+            multi.units.iter().any(|u| u.colour_explicit),
+            toolchain,
+        );
         let _run_rsp = match self.repack_response_file(&mut run_args, from_response_files) {
             Ok(file) => file,
             Err(e) => {
@@ -426,6 +458,69 @@ impl Daemon {
     }
 }
 
+/// Unless the build chose colours itself, compilers run with colour forced on — and gcc 10+
+/// with its option hyperlinks, which it also prints on a terminal — so that stored diagnostics
+/// can be replayed to a terminal as the compiler would print them; callers without one get
+/// them plain (see [`for_caller_terminal`]). The key ignores colour.
+fn force_colour(run_args: &mut Vec<OsString>, colour_explicit: bool, toolchain: &Toolchain) {
+    if colour_explicit {
+        return;
+    }
+    run_args.push(OsString::from("-fdiagnostics-color=always"));
+    if toolchain.family == Family::Gcc && toolchain.major_version.is_some_and(|v| v >= 10) {
+        run_args.push(OsString::from("-fdiagnostics-urls=always"));
+    }
+}
+
+/// Diagnostics as the compiler would have printed them to this caller: coloured for a
+/// terminal, without escape sequences otherwise (gcc and clang print the same text either way).
+fn for_caller_terminal(response: Response, colour_explicit: bool, stderr_is_tty: bool) -> Response {
+    match response {
+        Response::Compiled(mut reply) if !colour_explicit && !stderr_is_tty => {
+            reply.stderr = strip_ansi(&reply.stderr);
+            reply.stdout = strip_ansi(&reply.stdout);
+            Response::Compiled(reply)
+        }
+        other => other,
+    }
+}
+
+/// Removes terminal control sequences: colours (`ESC [ … final-byte`) and hyperlinks
+/// (`ESC ] … BEL` or `ESC ] … ESC \\`).
+fn strip_ansi(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == 0x1b && text.get(i + 1) == Some(&b'[') {
+            let mut j = i + 2;
+            while j < text.len() && !(0x40..=0x7e).contains(&text[j]) {
+                j += 1;
+            }
+            i = j + 1;
+            continue;
+        }
+        if text[i] == 0x1b && text.get(i + 1) == Some(&b']') {
+            let mut j = i + 2;
+            while j < text.len() {
+                if text[j] == 0x07 {
+                    j += 1;
+                    break;
+                }
+                if text[j] == 0x1b && text.get(j + 1) == Some(&b'\\') {
+                    j += 2;
+                    break;
+                }
+                j += 1;
+            }
+            i = j;
+            continue;
+        }
+        out.push(text[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Writes every output of a stored entry where this invocation wants it.
 fn deliver(
     store: &Store,
@@ -542,5 +637,21 @@ fn unlink_if_read_only(path: &Path) {
         if meta.is_file() && meta.permissions().mode() & 0o200 == 0 {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_sequences_are_stripped_and_text_kept() {
+        let coloured =
+            b"\x1b[01m\x1b[Kw.c:1:5:\x1b[m\x1b[K \x1b[01;35m\x1b[Kwarning: \x1b[m\x1b[Kunused";
+        assert_eq!(strip_ansi(coloured), b"w.c:1:5: warning: unused".to_vec());
+        assert_eq!(strip_ansi(b"plain [text]"), b"plain [text]".to_vec());
+        assert_eq!(strip_ansi(b"cut \x1b["), b"cut ".to_vec());
+        let linked = b"[\x1b]8;;https://gcc.gnu.org/x\x07-Wunused\x1b]8;;\x07] [\x1b]8;;u\x1b\\o\x1b]8;;\x1b\\]";
+        assert_eq!(strip_ansi(linked), b"[-Wunused] [o]".to_vec());
     }
 }

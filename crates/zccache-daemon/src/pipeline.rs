@@ -36,6 +36,8 @@ pub(crate) struct Call {
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
     pub env: Vec<(OsString, OsString)>,
+    /// The caller's stderr is a colour terminal.
+    pub stderr_is_tty: bool,
 }
 
 impl Call {
@@ -53,6 +55,7 @@ impl Call {
                 .into_iter()
                 .map(|(k, v)| (OsString::from_vec(k), OsString::from_vec(v)))
                 .collect(),
+            stderr_is_tty: request.stderr_is_tty,
         })
     }
 

@@ -17,6 +17,8 @@ pub struct Toolchain {
     /// Binary content, version banner and target triple.
     pub hash: Hash,
     pub family: Family,
+    /// The major version from the first line of `--version` (`… 12.2.0` → 12), if found.
+    pub major_version: Option<u32>,
 }
 
 /// Environment variables that add include directories; the probe runs without them because
@@ -67,6 +69,7 @@ impl Toolchains {
         let toolchain = Arc::new(Toolchain {
             hash: *hasher.finalize().as_bytes(),
             family,
+            major_version: major_version(&String::from_utf8_lossy(&version)),
         });
         self.by_binary.insert(key, toolchain.clone());
         Ok(toolchain)
@@ -99,6 +102,7 @@ impl Toolchains {
         let toolchain = Arc::new(Toolchain {
             hash: *hasher.finalize().as_bytes(),
             family: Family::Gcc,
+            major_version: None,
         });
         self.by_binary.insert(key, toolchain.clone());
         Ok(toolchain.hash)
@@ -152,6 +156,17 @@ impl Toolchains {
     }
 }
 
+/// The major version in a `--version` banner: the first `N.N…` word of the first line that
+/// looks like a version (`gcc (Debian 12.2.0-14) 12.2.0`, `clang version 14.0.6`).
+fn major_version(banner: &str) -> Option<u32> {
+    let first = banner.lines().next()?;
+    first
+        .split_whitespace()
+        .rev()
+        .filter(|word| word.contains('.'))
+        .find_map(|word| word.split('.').next()?.parse().ok())
+}
+
 /// Runs the compiler with `args` and returns stdout followed by stderr.
 fn probe(path: &Path, env: &[(OsString, OsString)], args: &[&str]) -> Result<Vec<u8>, String> {
     let output = Command::new(path)
@@ -197,6 +212,20 @@ fn parse_search_list(verbose: &str, cwd: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn major_versions() {
+        assert_eq!(
+            major_version("x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0\nCopyright"),
+            Some(12)
+        );
+        assert_eq!(
+            major_version("Debian clang version 14.0.6\nTarget: x86_64"),
+            Some(14)
+        );
+        assert_eq!(major_version("gcc (GCC) 9.4.0"), Some(9));
+        assert_eq!(major_version("no version here"), None);
+    }
 
     #[test]
     fn parses_gcc_search_list() {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -49,6 +49,8 @@ pub struct CompileRequest {
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
     /// The client's pid, for logs.
     pub client_pid: u32,
+    /// The client's stderr is a colour-capable terminal: compilers would colour diagnostics.
+    pub stderr_is_tty: bool,
 }
 
 /// The daemon's answer.
@@ -237,6 +239,7 @@ mod tests {
             cwd: b"/tmp".to_vec(),
             env: vec![(b"PATH".to_vec(), b"/bin".to_vec())],
             client_pid: 7,
+            stderr_is_tty: false,
         }));
         roundtrip(Request::Status);
         roundtrip(Response::Compiled(CompileReply {
@@ -283,6 +286,7 @@ mod tests {
             cwd: vec![],
             env: vec![],
             client_pid: 1,
+            stderr_is_tty: true,
         }))
         .unwrap();
         let body = &compile[HEADER_LEN..];

@@ -289,3 +289,39 @@ fn hardlinked_output_modified_in_place_is_never_served() {
     assert_eq!(sb.read("fourth.o"), good);
     assert_eq!(sb.hits(), 2);
 }
+
+#[test]
+fn diagnostics_are_coloured_on_a_terminal_and_plain_otherwise() {
+    // `script` gives the command a terminal; TERM makes gcc and clang colour on their own.
+    for compiler in COMPILERS {
+        let sb = Sandbox::new();
+        sb.write_old("w.c", "int f(int x) { int unused; return x; }\n");
+        let on_terminal = |command: &str| {
+            let out = std::process::Command::new("script")
+                .args(["-qec", command, "/dev/null"])
+                .current_dir(&sb.work)
+                .env("TERM", "xterm-256color")
+                .env("ZCCACHE_CACHE_DIR", &sb.cache)
+                .output()
+                .unwrap();
+            assert_success(&out, &[command]);
+            out.stdout
+        };
+        let cached = format!("{ZCCACHE} {compiler} -Wall -c w.c -o w.o");
+        let bare = on_terminal(&format!("{compiler} -Wall -c w.c -o bare.o"));
+        assert!(
+            bare.windows(2).any(|w| w == b"\x1b["),
+            "{compiler} colours on a terminal"
+        );
+        // Miss on a terminal, then a hit on a terminal, then a hit on a pipe.
+        assert_eq!(on_terminal(&cached), bare, "{compiler} miss on a terminal");
+        assert_eq!(on_terminal(&cached), bare, "{compiler} hit on a terminal");
+        let piped = sb.ok(&[compiler, "-Wall", "-c", "w.c", "-o", "w.o"]);
+        assert_eq!(
+            piped.stderr,
+            sb.bare(".", &[compiler, "-Wall", "-c", "w.c", "-o", "bare.o"])
+                .stderr
+        );
+        assert_eq!(sb.hits(), 2, "{compiler}: colour is not part of the key");
+    }
+}
