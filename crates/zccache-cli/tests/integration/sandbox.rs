@@ -81,6 +81,20 @@ impl Sandbox {
             .expect("run bare command")
     }
 
+    /// What the bare compiler writes for `args` (which name their object with `-o`): the same
+    /// command run directly, into `bare.o`.
+    pub fn bare_object(&self, args: &[&str]) -> Vec<u8> {
+        let mut bare: Vec<&str> = args.to_vec();
+        let at = bare
+            .iter()
+            .position(|a| *a == "-o")
+            .expect("args name their object with -o");
+        bare[at + 1] = "bare.o";
+        let out = self.bare(".", &bare);
+        assert_success(&out, &bare);
+        self.read("bare.o")
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.work.join(rel)
     }

@@ -29,11 +29,9 @@ fn same_size_edit_with_restored_mtime_just_before_compile_is_seen() {
             let v = if round % 2 == 0 { 2 } else { 3 };
             same_size_edit_restoring_mtime(&sb.path("v.h"), &format!("#define V {v}\n"));
             sb.ok(&args);
-            let bare = sb.bare(".", &[compiler, "-c", "s.c", "-o", "bare.o"]);
-            assert_success(&bare, &["bare"]);
             assert_eq!(
                 sb.read("s.o"),
-                sb.read("bare.o"),
+                sb.bare_object(&args),
                 "{compiler} round {round} (header)"
             );
             same_size_edit_restoring_mtime(
@@ -41,11 +39,9 @@ fn same_size_edit_with_restored_mtime_just_before_compile_is_seen() {
                 &format!("#include \"v.h\"\nint v(void) {{ return {v}; }}\n"),
             );
             sb.ok(&args);
-            let bare = sb.bare(".", &[compiler, "-c", "s.c", "-o", "bare.o"]);
-            assert_success(&bare, &["bare"]);
             assert_eq!(
                 sb.read("s.o"),
-                sb.read("bare.o"),
+                sb.bare_object(&args),
                 "{compiler} round {round} (source)"
             );
         }
@@ -69,9 +65,7 @@ fn warm_entry_then_same_size_edit_misses_after_settling() {
     same_size_edit_restoring_mtime(&sb.path("v.h"), "#define V 9\n");
     sb.ok(&args);
     assert_eq!(sb.hits(), 1, "edited header must miss");
-    let bare = sb.bare(".", &["gcc", "-c", "s.c", "-o", "bare.o"]);
-    assert_success(&bare, &["bare"]);
-    assert_eq!(sb.read("s.o"), sb.read("bare.o"));
+    assert_eq!(sb.read("s.o"), sb.bare_object(&args));
 }
 
 #[test]
@@ -127,30 +121,15 @@ fn new_header_earlier_on_the_include_path_is_seen() {
         sb.write_old("early/cfg.h", "#define V 2\n");
         sb.ok(&args);
         assert_eq!(sb.hits(), 1, "{compiler}: shadowing header must miss");
-        let bare = sb.bare(
-            ".",
-            &[compiler, "-c", "s.c", "-o", "bare.o", "-Iearly", "-Ilate"],
-        );
-        assert_success(&bare, &["bare"]);
-        assert_eq!(sb.read("s.o"), sb.read("bare.o"), "{compiler}");
+        assert_eq!(sb.read("s.o"), sb.bare_object(&args), "{compiler}");
         // Beside the source counts too: it is searched before any -I for "..." includes.
         sb.write_old("cfg.h", "#define V 3\n");
         sb.ok(&args);
-        let bare = sb.bare(
-            ".",
-            &[compiler, "-c", "s.c", "-o", "bare.o", "-Iearly", "-Ilate"],
-        );
-        assert_success(&bare, &["bare"]);
-        assert_eq!(sb.read("s.o"), sb.read("bare.o"), "{compiler}");
+        assert_eq!(sb.read("s.o"), sb.bare_object(&args), "{compiler}");
         // And a user header shadowing a system one.
         sb.write_old("early/stdio.h", "#define V 4\n");
         sb.ok(&args);
-        let bare = sb.bare(
-            ".",
-            &[compiler, "-c", "s.c", "-o", "bare.o", "-Iearly", "-Ilate"],
-        );
-        assert_success(&bare, &["bare"]);
-        assert_eq!(sb.read("s.o"), sb.read("bare.o"), "{compiler}");
+        assert_eq!(sb.read("s.o"), sb.bare_object(&args), "{compiler}");
         assert_eq!(sb.hits(), 1, "{compiler}");
     }
 }
@@ -216,10 +195,9 @@ fn edit_made_right_before_compile_in_a_tight_loop() {
     for round in 0..20 {
         let text = format!("int v(void) {{ return {}; }}\n", round % 10);
         std::fs::write(sb.path("s.c"), &text).unwrap();
-        sb.ok(&["gcc", "-c", "s.c", "-o", "s.o"]);
-        let bare = sb.bare(".", &["gcc", "-c", "s.c", "-o", "bare.o"]);
-        assert_success(&bare, &["bare"]);
-        assert_eq!(sb.read("s.o"), sb.read("bare.o"), "round {round}");
+        let args = ["gcc", "-c", "s.c", "-o", "s.o"];
+        sb.ok(&args);
+        assert_eq!(sb.read("s.o"), sb.bare_object(&args), "round {round}");
     }
 }
 
@@ -254,12 +232,7 @@ fn header_in_an_include_directory_created_later_is_seen() {
             2,
             "{compiler}: header in a new directory must miss"
         );
-        let bare = sb.bare(
-            ".",
-            &[compiler, "-c", "s.c", "-o", "bare.o", "-Inot_yet", "-Iinc"],
-        );
-        assert_success(&bare, &["bare"]);
-        assert_eq!(sb.read("s.o"), sb.read("bare.o"), "{compiler}");
+        assert_eq!(sb.read("s.o"), sb.bare_object(&args), "{compiler}");
         sb.ok(&args);
         assert_eq!(sb.hits(), 3, "{compiler}: and hits again once stored");
     }
