@@ -1,9 +1,10 @@
 //! `zccache <compiler> args…`: the path every compile takes.
 
-use crate::client::{is_executable, Endpoint};
+use crate::client::Endpoint;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -107,9 +108,12 @@ fn resolve_compiler(name: &OsStr, cwd: &Path) -> Option<(PathBuf, bool)> {
         };
         return Some((path, false));
     }
+    // zccache itself, by (device, inode): one stat per candidate instead of resolving every
+    // symlink of every path on the hit path.
     let own = std::env::current_exe()
+        .and_then(std::fs::metadata)
         .ok()
-        .and_then(|exe| exe.canonicalize().ok());
+        .map(|m| (m.dev(), m.ino()));
     let path_var = std::env::var_os("PATH")?;
     let mut shadowed = false;
     for dir in std::env::split_paths(&path_var).filter(|d| !d.as_os_str().is_empty()) {
@@ -119,10 +123,13 @@ fn resolve_compiler(name: &OsStr, cwd: &Path) -> Option<(PathBuf, bool)> {
             cwd.join(dir)
         };
         let candidate = dir.join(name);
-        if !is_executable(&candidate) {
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
+        if !(meta.is_file() && meta.permissions().mode() & 0o111 != 0) {
             continue;
         }
-        if own.is_some() && candidate.canonicalize().ok() == own {
+        if own == Some((meta.dev(), meta.ino())) {
             shadowed = true;
             continue;
         }

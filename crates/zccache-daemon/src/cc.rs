@@ -530,7 +530,7 @@ fn deliver(
     newest_input_ns: i128,
 ) -> Result<(), String> {
     let mut object = None;
-    for output in &found.entry.result.outputs {
+    for output in &found.entry().result.outputs {
         match output.role.as_str() {
             ROLE_OBJECT => object = Some(output.blob),
             ROLE_DEPFILE => {

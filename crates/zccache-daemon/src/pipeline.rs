@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use zccache_artifact::{DepDigest, EnvDep, ManifestEntry, Store, StoredOutput, StoredResult};
+use zccache_artifact::{
+    DepDigest, EnvDep, Manifest, ManifestEntry, Store, StoredOutput, StoredResult,
+};
 use zccache_compiler::{detect_tool, ToolKind};
 use zccache_core::Hash;
 use zccache_fscache::{FileDigest, StatSig};
@@ -118,8 +120,16 @@ impl KeyHasher {
 
 /// A stored entry that still matches, with the newest mtime among its inputs.
 pub(crate) struct Found {
-    pub entry: ManifestEntry,
+    manifest: Arc<Manifest>,
+    index: usize,
     pub newest_input_ns: i128,
+}
+
+impl Found {
+    /// The matching entry (shared with the store's memory copy, not cloned per hit).
+    pub fn entry(&self) -> &ManifestEntry {
+        &self.manifest.entries[self.index]
+    }
 }
 
 /// An output read right after the tool finished.
@@ -195,7 +205,7 @@ impl Daemon {
                 return None;
             }
         };
-        'entries: for entry in &manifest.entries {
+        'entries: for (index, entry) in manifest.entries.iter().enumerate() {
             let mut newest_input_ns = i128::MIN;
             for dep in &entry.deps {
                 let path = absolute(&call.cwd, Path::new(OsStr::from_bytes(&dep.path)));
@@ -226,7 +236,8 @@ impl Daemon {
             }
             store.note_use(key);
             return Some(Found {
-                entry: entry.clone(),
+                manifest: manifest.clone(),
+                index,
                 newest_input_ns,
             });
         }
@@ -247,12 +258,12 @@ impl Daemon {
         }
         let spent_ms = call.received.elapsed().as_millis() as u64;
         self.stats
-            .hit(found.entry.result.compile_ms.saturating_sub(spent_ms));
+            .hit(found.entry().result.compile_ms.saturating_sub(spent_ms));
         tracing::debug!("hit: served in {} us", call.received.elapsed().as_micros());
         Some(Response::Compiled(CompileReply {
             exit_code: 0,
-            stdout: found.entry.result.stdout.clone(),
-            stderr: found.entry.result.stderr.clone(),
+            stdout: found.entry().result.stdout.clone(),
+            stderr: found.entry().result.stderr.clone(),
             outcome: Outcome::Hit,
         }))
     }

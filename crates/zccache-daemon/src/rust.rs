@@ -248,7 +248,7 @@ fn capture(
 /// output mtimes across crates, so restored files must look as new as a compile's.
 fn deliver(store: &Store, found: &Found, out_dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
-    for output in &found.entry.result.outputs {
+    for output in &found.entry().result.outputs {
         if output.role.contains('/') || output.role == ".." || output.role.is_empty() {
             return Err(format!("refusing output name {:?}", output.role));
         }

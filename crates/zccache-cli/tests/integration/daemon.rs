@@ -198,13 +198,7 @@ fn cache_survives_a_restart() {
 fn idle_daemon_exits() {
     let sb = Sandbox::new();
     sb.write_old("m.c", "int m(void) { return 0; }\n");
-    let out = sb
-        .zccache()
-        .env("ZCCACHE_IDLE_TIMEOUT", "1")
-        .args(["gcc", "-c", "m.c"])
-        .output()
-        .unwrap();
-    assert_success(&out, &["compile"]);
+    sb.ok_env(&[("ZCCACHE_IDLE_TIMEOUT", "1")], &["gcc", "-c", "m.c"]);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !sb.daemon_processes().is_empty() {
         assert!(

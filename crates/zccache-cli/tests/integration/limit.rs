@@ -16,13 +16,11 @@ fn store_stays_under_its_limit_and_keeps_recent_entries() {
     }
     let limit = 48 * 1024;
     let compile = |i: usize| {
-        let out = sb
-            .zccache()
-            .env("ZCCACHE_MAX_SIZE", limit.to_string())
-            .args(["gcc", "-c", &format!("s{i}.c"), "-o", &format!("s{i}.o")])
-            .output()
-            .unwrap();
-        assert_success(&out, &["compile under a small limit"]);
+        let (source, object) = (format!("s{i}.c"), format!("s{i}.o"));
+        sb.ok_env(
+            &[("ZCCACHE_MAX_SIZE", limit.to_string())],
+            &["gcc", "-c", &source, "-o", &object],
+        );
     };
     settle();
     for i in 0..count {

@@ -64,6 +64,28 @@ impl Sandbox {
         self.run_in(".", args)
     }
 
+    /// `zccache <args>` in the work dir with extra environment variables; asserts success.
+    pub fn ok_env<S: AsRef<OsStr>, V: AsRef<OsStr>>(
+        &self,
+        env: &[(&str, V)],
+        args: &[S],
+    ) -> Output {
+        if self.unsettled.replace(false) {
+            settle();
+        }
+        let mut command = self.zccache();
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run zccache");
+        assert_success(&output, args);
+        output
+    }
+
     /// Like [`Sandbox::run`], and asserts success.
     pub fn ok<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         let output = self.run(args);

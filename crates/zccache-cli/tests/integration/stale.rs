@@ -85,13 +85,10 @@ fn file_changed_while_compiling_is_not_stored() {
     std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     sb.write_old("v.h", "#define V 1\n");
     sb.write_old("s.c", "#include \"v.h\"\nint v(void) { return V; }\n");
-    let out = sb
-        .zccache()
-        .env("EDIT_AFTER", sb.path("v.h"))
-        .args([tool.to_str().unwrap(), "-c", "s.c", "-o", "s.o"])
-        .output()
-        .unwrap();
-    assert_success(&out, &["edit-during-compile"]);
+    sb.ok_env(
+        &[("EDIT_AFTER", sb.path("v.h"))],
+        &[tool.to_str().unwrap(), "-c", "s.c", "-o", "s.o"],
+    );
     assert_eq!(
         sb.reason_count("not_stored", "input_modified_during_compile"),
         1
@@ -162,15 +159,7 @@ fn compiler_replaced_in_place_misses() {
     sb.write_old("s.c", "int s(int x) { return x * 3; }\n");
     let args = [tool.to_str().unwrap(), "-c", "s.c", "-o", "s.o", "-O2"];
     // The copied gcc finds its cc1 through GCC_EXEC_PREFIX (part of the key, set for all runs).
-    let compile = || {
-        let out = sb
-            .zccache()
-            .env("GCC_EXEC_PREFIX", "/usr/lib/gcc/")
-            .args(args)
-            .output()
-            .unwrap();
-        assert_success(&out, &args);
-    };
+    let compile = || sb.ok_env(&[("GCC_EXEC_PREFIX", "/usr/lib/gcc/")], &args);
     compile();
     compile();
     assert_eq!(sb.hits(), 1);
