@@ -13,6 +13,6 @@ mod store;
 
 pub use store::{
     replace_file, BlobRef, DeliverError, Delivery, DepDigest, DirStamp, EnvDep, Manifest,
-    ManifestEntry, ShadowCheck, Store, StoreError, StoredOutput, StoredResult, WatchedDir,
-    MAX_ENTRIES_PER_KEY,
+    ManifestEntry, ShadowCheck, SourceRecord, Store, StoreError, StoredOutput, StoredResult,
+    WatchedDir, MAX_ENTRIES_PER_KEY, MAX_RECORDS_PER_SOURCE,
 };

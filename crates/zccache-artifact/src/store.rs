@@ -17,6 +17,12 @@ const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 /// Key → last time (milliseconds since the epoch) it was stored or served, for LRU eviction.
 const LAST_USE: TableDefinition<&[u8], u64> = TableDefinition::new("last_use");
 
+/// Absolute source path → the last few [`SourceRecord`]s, for `zccache inspect`.
+const SOURCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sources");
+
+/// Records kept per source (a file built in several configurations has one per key).
+pub const MAX_RECORDS_PER_SOURCE: usize = 4;
+
 /// Eviction brings the store down to this share of its limit, so it does not run again at once.
 const EVICT_TO_PERCENT: u64 = 90;
 
@@ -29,6 +35,25 @@ fn now_ms() -> u64 {
 
 /// Results kept per key; older ones (other header versions) fall off.
 pub const MAX_ENTRIES_PER_KEY: usize = 16;
+
+/// How a source was compiled into the store: the key's parts, so `zccache inspect` can say
+/// which part changed when a later compile of the same source misses, and the call itself, so
+/// it can be looked at again from the source's name alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub key: Hash,
+    /// The key's inputs in order: a label (`argument`, `env CPATH`, `source`…) and a value
+    /// shown as text.
+    pub parts: Vec<(String, String)>,
+    /// The call: argv as the build gave it, the compiler's path, its directory, and the
+    /// environment variables the key depends on.
+    pub argv: Vec<Vec<u8>>,
+    pub program: Vec<u8>,
+    pub cwd: Vec<u8>,
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Milliseconds since the epoch when it was stored.
+    pub stored_ms: u64,
+}
 
 /// A dependency and the digest its content had when the result was stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,6 +339,21 @@ impl Store {
         }
     }
 
+    /// How `source` (an absolute path) was compiled into the store, newest first.
+    pub fn source_records(&self, source: &[u8]) -> Result<Vec<SourceRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(index_err)?;
+        let table = match tx.open_table(SOURCES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(index_err(e)),
+        };
+        Ok(table
+            .get(source)
+            .map_err(index_err)?
+            .and_then(|v| bincode::deserialize(v.value()).ok())
+            .unwrap_or_default())
+    }
+
     /// Copies the file at `source` into the store.
     pub fn put_file(&self, source: &Path) -> Result<BlobRef, StoreError> {
         let mut file = File::open(source).map_err(io_err(source))?;
@@ -387,8 +427,19 @@ impl Store {
 
     /// Adds a result for `key`, replacing one with the same dependencies.
     pub fn add_entry(&self, key: &Hash, entry: ManifestEntry) -> Result<(), StoreError> {
+        self.add_entry_recorded(key, entry, None)
+    }
+
+    /// [`Store::add_entry`], and in the same transaction records how `source` (an absolute
+    /// path) was compiled.
+    pub fn add_entry_recorded(
+        &self,
+        key: &Hash,
+        entry: ManifestEntry,
+        record: Option<(&[u8], SourceRecord)>,
+    ) -> Result<(), StoreError> {
         let blobs: Vec<Hash> = entry.result.outputs.iter().map(|o| o.blob.hash).collect();
-        let result = self.commit_entry(key, entry);
+        let result = self.commit_entry(key, entry, record);
         for hash in blobs {
             if let Some(mut count) = self.fresh.get_mut(&hash) {
                 *count = count.saturating_sub(1);
@@ -398,7 +449,12 @@ impl Store {
         result
     }
 
-    fn commit_entry(&self, key: &Hash, entry: ManifestEntry) -> Result<(), StoreError> {
+    fn commit_entry(
+        &self,
+        key: &Hash,
+        entry: ManifestEntry,
+        record: Option<(&[u8], SourceRecord)>,
+    ) -> Result<(), StoreError> {
         let mut manifest = self
             .manifest(key)?
             .map(|m| (*m).clone())
@@ -434,6 +490,22 @@ impl Store {
             last_use
                 .insert(key.as_slice(), now_ms())
                 .map_err(index_err)?;
+            if let Some((source, record)) = record {
+                let mut sources = tx.open_table(SOURCES).map_err(index_err)?;
+                let mut records: Vec<SourceRecord> = sources
+                    .get(source)
+                    .map_err(index_err)?
+                    .and_then(|v| bincode::deserialize(v.value()).ok())
+                    .unwrap_or_default();
+                records.retain(|old| old.key != record.key);
+                records.insert(0, record);
+                records.truncate(MAX_RECORDS_PER_SOURCE);
+                let bytes =
+                    bincode::serialize(&records).map_err(|e| StoreError::Index(e.to_string()))?;
+                sources
+                    .insert(source, bytes.as_slice())
+                    .map_err(index_err)?;
+            }
         }
         tx.commit().map_err(index_err)?;
         self.manifests.insert(*key, Arc::new(manifest));
@@ -647,6 +719,7 @@ impl Store {
         tx.delete_table(MANIFESTS).map_err(index_err)?;
         tx.delete_table(BLOBS).map_err(index_err)?;
         tx.delete_table(LAST_USE).map_err(index_err)?;
+        tx.delete_table(SOURCES).map_err(index_err)?;
         tx.open_table(MANIFESTS).map_err(index_err)?;
         tx.open_table(BLOBS).map_err(index_err)?;
         tx.open_table(LAST_USE).map_err(index_err)?;
@@ -862,5 +935,40 @@ mod tests {
         assert!(store.manifest(&[1; 32]).unwrap().is_none());
         assert_eq!(store.usage(), (0, 0));
         assert!(!store.blob_path(&blob.hash).exists());
+    }
+
+    #[test]
+    fn source_records_keep_the_newest_per_key() {
+        let (_dir, store) = store();
+        let record = |key: u8| SourceRecord {
+            key: [key; 32],
+            parts: vec![("argument".into(), format!("-DV={key}"))],
+            argv: vec![b"gcc".to_vec()],
+            program: b"/usr/bin/gcc".to_vec(),
+            cwd: b"/w".to_vec(),
+            env: vec![],
+            stored_ms: key as u64,
+        };
+        assert!(store.source_records(b"/w/a.c").unwrap().is_empty());
+        for key in [1, 2, 1, 3, 4, 5] {
+            let blob = store.put_bytes(&[key]).unwrap();
+            store
+                .add_entry_recorded(&[key; 32], entry(blob), Some((b"/w/a.c", record(key))))
+                .unwrap();
+        }
+        let keys: Vec<u8> = store
+            .source_records(b"/w/a.c")
+            .unwrap()
+            .iter()
+            .map(|r| r.key[0])
+            .collect();
+        assert_eq!(
+            keys,
+            [5, 4, 3, 1],
+            "newest first, one per key, at most four"
+        );
+        assert!(store.source_records(b"/w/b.c").unwrap().is_empty());
+        store.clear().unwrap();
+        assert!(store.source_records(b"/w/a.c").unwrap().is_empty());
     }
 }

@@ -1,15 +1,28 @@
-//! Subcommands: `start`, `stop`, `status`, `clear`, `--version`.
+//! Subcommands: `start`, `stop`, `status`, `clear`, sessions, `analyze`, `--version`.
 
 use crate::client::Endpoint;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use zccache_core::Config;
 use zccache_protocol::{Request, Response, StatusReport};
 
 /// Words that select a subcommand rather than a compiler.
 pub fn is_command(word: &str) -> bool {
-    word.starts_with('-') || matches!(word, "start" | "stop" | "status" | "clear" | "help")
+    word.starts_with('-')
+        || matches!(
+            word,
+            "start"
+                | "stop"
+                | "status"
+                | "clear"
+                | "help"
+                | "session-start"
+                | "session-stats"
+                | "session-end"
+                | "analyze"
+        )
 }
 
 #[derive(Parser)]
@@ -37,6 +50,47 @@ enum Cmd {
     },
     /// Remove every cached entry.
     Clear,
+    /// Open a session: compiles run with ZCCACHE_SESSION_ID set to its id are counted to it.
+    /// Prints `export ZCCACHE_SESSION_ID=…` for `eval "$(zccache session-start)"`.
+    SessionStart {
+        /// Kept for compatibility: every session keeps statistics.
+        #[arg(long)]
+        stats: bool,
+        /// Also write a readable line per compile of this session to FILE.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// Also write this session's journal lines to FILE (must end in .jsonl).
+        #[arg(long, value_name = "FILE.jsonl")]
+        journal: Option<PathBuf>,
+        /// Print {"session_id": …} as JSON instead of a shell export.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a session's statistics so far.
+    SessionStats {
+        /// The session id (default: $ZCCACHE_SESSION_ID).
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a session and show its final statistics.
+    SessionEnd {
+        /// The session id (default: $ZCCACHE_SESSION_ID).
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarize a compile journal (hits and misses by tool, output type and source; the
+    /// slowest misses; why calls were not cacheable). Works without the daemon.
+    Analyze {
+        /// A journal: `~/.zccache/logs/compile_journal.jsonl` or a session's.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// How many rows per table.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
 }
 
 pub fn main(args: &[OsString]) -> i32 {
@@ -65,10 +119,23 @@ pub fn main(args: &[OsString]) -> i32 {
         Some(Cmd::Stop) => stop(&endpoint),
         Some(Cmd::Status { json }) => status(&endpoint, json),
         Some(Cmd::Clear) => clear(&endpoint),
+        Some(Cmd::SessionStart {
+            stats: _,
+            log,
+            journal,
+            json,
+        }) => crate::sessions::start(&endpoint, log, journal, json),
+        Some(Cmd::SessionStats { id, json }) => crate::sessions::stats(&endpoint, id, json, false),
+        Some(Cmd::SessionEnd { id, json }) => crate::sessions::stats(&endpoint, id, json, true),
+        Some(Cmd::Analyze { file, json, top }) => crate::analyze::main(&file, json, top),
     }
 }
 
-fn request(endpoint: &Endpoint, start: bool, request: &Request) -> Result<Response, String> {
+pub(crate) fn request(
+    endpoint: &Endpoint,
+    start: bool,
+    request: &Request,
+) -> Result<Response, String> {
     let connection = if start {
         endpoint.connect_or_start()
     } else {
@@ -174,12 +241,26 @@ fn status(endpoint: &Endpoint, json: bool) -> i32 {
     0
 }
 
+/// One `label  value` row of a human-readable table.
+pub(crate) fn line(out: &mut String, label: &str, value: String) {
+    out.push_str(&format!("{label:<34}{value}\n"));
+}
+
+/// Rows for a breakdown: the total, then each reason indented.
+pub(crate) fn breakdown(out: &mut String, label: &str, counts: &[(String, u64)]) {
+    line(
+        out,
+        label,
+        counts.iter().map(|(_, n)| n).sum::<u64>().to_string(),
+    );
+    for (reason, count) in counts {
+        line(out, &format!("  {reason}"), count.to_string());
+    }
+}
+
 /// The human-readable status table.
 fn render_status(r: &StatusReport) -> String {
     let mut out = String::new();
-    let line = |out: &mut String, label: &str, value: String| {
-        out.push_str(&format!("{label:<34}{value}\n"));
-    };
     line(
         &mut out,
         "zccache daemon",
@@ -196,23 +277,8 @@ fn render_status(r: &StatusReport) -> String {
         format!("{:.1} s", r.time_saved_ms as f64 / 1000.0),
     );
     line(&mut out, "errors", r.errors.to_string());
-    let total = |counts: &[(String, u64)]| counts.iter().map(|(_, n)| n).sum::<u64>();
-    line(
-        &mut out,
-        "not cacheable",
-        total(&r.non_cacheable).to_string(),
-    );
-    for (reason, count) in &r.non_cacheable {
-        line(&mut out, &format!("  {reason}"), count.to_string());
-    }
-    line(
-        &mut out,
-        "compiled, not stored",
-        total(&r.not_stored).to_string(),
-    );
-    for (reason, count) in &r.not_stored {
-        line(&mut out, &format!("  {reason}"), count.to_string());
-    }
+    breakdown(&mut out, "not cacheable", &r.non_cacheable);
+    breakdown(&mut out, "compiled, not stored", &r.not_stored);
     line(
         &mut out,
         "artifacts",
@@ -230,7 +296,7 @@ fn render_status(r: &StatusReport) -> String {
     out
 }
 
-fn human_duration(secs: u64) -> String {
+pub(crate) fn human_duration(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m {}s", s / 60, s % 60),

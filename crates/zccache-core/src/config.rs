@@ -12,6 +12,14 @@ pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
 /// The daemon exits after this long without a request unless `ZCCACHE_IDLE_TIMEOUT` says otherwise.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// A session whose build process is gone expires after this long without a compile, unless
+/// `ZCCACHE_SESSION_TIMEOUT` says otherwise.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The compile journal is rotated when it grows past this, unless `ZCCACHE_JOURNAL_MAX_SIZE`
+/// says otherwise.
+pub const DEFAULT_JOURNAL_MAX_SIZE: u64 = 64 << 20;
+
 /// Settings shared by the client and the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -24,6 +32,10 @@ pub struct Config {
     /// `ZCCACHE_MAX_SIZE`, if set; otherwise `max_size` in `<root>/config.toml`, else 10 GiB
     /// (see [`Config::max_size`]).
     pub max_size_env: Option<u64>,
+    /// How long an abandoned session (its build process gone) lingers without a compile.
+    pub session_timeout: Duration,
+    /// Size at which the compile journal is rotated; 0 turns the journal off.
+    pub journal_max_size: u64,
 }
 
 /// A setting that could not be understood.
@@ -77,14 +89,27 @@ impl Config {
                 (!parsed.is_zero()).then_some(parsed)
             }
         };
-        let max_size_env = match get("ZCCACHE_MAX_SIZE") {
-            None => None,
+        let size = |var: &'static str| -> Result<Option<u64>, ConfigError> {
+            let Some(value) = get(var) else {
+                return Ok(None);
+            };
+            let text = value.to_string_lossy();
+            parse_size(&text).map(Some).ok_or(ConfigError::BadValue {
+                var,
+                value: text.to_string(),
+            })
+        };
+        let max_size_env = size("ZCCACHE_MAX_SIZE")?;
+        let journal_max_size =
+            size("ZCCACHE_JOURNAL_MAX_SIZE")?.unwrap_or(DEFAULT_JOURNAL_MAX_SIZE);
+        let session_timeout = match get("ZCCACHE_SESSION_TIMEOUT") {
+            None => DEFAULT_SESSION_TIMEOUT,
             Some(value) => {
                 let text = value.to_string_lossy();
-                Some(parse_size(&text).ok_or(ConfigError::BadValue {
-                    var: "ZCCACHE_MAX_SIZE",
+                parse_duration(&text).ok_or(ConfigError::BadValue {
+                    var: "ZCCACHE_SESSION_TIMEOUT",
                     value: text.to_string(),
-                })?)
+                })?
             }
         };
         let disabled = get("ZCCACHE_DISABLE")
@@ -95,6 +120,8 @@ impl Config {
             idle_timeout,
             disabled,
             max_size_env,
+            session_timeout,
+            journal_max_size,
         })
     }
 
@@ -275,5 +302,26 @@ mod tests {
         check("0", false);
         check("false", false);
         check("yes", true);
+    }
+
+    #[test]
+    fn session_and_journal_settings() {
+        let config = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("HOME", "/h")];
+            all.extend_from_slice(pairs);
+            Config::from_env(&env(&all), Path::new("/"))
+        };
+        let defaults = config(&[]).unwrap();
+        assert_eq!(defaults.session_timeout, DEFAULT_SESSION_TIMEOUT);
+        assert_eq!(defaults.journal_max_size, DEFAULT_JOURNAL_MAX_SIZE);
+        let set = config(&[
+            ("ZCCACHE_SESSION_TIMEOUT", "90"),
+            ("ZCCACHE_JOURNAL_MAX_SIZE", "1M"),
+        ])
+        .unwrap();
+        assert_eq!(set.session_timeout, Duration::from_secs(90));
+        assert_eq!(set.journal_max_size, 1 << 20);
+        assert!(config(&[("ZCCACHE_SESSION_TIMEOUT", "later")]).is_err());
+        assert!(config(&[("ZCCACHE_JOURNAL_MAX_SIZE", "big")]).is_err());
     }
 }

@@ -6,10 +6,12 @@
 //! private root each. This crate does no networking and knows nothing of compilers or redb.
 
 mod config;
+pub mod journal;
 mod root;
 
 pub use config::{
-    parse_duration, parse_size, Config, ConfigError, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE,
+    parse_duration, parse_size, Config, ConfigError, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_JOURNAL_MAX_SIZE, DEFAULT_MAX_SIZE, DEFAULT_SESSION_TIMEOUT,
 };
 pub use root::{CacheRoot, RootError};
 

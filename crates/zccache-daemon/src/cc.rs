@@ -3,6 +3,7 @@
 use crate::paths::absolute;
 use crate::pipeline::{exit_code, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::search::SearchPath;
+use crate::stats::Stats;
 use crate::toolchain::Toolchain;
 use crate::Daemon;
 use std::ffi::OsString;
@@ -50,7 +51,7 @@ const ROLE_DEPFILE: &str = "depfile";
 
 impl Daemon {
     /// A gcc/clang call: served from the cache, or compiled and stored.
-    pub(crate) fn compile_cc(self: &Arc<Self>, call: Call) -> Response {
+    pub(crate) fn compile_cc(self: &Arc<Self>, call: &Call) -> Response {
         // Response files are expanded for parsing and the key; a changed nested file is a
         // changed argument list.
         let response_files = rsp::expand(&call.args, &call.cwd, &mut |path| std::fs::read(path));
@@ -61,13 +62,13 @@ impl Daemon {
         let parsed = parse_gcc(&call.compiler, &args);
         if let Parsed::NotCacheable(nc) = &parsed {
             tracing::debug!("not cacheable ({}): {}", nc.reason, nc.detail);
-            return self.run_locally(nc.reason);
+            return self.run_locally(call, nc.reason);
         }
         if DEPFILE_ENV.iter().any(|name| call.env_var(name).is_some()) {
-            return self.run_locally("depfile_env");
+            return self.run_locally(call, "depfile_env");
         }
         let Some(store) = self.store.as_ref() else {
-            return self.run_locally("store_unavailable");
+            return self.run_locally(call, "store_unavailable");
         };
         let toolchain = match self
             .toolchains
@@ -76,7 +77,7 @@ impl Daemon {
             Ok(toolchain) => toolchain,
             Err(why) => {
                 tracing::info!("compiler not identified: {why}");
-                return self.run_locally("compiler_unidentified");
+                return self.run_locally(call, "compiler_unidentified");
             }
         };
         let from_response_files = response_files.is_some();
@@ -85,13 +86,13 @@ impl Daemon {
             Parsed::Multi(multi) => {
                 let colour_explicit = multi.units.iter().any(|u| u.colour_explicit);
                 let response =
-                    self.compile_cc_multi(&call, &args, from_response_files, &multi, &toolchain);
+                    self.compile_cc_multi(call, &args, from_response_files, &multi, &toolchain);
                 return for_caller_terminal(response, colour_explicit, call.stderr_is_tty);
             }
             Parsed::NotCacheable(_) => unreachable!("refused above"),
         };
         let response = self.compile_cc_single(
-            &call,
+            call,
             &args,
             from_response_files,
             &invocation,
@@ -114,7 +115,7 @@ impl Daemon {
         let source_path = absolute(&call.cwd, &invocation.source);
         let source = match self.fs.digest(&source_path) {
             Ok(digest) => digest,
-            Err(_) => return self.run_locally("source_unreadable"),
+            Err(_) => return self.run_locally(call, "source_unreadable"),
         };
         let key = cache_key(call, invocation, toolchain, &source);
         if let Some(found) = self.find_entry(store, &key, call) {
@@ -158,7 +159,7 @@ impl Daemon {
                 Ok(file) => Some(file.into_temp_path()),
                 Err(e) => {
                     tracing::warn!("cannot create a temp depfile: {e}");
-                    return self.run_locally("store_unwritable");
+                    return self.run_locally(call, "store_unwritable");
                 }
             },
         };
@@ -171,7 +172,7 @@ impl Daemon {
             Ok(file) => file,
             Err(e) => {
                 tracing::warn!("cannot write a response file: {e}");
-                return self.run_locally("store_unwritable");
+                return self.run_locally(call, "store_unwritable");
             }
         };
         unlink_if_read_only(&absolute(&call.cwd, &invocation.output));
@@ -221,7 +222,7 @@ impl Daemon {
     ) -> Response {
         use rayon::prelude::*;
         let Some(store) = self.store.as_ref() else {
-            return self.run_locally("store_unavailable");
+            return self.run_locally(call, "store_unavailable");
         };
         // The batch asks for -MD; a unit whose build did not will get a depfile beside its
         // object. Never overwrite a file of the build's own there.
@@ -235,13 +236,13 @@ impl Daemon {
             .filter_map(extra_depfile)
             .any(|path| path.exists())
         {
-            return self.run_locally("multiple_sources");
+            return self.run_locally(call, "multiple_sources");
         }
         let mut prepared = Vec::with_capacity(multi.units.len());
         for unit in &multi.units {
             match self.fs.digest(&absolute(&call.cwd, &unit.source)) {
                 Ok(source) => prepared.push((cache_key(call, unit, toolchain, &source), source)),
-                Err(_) => return self.run_locally("source_unreadable"),
+                Err(_) => return self.run_locally(call, "source_unreadable"),
             }
         }
         // Look up and deliver every unit at once; each answer is a hit's reply or a miss.
@@ -286,7 +287,7 @@ impl Daemon {
             Ok(file) => file,
             Err(e) => {
                 tracing::warn!("cannot write a response file: {e}");
-                return self.run_locally("store_unwritable");
+                return self.run_locally(call, "store_unwritable");
             }
         };
         for &i in &misses {
@@ -296,7 +297,7 @@ impl Daemon {
         let started = Instant::now();
         let output = match call.run(&call.compiler, &run_args) {
             Ok(output) => output,
-            Err(_) => return self.run_locally("compiler_spawn_failed"),
+            Err(_) => return self.run_locally(call, "compiler_spawn_failed"),
         };
         let compile_ms = started.elapsed().as_millis() as u64;
         // With several misses, diagnostics can't be told apart per source: store them only
@@ -305,7 +306,7 @@ impl Daemon {
             misses.len() == 1 || (output.stdout.is_empty() && output.stderr.is_empty());
         for &i in &misses {
             let unit = &multi.units[i];
-            self.stats.miss();
+            self.count(call, Stats::miss);
             let depfile = match &unit.deps {
                 DepMode::Full { path } | DepMode::UserOnly { path } => absolute(&call.cwd, path),
                 DepMode::None => absolute(&call.cwd, &unit.output.with_extension("d")),
@@ -339,7 +340,7 @@ impl Daemon {
                     };
                     self.store_unit(call, miss, started_at, captured, result);
                 }
-                Err(reason) => self.stats.not_stored(reason),
+                Err(reason) => self.count(call, |stats| stats.not_stored(reason)),
             }
         }
         if !output.status.success() {
@@ -596,25 +597,47 @@ fn cache_key(
     toolchain: &Toolchain,
     source: &FileDigest,
 ) -> Hash {
-    let mut key = KeyHasher::new("zccache gcc-like v1");
-    key.field(&toolchain.hash);
-    key.field(call.compiler.as_os_str().as_bytes());
-    key.field(call.name.as_bytes());
+    key_parts(
+        call,
+        invocation,
+        toolchain,
+        source,
+        KeyHasher::new(KEY_DOMAIN),
+    )
+    .finish()
+}
+
+const KEY_DOMAIN: &str = "zccache gcc-like v1";
+
+/// Feeds everything the key of a gcc/clang compile depends on into `key`.
+fn key_parts(
+    call: &Call,
+    invocation: &CompileInvocation,
+    toolchain: &Toolchain,
+    source: &FileDigest,
+    mut key: KeyHasher,
+) -> KeyHasher {
+    key.digest_part("compiler identity", &toolchain.hash);
+    key.part("compiler path", call.compiler.as_os_str().as_bytes());
+    key.part("compiler name", call.name.as_bytes());
     for arg in &invocation.key_args {
-        key.field(arg.as_bytes());
+        key.part("argument", arg.as_bytes());
     }
     key.field(b"--cwd--");
     if invocation.debug_info {
-        key.field(call.cwd.as_os_str().as_bytes());
+        key.part("cwd (-g)", call.cwd.as_os_str().as_bytes());
     }
     for name in KEY_ENV {
         key.env(call, name);
     }
     if invocation.native_cpu {
-        key.field(&cpu_signature());
+        key.digest_part(
+            "cpu (-march=native)",
+            blake3::hash(&cpu_signature()).as_bytes(),
+        );
     }
-    key.field(&source.hash);
-    key.finish()
+    key.digest_part("source", &source.hash);
+    key
 }
 
 /// What `-march=native` resolves to: the CPU model and feature flags.

@@ -7,12 +7,14 @@
 //! shares, `cc.rs` and `rust.rs` the gcc/clang and rustc/clippy front ends.
 
 mod cc;
+mod journal;
 mod paths;
 mod pending;
 mod pipeline;
 mod rust;
 mod search;
 mod server;
+mod session;
 mod stats;
 mod toolchain;
 
@@ -33,6 +35,8 @@ pub(crate) struct Daemon {
     fs: FsCache,
     toolchains: Toolchains,
     stats: Stats,
+    sessions: session::Sessions,
+    journal: journal::Journal,
     /// Results being stored after their reply was sent.
     pending: pending::PendingStores,
     /// An eviction pass is running (one at a time, off the request path).

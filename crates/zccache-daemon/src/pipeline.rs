@@ -4,8 +4,11 @@
 //! Tool front ends (`cc.rs`, `rust.rs`) decide what is cacheable, compute the key and say
 //! where outputs go; everything that touches the store goes through here.
 
+use crate::journal::JournalRecord;
 use crate::paths::absolute;
 use crate::search::SearchPath;
+use crate::session::Session;
+use crate::stats::Stats;
 use crate::Daemon;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -22,6 +25,9 @@ use zccache_compiler::{detect_tool, ToolKind};
 use zccache_core::Hash;
 use zccache_fscache::{FileDigest, StatSig};
 use zccache_protocol::{CompileReply, CompileRequest, Outcome, Response};
+
+/// Names the session a compile is counted to.
+pub(crate) const SESSION_ENV: &str = "ZCCACHE_SESSION_ID";
 
 /// Variables that hand a jobserver to the child: the descriptors they name exist in the
 /// client, not in the daemon, so the tool would warn about them.
@@ -40,10 +46,14 @@ pub(crate) struct Call {
     pub env: Vec<(OsString, OsString)>,
     /// The caller's stderr is a colour terminal.
     pub stderr_is_tty: bool,
+    /// `ZCCACHE_SESSION_ID` from the caller's environment.
+    pub session_id: Option<String>,
+    /// The open session it names, which counts this call too.
+    pub session: Option<Arc<Session>>,
 }
 
 impl Call {
-    fn decode(request: CompileRequest) -> Option<Call> {
+    pub(crate) fn decode(request: CompileRequest) -> Option<Call> {
         let mut argv = request.argv.into_iter().map(OsString::from_vec);
         let name = argv.next()?;
         Some(Call {
@@ -58,6 +68,8 @@ impl Call {
                 .map(|(k, v)| (OsString::from_vec(k), OsString::from_vec(v)))
                 .collect(),
             stderr_is_tty: request.stderr_is_tty,
+            session_id: None,
+            session: None,
         })
     }
 
@@ -89,32 +101,77 @@ impl Call {
     }
 }
 
-/// Feeds length-prefixed fields into a key, so no two field lists hash alike.
-pub(crate) struct KeyHasher(blake3::Hasher);
+/// Feeds length-prefixed fields into a key, so no two field lists hash alike. When made with
+/// [`KeyHasher::recording`] it also keeps each labelled part as text, for `zccache inspect`.
+pub(crate) struct KeyHasher {
+    hasher: blake3::Hasher,
+    parts: Option<Vec<(String, String)>>,
+}
 
 impl KeyHasher {
     pub fn new(domain: &str) -> KeyHasher {
-        let mut hasher = KeyHasher(blake3::Hasher::new());
+        let mut hasher = KeyHasher {
+            hasher: blake3::Hasher::new(),
+            parts: None,
+        };
         hasher.field(domain.as_bytes());
         hasher
     }
 
+    /// A hasher that also records the labelled parts.
+    pub fn recording(domain: &str) -> KeyHasher {
+        let mut hasher = KeyHasher::new(domain);
+        hasher.parts = Some(Vec::new());
+        hasher
+    }
+
+    /// An unlabelled field (a separator or marker).
     pub fn field(&mut self, bytes: &[u8]) {
-        self.0.update(&(bytes.len() as u64).to_le_bytes());
-        self.0.update(bytes);
+        self.hasher.update(&(bytes.len() as u64).to_le_bytes());
+        self.hasher.update(bytes);
+    }
+
+    /// A field that is one of the key's inputs, e.g. `("argument", "-O2")`.
+    pub fn part(&mut self, label: &str, bytes: &[u8]) {
+        self.field(bytes);
+        if let Some(parts) = &mut self.parts {
+            parts.push((
+                label.to_string(),
+                String::from_utf8_lossy(bytes).into_owned(),
+            ));
+        }
+    }
+
+    /// A digest that is one of the key's inputs (shown shortened).
+    pub fn digest_part(&mut self, label: &str, hash: &Hash) {
+        self.field(hash);
+        if let Some(parts) = &mut self.parts {
+            parts.push((label.to_string(), zccache_core::hex(hash)[..16].to_string()));
+        }
     }
 
     /// A variable's name and value, or a marker when unset.
     pub fn env(&mut self, call: &Call, name: &str) {
         self.field(name.as_bytes());
-        match call.env_var(name) {
+        let value = call.env_var(name);
+        match value {
             Some(value) => self.field(value.as_bytes()),
             None => self.field(b"\0unset"),
+        }
+        if let Some(parts) = &mut self.parts {
+            let shown =
+                value.map_or_else(|| "(unset)".into(), |v| v.to_string_lossy().into_owned());
+            parts.push((format!("env {name}"), shown));
         }
     }
 
     pub fn finish(&self) -> Hash {
-        *self.0.finalize().as_bytes()
+        *self.hasher.finalize().as_bytes()
+    }
+
+    /// The recorded parts (empty unless made with [`KeyHasher::recording`]).
+    pub fn into_parts(self) -> Vec<(String, String)> {
+        self.parts.unwrap_or_default()
     }
 }
 
@@ -169,25 +226,80 @@ struct StoreJob {
     captured: Captured,
     time_macros_matter: bool,
     result: StoredResult,
+    session: Option<Arc<Session>>,
 }
 
 impl Daemon {
     /// Handles one compile request from start to reply.
     pub(crate) fn compile(self: &Arc<Self>, request: CompileRequest) -> Response {
-        let Some(call) = Call::decode(request) else {
+        let at = SystemTime::now();
+        let Some(mut call) = Call::decode(request) else {
             return Response::Error("empty argv".into());
         };
-        match detect_tool(&call.compiler) {
-            Some(ToolKind::GccLike) => self.compile_cc(call),
-            Some(ToolKind::Rustc) => self.compile_rust(call, false),
-            Some(ToolKind::ClippyDriver) => self.compile_rust(call, true),
-            None => self.run_locally("unsupported_tool"),
+        call.session_id = call
+            .env_var(SESSION_ENV)
+            .filter(|id| !id.is_empty())
+            .map(|id| id.to_string_lossy().into_owned());
+        if let Some(id) = &call.session_id {
+            call.session = self.sessions.get(id);
+            if call.session.is_none() {
+                tracing::debug!("{SESSION_ENV}={id} names no open session");
+            }
+        }
+        let response = match detect_tool(&call.compiler) {
+            Some(ToolKind::GccLike) => self.compile_cc(&call),
+            Some(ToolKind::Rustc) => self.compile_rust(&call, false),
+            Some(ToolKind::ClippyDriver) => self.compile_rust(&call, true),
+            None => self.run_locally(&call, "unsupported_tool"),
+        };
+        self.journal_call(call, at, &response);
+        response
+    }
+
+    /// Hands the call and what became of it to the journal.
+    fn journal_call(&self, call: Call, at: SystemTime, response: &Response) {
+        use zccache_core::journal::JournalOutcome as J;
+        let (outcome, reason, exit_code) = match response {
+            Response::Compiled(reply) => match &reply.outcome {
+                Outcome::Hit => (J::Hit, None, Some(reply.exit_code)),
+                Outcome::Miss => (J::Miss, None, Some(reply.exit_code)),
+                Outcome::NotStored { reason } if reply.exit_code != 0 => {
+                    (J::Error, Some(reason.clone()), Some(reply.exit_code))
+                }
+                Outcome::NotStored { reason } => {
+                    (J::Miss, Some(reason.clone()), Some(reply.exit_code))
+                }
+            },
+            Response::RunLocally { reason } => (J::NonCacheable, Some(reason.clone()), None),
+            Response::Error(message) => (J::Error, Some(message.clone()), None),
+            _ => return,
+        };
+        self.journal.record(JournalRecord {
+            at,
+            outcome,
+            reason,
+            latency_ns: call.received.elapsed().as_nanos() as u64,
+            compiler: call.compiler,
+            args: call.args,
+            cwd: call.cwd,
+            env: call.env,
+            exit_code,
+            session_id: call.session_id,
+            session: call.session,
+        });
+    }
+
+    /// Applies `count` to the daemon's statistics and to the call's session's.
+    pub(crate) fn count(&self, call: &Call, count: impl Fn(&Stats)) {
+        count(&self.stats);
+        if let Some(session) = &call.session {
+            count(&session.stats);
         }
     }
 
     /// Counts `reason` and tells the client to run the tool itself.
-    pub(crate) fn run_locally(&self, reason: &str) -> Response {
-        self.stats.non_cacheable(reason);
+    pub(crate) fn run_locally(&self, call: &Call, reason: &str) -> Response {
+        self.count(call, |stats| stats.non_cacheable(reason));
         Response::RunLocally {
             reason: reason.to_string(),
         }
@@ -201,7 +313,7 @@ impl Daemon {
             Ok(found) => found?,
             Err(e) => {
                 tracing::warn!("manifest lookup failed: {e}");
-                self.stats.error();
+                self.count(call, Stats::error);
                 return None;
             }
         };
@@ -257,8 +369,8 @@ impl Daemon {
             return None;
         }
         let spent_ms = call.received.elapsed().as_millis() as u64;
-        self.stats
-            .hit(found.entry().result.compile_ms.saturating_sub(spent_ms));
+        let saved_ms = found.entry().result.compile_ms.saturating_sub(spent_ms);
+        self.count(call, |stats| stats.hit(saved_ms));
         tracing::debug!("hit: served in {} us", call.received.elapsed().as_micros());
         Some(Response::Compiled(CompileReply {
             exit_code: 0,
@@ -287,11 +399,11 @@ impl Daemon {
             Ok(output) => output,
             Err(e) => {
                 tracing::info!("cannot run {}: {e}", call.compiler.display());
-                return self.run_locally("compiler_spawn_failed");
+                return self.run_locally(call, "compiler_spawn_failed");
             }
         };
         let compile_ms = started.elapsed().as_millis() as u64;
-        self.stats.miss();
+        self.count(call, Stats::miss);
         let captured = if output.status.success() {
             capture()
         } else {
@@ -300,7 +412,7 @@ impl Daemon {
         let captured = match captured {
             Ok(captured) => captured,
             Err(reason) => {
-                self.stats.not_stored(reason);
+                self.count(call, |stats| stats.not_stored(reason));
                 return reply(
                     &output,
                     Outcome::NotStored {
@@ -337,6 +449,7 @@ impl Daemon {
             captured,
             time_macros_matter: miss.time_macros_matter,
             result,
+            session: call.session.clone(),
         });
     }
 
@@ -349,14 +462,21 @@ impl Daemon {
             .name("zccache-store".into())
             .spawn(move || {
                 let key = job.key;
+                let session = job.session.clone();
+                let not_stored = |reason: &str| {
+                    daemon.stats.not_stored(reason);
+                    if let Some(session) = &session {
+                        session.stats.not_stored(reason);
+                    }
+                };
                 match daemon.store.as_ref() {
                     Some(store) => {
                         if let Err(reason) = daemon.finish_store(store, job) {
-                            daemon.stats.not_stored(reason);
+                            not_stored(reason);
                         }
                         daemon.evict_if_needed(store);
                     }
-                    None => daemon.stats.not_stored("store_unavailable"),
+                    None => not_stored("store_unavailable"),
                 }
                 daemon.pending.end(&key);
             });
@@ -397,6 +517,7 @@ impl Daemon {
                 },
             time_macros_matter,
             mut result,
+            session: _,
         } = job;
         let source_path = absolute(&cwd, &source);
         // The main input must be exactly what was hashed before the tool started.

@@ -19,6 +19,8 @@ use zccache_compiler::{parse_depinfo, parse_rustc, ParsedRust, RustInvocation};
 use zccache_core::Hash;
 use zccache_protocol::Response;
 
+const KEY_DOMAIN: &str = "zccache rustc v1";
+
 /// Variables besides `CARGO_*` that change what rustc, clippy or the linker produce.
 const KEY_ENV: &[&str] = &[
     "RUSTC_BOOTSTRAP",
@@ -36,36 +38,36 @@ const KEY_ENV: &[&str] = &[
 impl Daemon {
     /// A rustc call (or `clippy-driver <rustc> …` when `clippy`): served from the cache, or
     /// compiled and stored.
-    pub(crate) fn compile_rust(self: &Arc<Self>, call: Call, clippy: bool) -> Response {
+    pub(crate) fn compile_rust(self: &Arc<Self>, call: &Call, clippy: bool) -> Response {
         let rustc_args: &[OsString] = match (clippy, call.args.split_first()) {
             (false, _) => &call.args,
             (true, Some((_rustc, rest))) => rest,
-            (true, None) => return self.run_locally("rustc_probe"),
+            (true, None) => return self.run_locally(call, "rustc_probe"),
         };
         let invocation = match parse_rustc(rustc_args) {
             ParsedRust::Cacheable(invocation) => invocation,
-            ParsedRust::Probe => return self.run_locally("rustc_probe"),
+            ParsedRust::Probe => return self.run_locally(call, "rustc_probe"),
             ParsedRust::NotCacheable(nc) => {
                 tracing::debug!("not cacheable ({}): {}", nc.reason, nc.detail);
-                return self.run_locally(nc.reason);
+                return self.run_locally(call, nc.reason);
             }
         };
         let Some(store) = self.store.as_ref() else {
-            return self.run_locally("store_unavailable");
+            return self.run_locally(call, "store_unavailable");
         };
         let source_path = absolute(&call.cwd, &invocation.source);
         let source = match self.fs.digest(&source_path) {
             Ok(digest) => digest,
-            Err(_) => return self.run_locally("source_unreadable"),
+            Err(_) => return self.run_locally(call, "source_unreadable"),
         };
-        let key = match self.rust_key(&call, clippy, rustc_args, &invocation, &source.hash) {
+        let key = match self.rust_key(call, clippy, rustc_args, &invocation, &source.hash) {
             Ok(key) => key,
-            Err(reason) => return self.run_locally(reason),
+            Err(reason) => return self.run_locally(call, reason),
         };
         let out_dir = absolute(&call.cwd, &invocation.out_dir);
-        if let Some(found) = self.find_entry(store, &key, &call) {
+        if let Some(found) = self.find_entry(store, &key, call) {
             if let Some(response) =
-                self.serve_hit(&call, &found, |found| deliver(store, found, &out_dir))
+                self.serve_hit(call, &found, |found| deliver(store, found, &out_dir))
             {
                 return response;
             }
@@ -76,8 +78,8 @@ impl Daemon {
             source_digest: source,
             time_macros_matter: false,
         };
-        self.run_miss(&call, &call.args, miss, || {
-            capture(&call, &invocation, &out_dir)
+        self.run_miss(call, &call.args, miss, || {
+            capture(call, &invocation, &out_dir)
         })
     }
 
@@ -90,7 +92,21 @@ impl Daemon {
         invocation: &RustInvocation,
         source: &Hash,
     ) -> Result<Hash, &'static str> {
-        let mut key = KeyHasher::new("zccache rustc v1");
+        let mut key = KeyHasher::new(KEY_DOMAIN);
+        self.rust_key_parts(&mut key, call, clippy, rustc_args, invocation, source)?;
+        Ok(key.finish())
+    }
+
+    /// Feeds everything the key of a rustc/clippy call depends on into `key`.
+    pub(crate) fn rust_key_parts(
+        &self,
+        key: &mut KeyHasher,
+        call: &Call,
+        clippy: bool,
+        rustc_args: &[OsString],
+        invocation: &RustInvocation,
+        source: &Hash,
+    ) -> Result<(), &'static str> {
         let identify = |path: &Path| {
             self.toolchains
                 .identify_with(&self.fs, path, &call.env, &["-vV"])
@@ -99,18 +115,18 @@ impl Daemon {
                     "compiler_unidentified"
                 })
         };
-        key.field(&identify(&call.compiler)?);
-        key.field(call.compiler.as_os_str().as_bytes());
-        key.field(call.name.as_bytes());
+        key.digest_part("compiler identity", &identify(&call.compiler)?);
+        key.part("compiler path", call.compiler.as_os_str().as_bytes());
+        key.part("compiler name", call.name.as_bytes());
         if clippy {
             let rustc = absolute(&call.cwd, Path::new(&call.args[0]));
-            key.field(&identify(&rustc)?);
-            key.field(rustc.as_os_str().as_bytes());
+            key.digest_part("rustc identity", &identify(&rustc)?);
+            key.part("rustc path", rustc.as_os_str().as_bytes());
         }
         for arg in rustc_args {
-            key.field(arg.as_bytes());
+            key.part("argument", arg.as_bytes());
         }
-        key.field(call.cwd.as_os_str().as_bytes());
+        key.part("cwd", call.cwd.as_os_str().as_bytes());
         // Every variable cargo sets for the crate, except the jobserver's descriptors.
         let mut cargo_env: Vec<(&OsString, &OsString)> = call
             .env
@@ -122,7 +138,7 @@ impl Daemon {
         cargo_env.dedup_by(|a, b| a.0 == b.0);
         for (name, value) in cargo_env {
             key.field(name.as_bytes());
-            key.field(value.as_bytes());
+            key.part(&format!("env {}", name.to_string_lossy()), value.as_bytes());
         }
         for name in KEY_ENV {
             key.env(call, name);
@@ -137,7 +153,7 @@ impl Daemon {
                 .fs
                 .digest(&absolute(&call.cwd, path))
                 .map_err(|_| "extern_unreadable")?;
-            key.field(&digest.hash);
+            key.digest_part(&format!("extern {name}"), &digest.hash);
         }
         key.field(b"--native--");
         let bundles_static = invocation
@@ -156,7 +172,7 @@ impl Daemon {
                 .digest(&library)
                 .map_err(|_| "unmodelled_link_input")?;
             key.field(name.as_bytes());
-            key.field(&digest.hash);
+            key.digest_part(&format!("native library {name}"), &digest.hash);
         }
         if invocation.links {
             let linker = invocation
@@ -169,10 +185,10 @@ impl Daemon {
                 .identify(&self.fs, &linker, &call.env)
                 .map_err(|_| "unmodelled_link_input")?;
             key.field(b"--linker--");
-            key.field(&identity.hash);
+            key.digest_part("linker identity", &identity.hash);
         }
-        key.field(source);
-        Ok(key.finish())
+        key.digest_part("source", source);
+        Ok(())
     }
 }
 

@@ -1,5 +1,7 @@
 //! Daemon lifecycle: lock, socket, accepting threads, idle exit, shutdown.
 
+use crate::journal::Journal;
+use crate::session::{Lookup, Sessions};
 use crate::{Daemon, Stats, Toolchains};
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,7 +14,7 @@ use zccache_artifact::Store;
 use zccache_core::CacheRoot;
 use zccache_fscache::FsCache;
 use zccache_ipc::{Listener, ServerConnection};
-use zccache_protocol::{Request, Response, StatusReport, PROTOCOL_VERSION};
+use zccache_protocol::{Request, Response, SessionStartRequest, StatusReport, PROTOCOL_VERSION};
 
 /// How the daemon was asked to run.
 #[derive(Debug, Clone)]
@@ -22,6 +24,10 @@ pub struct DaemonOptions {
     pub idle_timeout: Option<Duration>,
     /// The store's size limit in bytes.
     pub max_size: u64,
+    /// How long an abandoned session lingers (see `session.rs`).
+    pub session_timeout: Duration,
+    /// Size at which the compile journal is rotated; 0 turns it off.
+    pub journal_max_size: u64,
 }
 
 /// Runs the daemon until it is stopped or idle. Returns the process exit code. When another
@@ -76,6 +82,8 @@ pub fn run(options: DaemonOptions) -> i32 {
         fs: FsCache::new(),
         toolchains: Toolchains::default(),
         stats: Stats::default(),
+        sessions: Sessions::new(options.session_timeout, output_mode),
+        journal: Journal::start(&root, options.journal_max_size),
         pending: Default::default(),
         evicting: Default::default(),
         started: Instant::now(),
@@ -152,13 +160,18 @@ fn serve(daemon: Arc<Daemon>, socket: &Path, idle_timeout: Option<Duration>) -> 
     for _ in 0..2 {
         spawn_acceptor(&daemon, &listener, &activity);
     }
+    let mut ticks: u64 = 0;
     loop {
         std::thread::sleep(Duration::from_millis(100));
+        ticks += 1;
         if activity.stop.load(Ordering::SeqCst) {
             tracing::info!("shutdown requested");
             break;
         }
-        if let Some(limit) = idle_timeout {
+        if ticks.is_multiple_of(10) {
+            daemon.expire_sessions();
+        }
+        if let Some(limit) = idle_timeout.filter(|_| !daemon.sessions.any_open()) {
             let now = daemon.started.elapsed().as_millis() as u64;
             let idle = now.saturating_sub(activity.last_ms.load(Ordering::SeqCst));
             if activity.in_flight.load(Ordering::SeqCst) == 0 && idle >= limit.as_millis() as u64 {
@@ -178,6 +191,7 @@ fn serve(daemon: Arc<Daemon>, socket: &Path, idle_timeout: Option<Duration>) -> 
     }
     // Stores queued after a reply finish too, so the cache keeps what was compiled.
     daemon.pending.wait_all();
+    daemon.journal.barrier();
     0
 }
 
@@ -260,6 +274,14 @@ fn handle_connection(daemon: &Arc<Daemon>, mut connection: ServerConnection, act
     }
 }
 
+/// The message for an id that names no session this daemon knows.
+fn unknown_session(id: &str) -> String {
+    format!(
+        "unknown session {id:?}: it was never started, already ended, or started under another \
+         daemon (the daemon restarts after an upgrade or a crash)"
+    )
+}
+
 impl Daemon {
     fn handle(self: &Arc<Self>, request: Request) -> Response {
         match request {
@@ -277,13 +299,64 @@ impl Daemon {
                 None => Response::Error("store unavailable".into()),
             },
             Request::Shutdown => Response::Done,
+            Request::SessionStart(start) => self.session_start(&start),
+            Request::SessionStats { id } => self.session_stats(&id),
+            Request::SessionEnd { id } => self.session_end(&id),
+        }
+    }
+
+    fn session_start(&self, request: &SessionStartRequest) -> Response {
+        match self.sessions.start(request) {
+            Ok(session) => Response::SessionStarted {
+                id: session.id.clone(),
+            },
+            Err(message) => Response::Error(message),
+        }
+    }
+
+    fn session_stats(&self, id: &str) -> Response {
+        match self.sessions.lookup(id) {
+            Lookup::Open(session) => {
+                // Counters are exact once the stores in flight have finished.
+                self.pending.wait_all();
+                Response::Session(session.report(false, None))
+            }
+            Lookup::Expired(report) => Response::Session(report),
+            Lookup::Unknown => Response::Error(unknown_session(id)),
+        }
+    }
+
+    fn session_end(&self, id: &str) -> Response {
+        match self.sessions.take(id) {
+            Lookup::Open(session) => {
+                self.pending.wait_all();
+                self.journal.barrier();
+                self.sessions.close(&session);
+                Response::Session(session.report(true, None))
+            }
+            Lookup::Expired(report) => Response::Session(report),
+            Lookup::Unknown => Response::Error(unknown_session(id)),
+        }
+    }
+
+    /// Closes sessions whose build went away without ending them.
+    fn expire_sessions(&self) {
+        let abandoned = self.sessions.abandoned();
+        if abandoned.is_empty() {
+            return;
+        }
+        self.journal.barrier();
+        for (session, reason) in abandoned {
+            self.sessions.retire(&session, reason);
         }
     }
 
     fn status(&self) -> StatusReport {
         use std::sync::atomic::Ordering::Relaxed;
-        // Counters are final once the stores in flight have finished.
+        // Counters are final once the stores in flight have finished, and the journal holds
+        // every call counted.
         self.pending.wait_all();
+        self.journal.barrier();
         let (artifact_count, artifact_bytes) =
             self.store.as_ref().map(|s| s.usage()).unwrap_or_default();
         let mut warnings: Vec<String> = self.store_problem.iter().cloned().collect();

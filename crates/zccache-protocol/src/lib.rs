@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -33,6 +33,24 @@ pub enum Request {
     Shutdown,
     /// Liveness check, used by `zccache start`.
     Ping,
+    /// Open a session: compiles whose environment carries its id are counted to it.
+    SessionStart(SessionStartRequest),
+    /// A session's statistics so far.
+    SessionStats { id: String },
+    /// Close a session and return its final statistics.
+    SessionEnd { id: String },
+}
+
+/// `zccache session-start`'s options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStartRequest {
+    /// The process the session belongs to (the shell running the build); once it has exited
+    /// and the session has been idle for the session timeout, the session expires.
+    pub owner_pid: u32,
+    /// Absolute path of a JSONL file that receives this session's journal lines.
+    pub journal: Option<String>,
+    /// Absolute path of a text log of this session's compiles.
+    pub log: Option<String>,
 }
 
 /// Everything the daemon needs to run (or not run) one compiler call exactly as the build would.
@@ -65,6 +83,10 @@ pub enum Response {
     Status(StatusReport),
     /// Answer to [`Request::Ping`].
     Pong { version: String, pid: u32 },
+    /// Answer to [`Request::SessionStart`].
+    SessionStarted { id: String },
+    /// Answer to [`Request::SessionStats`] and [`Request::SessionEnd`].
+    Session(SessionReport),
     /// The request was carried out.
     Done,
     /// The daemon could not handle the request; the client falls back to running the compiler.
@@ -123,12 +145,44 @@ pub struct StatusReport {
 impl StatusReport {
     /// Hits over cacheable calls (hits + misses), as a percentage.
     pub fn hit_rate(&self) -> f64 {
-        let total = self.hits + self.misses;
-        if total == 0 {
-            0.0
-        } else {
-            100.0 * self.hits as f64 / total as f64
-        }
+        percent(self.hits, self.hits + self.misses)
+    }
+}
+
+/// What one session's compiles did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionReport {
+    pub id: String,
+    /// Unix seconds when the session started.
+    pub started_at: u64,
+    /// Milliseconds from the start to now, or to its end.
+    pub duration_ms: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub not_stored: Vec<(String, u64)>,
+    pub non_cacheable: Vec<(String, u64)>,
+    pub errors: u64,
+    pub time_saved_ms: u64,
+    pub journal_path: Option<String>,
+    pub log_path: Option<String>,
+    /// The session has ended (by `session-end`, or by expiring).
+    pub ended: bool,
+    /// Set when the session expired instead of being ended: why.
+    pub expired: Option<String>,
+}
+
+impl SessionReport {
+    /// Hits over cacheable calls, as a percentage.
+    pub fn hit_rate(&self) -> f64 {
+        percent(self.hits, self.hits + self.misses)
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
     }
 }
 
@@ -253,6 +307,19 @@ mod tests {
         roundtrip(Response::RunLocally {
             reason: "link".into(),
         });
+        roundtrip(Request::SessionStart(SessionStartRequest {
+            owner_pid: 9,
+            journal: Some("/b/build.jsonl".into()),
+            log: None,
+        }));
+        roundtrip(Request::SessionEnd { id: "abc".into() });
+        roundtrip(Response::Session(SessionReport {
+            id: "abc".into(),
+            hits: 2,
+            non_cacheable: vec![("link".into(), 1)],
+            expired: Some("owner exited".into()),
+            ..SessionReport::default()
+        }));
     }
 
     #[test]

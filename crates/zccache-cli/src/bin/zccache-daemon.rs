@@ -45,10 +45,19 @@ fn main() {
         .max_size(),
         Err(_) => zccache_core::DEFAULT_MAX_SIZE,
     };
+    let (session_timeout, journal_max_size) = match &config {
+        Ok(config) => (config.session_timeout, config.journal_max_size),
+        Err(_) => (
+            zccache_core::DEFAULT_SESSION_TIMEOUT,
+            zccache_core::DEFAULT_JOURNAL_MAX_SIZE,
+        ),
+    };
     std::process::exit(run(DaemonOptions {
         cache_dir,
         idle_timeout,
         max_size,
+        session_timeout,
+        journal_max_size,
     }));
 }
 

@@ -11,4 +11,5 @@ mod projects;
 mod response_files;
 mod rust;
 mod sandbox;
+mod sessions;
 mod stale;

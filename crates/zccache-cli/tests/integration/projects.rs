@@ -3,7 +3,8 @@
 use crate::sandbox::*;
 use std::process::Command;
 
-fn c_project(sb: &Sandbox) {
+/// A C project of 11 translation units built by a Makefile with `-MMD -MP`.
+pub fn c_project(sb: &Sandbox) {
     sb.write_old(
         "proj/include/shapes.h",
         "#pragma once\nint area(int w, int h);\nint perimeter(int w, int h);\n",
@@ -41,10 +42,16 @@ fn c_project(sb: &Sandbox) {
 }
 
 fn make(sb: &Sandbox, target: &str) {
+    make_env(sb, target, &[]);
+}
+
+/// `make -j2 target` in the project with `CC=zccache gcc` and extra environment variables.
+pub fn make_env(sb: &Sandbox, target: &str, env: &[(&str, &str)]) {
     let cc = format!("{ZCCACHE} gcc");
     let out = Command::new("make")
         .args(["-j2", target, &format!("CC={cc}")])
         .env("ZCCACHE_CACHE_DIR", &sb.cache)
+        .envs(env.iter().copied())
         .current_dir(sb.path("proj"))
         .output()
         .unwrap();
