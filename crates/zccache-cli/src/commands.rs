@@ -22,6 +22,7 @@ pub fn is_command(word: &str) -> bool {
                 | "session-stats"
                 | "session-end"
                 | "analyze"
+                | "inspect"
         )
 }
 
@@ -80,6 +81,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Explain what the cache would do with a compile, and for a miss, what changed since the
+    /// closest earlier compile of the same source. Runs nothing.
+    ///
+    /// `zccache inspect <compiler> args…`, or `zccache inspect <source file>` for the last
+    /// compile of that file through zccache.
+    Inspect {
+        #[arg(long)]
+        json: bool,
+        /// A compiler and its arguments, or one source file.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<OsString>,
+    },
     /// Summarize a compile journal (hits and misses by tool, output type and source; the
     /// slowest misses; why calls were not cacheable). Works without the daemon.
     Analyze {
@@ -128,6 +146,7 @@ pub fn main(args: &[OsString]) -> i32 {
         Some(Cmd::SessionStats { id, json }) => crate::sessions::stats(&endpoint, id, json, false),
         Some(Cmd::SessionEnd { id, json }) => crate::sessions::stats(&endpoint, id, json, true),
         Some(Cmd::Analyze { file, json, top }) => crate::analyze::main(&file, json, top),
+        Some(Cmd::Inspect { json, command }) => crate::inspect::main(&endpoint, &command, json),
     }
 }
 

@@ -3,11 +3,12 @@
 //! `zccache <compiler> args…` is the wrapper fast path (`wrapper.rs`): no argument-parsing
 //! framework, no async runtime, one connection, one request, one reply — and the compiler run
 //! directly whenever the daemon cannot help. Everything else (`start`, `stop`, `status`,
-//! `clear`, sessions, `analyze`, `--version`) is a subcommand (`commands.rs`).
+//! `clear`, sessions, `analyze`, `inspect`, `--version`) is a subcommand (`commands.rs`).
 
 mod analyze;
 mod client;
 mod commands;
+mod inspect;
 mod sessions;
 mod wrapper;
 

@@ -42,19 +42,7 @@ pub fn main(args: &[OsString]) -> i32 {
         // `rustc -vV`, `--print …`, stdin input: nothing to cache, no reason to wait.
         return exec(&compiler, compiler_arg, compiler_args);
     }
-    let mut argv = Vec::with_capacity(args.len() - 1);
-    argv.push(compiler_arg.as_bytes().to_vec());
-    argv.extend(compiler_args.iter().map(|a| a.as_bytes().to_vec()));
-    let request = Request::Compile(CompileRequest {
-        argv,
-        program: compiler.as_os_str().as_bytes().to_vec(),
-        cwd: cwd.into_os_string().into_vec(),
-        env: std::env::vars_os()
-            .map(|(k, v)| (k.into_vec(), v.into_vec()))
-            .collect(),
-        client_pid: std::process::id(),
-        stderr_is_tty: stderr_is_colour_terminal(),
-    });
+    let request = Request::Compile(compile_request(&compiler, compiler_arg, compiler_args, cwd));
     let endpoint = Endpoint::new(&config);
     let Ok(mut connection) = endpoint.connect_or_start() else {
         return exec(&compiler, compiler_arg, compiler_args);
@@ -67,6 +55,29 @@ pub fn main(args: &[OsString]) -> i32 {
         }
         // Not cacheable, a daemon error, or a lost connection: the compiler runs here.
         _ => exec(&compiler, compiler_arg, compiler_args),
+    }
+}
+
+/// The request for `name args…` (`compiler` resolved) run in `cwd` with this process's
+/// environment.
+pub(crate) fn compile_request(
+    compiler: &Path,
+    name: &OsStr,
+    args: &[OsString],
+    cwd: PathBuf,
+) -> CompileRequest {
+    let mut argv = Vec::with_capacity(args.len() + 1);
+    argv.push(name.as_bytes().to_vec());
+    argv.extend(args.iter().map(|a| a.as_bytes().to_vec()));
+    CompileRequest {
+        argv,
+        program: compiler.as_os_str().as_bytes().to_vec(),
+        cwd: cwd.into_os_string().into_vec(),
+        env: std::env::vars_os()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .collect(),
+        client_pid: std::process::id(),
+        stderr_is_tty: stderr_is_colour_terminal(),
     }
 }
 
@@ -98,7 +109,7 @@ fn exec(compiler: &Path, name: &OsStr, args: &[OsString]) -> i32 {
 /// The compiler to run: a path as given (made absolute), or the first match on PATH that is not
 /// zccache itself (so `zccache` installed as `gcc` earlier on PATH does not call itself). The
 /// flag says whether a zccache entry on PATH was skipped.
-fn resolve_compiler(name: &OsStr, cwd: &Path) -> Option<(PathBuf, bool)> {
+pub(crate) fn resolve_compiler(name: &OsStr, cwd: &Path) -> Option<(PathBuf, bool)> {
     if name.as_bytes().contains(&b'/') {
         let path = Path::new(name);
         let path = if path.is_absolute() {

@@ -1,5 +1,6 @@
 //! gcc and clang: parse, key, deliver, and capture a miss.
 
+use crate::inspect::{not_cacheable, Probe};
 use crate::paths::absolute;
 use crate::pipeline::{exit_code, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::search::SearchPath;
@@ -102,6 +103,51 @@ impl Daemon {
         for_caller_terminal(response, invocation.colour_explicit, call.stderr_is_tty)
     }
 
+    /// The key of each source of a gcc/clang call, with its parts, for `zccache inspect`;
+    /// the error is why the call is not cacheable.
+    pub(crate) fn probe_cc(&self, call: &Call) -> Result<Vec<Probe>, String> {
+        let response_files = rsp::expand(&call.args, &call.cwd, &mut |path| std::fs::read(path));
+        let args = match &response_files {
+            Some(expanded) => expanded.args.clone(),
+            None => call.args.clone(),
+        };
+        let parsed = parse_gcc(&call.compiler, &args);
+        let units: Vec<&CompileInvocation> = match &parsed {
+            Parsed::Cacheable(invocation) => vec![invocation],
+            Parsed::Multi(multi) => multi.units.iter().collect(),
+            Parsed::NotCacheable(nc) => return Err(not_cacheable(nc.reason, &nc.detail)),
+        };
+        if DEPFILE_ENV.iter().any(|name| call.env_var(name).is_some()) {
+            return Err("depfile_env".into());
+        }
+        let toolchain = self
+            .toolchains
+            .identify(&self.fs, &call.compiler, &call.env)
+            .map_err(|why| format!("compiler_unidentified ({why})"))?;
+        units
+            .into_iter()
+            .map(|unit| {
+                let source_path = absolute(&call.cwd, &unit.source);
+                let source = self
+                    .fs
+                    .digest(&source_path)
+                    .map_err(|e| format!("source_unreadable ({}: {e})", source_path.display()))?;
+                let hasher = key_parts(
+                    call,
+                    unit,
+                    &toolchain,
+                    &source,
+                    KeyHasher::recording(KEY_DOMAIN),
+                );
+                Ok(Probe {
+                    source: source_path,
+                    key: hasher.finish(),
+                    parts: hasher.into_parts(),
+                })
+            })
+            .collect()
+    }
+
     /// One source: served from the cache, or compiled and stored.
     fn compile_cc_single(
         self: &Arc<Self>,
@@ -181,11 +227,20 @@ impl Daemon {
             (None, DepMode::Full { path }) => absolute(&call.cwd, path),
             (None, _) => unreachable!("own depfile is set unless the build asked for -MD"),
         };
+        let parts = key_parts(
+            call,
+            invocation,
+            toolchain,
+            &source,
+            KeyHasher::recording(KEY_DOMAIN),
+        )
+        .into_parts();
         let miss = Miss {
             key,
             source: invocation.source.clone(),
             source_digest: source,
             time_macros_matter: true,
+            parts,
         };
         // Take what the build may change next (outputs, depfile) before the reply.
         self.run_miss(call, &run_args, miss, || {
@@ -326,11 +381,20 @@ impl Daemon {
             match captured {
                 Ok(captured) => {
                     let (key, source) = prepared[i];
+                    let parts = key_parts(
+                        call,
+                        unit,
+                        toolchain,
+                        &source,
+                        KeyHasher::recording(KEY_DOMAIN),
+                    )
+                    .into_parts();
                     let miss = Miss {
                         key,
                         source: unit.source.clone(),
                         source_digest: source,
                         time_macros_matter: true,
+                        parts,
                     };
                     let result = StoredResult {
                         outputs: Vec::new(),

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use zccache_artifact::{
-    DepDigest, EnvDep, Manifest, ManifestEntry, Store, StoredOutput, StoredResult,
+    DepDigest, EnvDep, Manifest, ManifestEntry, SourceRecord, Store, StoredOutput, StoredResult,
 };
 use zccache_compiler::{detect_tool, ToolKind};
 use zccache_core::Hash;
@@ -214,6 +214,8 @@ pub(crate) struct Miss {
     pub source_digest: FileDigest,
     /// Refuse inputs that mention `__TIME__`/`__DATE__`/`__TIMESTAMP__` (C family).
     pub time_macros_matter: bool,
+    /// The key's labelled parts, recorded with the result for `zccache inspect`.
+    pub parts: Vec<(String, String)>,
 }
 
 /// A compile result waiting to be checked and stored after the reply.
@@ -227,6 +229,8 @@ struct StoreJob {
     time_macros_matter: bool,
     result: StoredResult,
     session: Option<Arc<Session>>,
+    /// The absolute source path and how it was compiled, for `zccache inspect`.
+    record: (Vec<u8>, SourceRecord),
 }
 
 impl Daemon {
@@ -440,7 +444,14 @@ impl Daemon {
         captured: Captured,
         result: StoredResult,
     ) {
+        let record = (
+            absolute(&call.cwd, &miss.source)
+                .into_os_string()
+                .into_vec(),
+            source_record(call, miss.key, miss.parts),
+        );
         self.store_later(StoreJob {
+            record,
             key: miss.key,
             cwd: call.cwd.clone(),
             source: miss.source,
@@ -518,6 +529,7 @@ impl Daemon {
             time_macros_matter,
             mut result,
             session: _,
+            record: (record_path, record),
         } = job;
         let source_path = absolute(&cwd, &source);
         // The main input must be exactly what was hashed before the tool started.
@@ -566,7 +578,7 @@ impl Daemon {
             });
         }
         store
-            .add_entry(
+            .add_entry_recorded(
                 &key,
                 ManifestEntry {
                     deps,
@@ -574,11 +586,47 @@ impl Daemon {
                     shadow,
                     result,
                 },
+                Some((&record_path, record)),
             )
             .map_err(|e| {
                 tracing::warn!("storing entry: {e}");
                 "store_unwritable"
             })
+    }
+}
+
+/// Variables a recorded call keeps besides those its key names: what finding and identifying
+/// the compiler needs when `zccache inspect` looks at it again.
+const RECORD_ENV: &[&str] = &["PATH", "HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"];
+
+/// How `call` was compiled under `key`: the key's parts and the call, with only the
+/// environment variables that matter to it.
+fn source_record(call: &Call, key: Hash, parts: Vec<(String, String)>) -> SourceRecord {
+    let keyed: HashSet<&str> = parts
+        .iter()
+        .filter_map(|(label, _)| label.strip_prefix("env "))
+        .chain(RECORD_ENV.iter().copied())
+        .collect();
+    let bytes = |s: &OsStr| s.as_bytes().to_vec();
+    SourceRecord {
+        key,
+        argv: std::iter::once(&call.name)
+            .chain(&call.args)
+            .map(|a| bytes(a))
+            .collect(),
+        program: bytes(call.compiler.as_os_str()),
+        cwd: bytes(call.cwd.as_os_str()),
+        env: call
+            .env
+            .iter()
+            .filter(|(name, _)| name.to_str().is_some_and(|n| keyed.contains(n)))
+            .map(|(name, value)| (bytes(name), bytes(value)))
+            .collect(),
+        stored_ms: SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        parts,
     }
 }
 

@@ -6,6 +6,7 @@
 //! rustc's dep-info on the miss, with the `env!` variables it lists; every file rustc wrote
 //! (the dep-info's targets) is stored and restored.
 
+use crate::inspect::{not_cacheable, Probe};
 use crate::paths::absolute;
 use crate::pipeline::{which, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::Daemon;
@@ -72,11 +73,24 @@ impl Daemon {
                 return response;
             }
         }
+        let mut recorded = KeyHasher::recording(KEY_DOMAIN);
+        let parts = match self.rust_key_parts(
+            &mut recorded,
+            call,
+            clippy,
+            rustc_args,
+            &invocation,
+            &source.hash,
+        ) {
+            Ok(()) => recorded.into_parts(),
+            Err(_) => Vec::new(),
+        };
         let miss = Miss {
             key,
             source: invocation.source.clone(),
             source_digest: source,
             time_macros_matter: false,
+            parts,
         };
         self.run_miss(call, &call.args, miss, || {
             capture(call, &invocation, &out_dir)
@@ -84,6 +98,41 @@ impl Daemon {
     }
 
     /// Everything but the sources (which the manifest checks) that decides rustc's outputs.
+    /// The key of a rustc/clippy call, with its parts, for `zccache inspect`; the error is why
+    /// the call is not cacheable.
+    pub(crate) fn probe_rust(&self, call: &Call, clippy: bool) -> Result<Vec<Probe>, String> {
+        let rustc_args: &[OsString] = match (clippy, call.args.split_first()) {
+            (false, _) => &call.args,
+            (true, Some((_rustc, rest))) => rest,
+            (true, None) => return Err("rustc_probe".into()),
+        };
+        let invocation = match parse_rustc(rustc_args) {
+            ParsedRust::Cacheable(invocation) => invocation,
+            ParsedRust::Probe => return Err("rustc_probe".into()),
+            ParsedRust::NotCacheable(nc) => return Err(not_cacheable(nc.reason, &nc.detail)),
+        };
+        let source_path = absolute(&call.cwd, &invocation.source);
+        let source = self
+            .fs
+            .digest(&source_path)
+            .map_err(|e| format!("source_unreadable ({}: {e})", source_path.display()))?;
+        let mut hasher = KeyHasher::recording(KEY_DOMAIN);
+        self.rust_key_parts(
+            &mut hasher,
+            call,
+            clippy,
+            rustc_args,
+            &invocation,
+            &source.hash,
+        )
+        .map_err(String::from)?;
+        Ok(vec![Probe {
+            source: source_path,
+            key: hasher.finish(),
+            parts: hasher.into_parts(),
+        }])
+    }
+
     fn rust_key(
         &self,
         call: &Call,

@@ -302,6 +302,8 @@ impl Daemon {
             Request::SessionStart(start) => self.session_start(&start),
             Request::SessionStats { id } => self.session_stats(&id),
             Request::SessionEnd { id } => self.session_end(&id),
+            Request::Inspect(call) => self.inspect(call),
+            Request::InspectSource { path } => self.inspect_source(&path),
         }
     }
 

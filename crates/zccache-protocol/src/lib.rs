@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -39,6 +39,10 @@ pub enum Request {
     SessionStats { id: String },
     /// Close a session and return its final statistics.
     SessionEnd { id: String },
+    /// Explain what the cache would do with this call, without running or storing anything.
+    Inspect(CompileRequest),
+    /// The same for the last recorded compile of a source file (an absolute path).
+    InspectSource { path: Vec<u8> },
 }
 
 /// `zccache session-start`'s options.
@@ -87,6 +91,9 @@ pub enum Response {
     SessionStarted { id: String },
     /// Answer to [`Request::SessionStats`] and [`Request::SessionEnd`].
     Session(SessionReport),
+    /// Answer to [`Request::Inspect`] and [`Request::InspectSource`]: one report per source
+    /// (a multi-file call has several).
+    Inspected(Vec<InspectReport>),
     /// The request was carried out.
     Done,
     /// The daemon could not handle the request; the client falls back to running the compiler.
@@ -147,6 +154,26 @@ impl StatusReport {
     pub fn hit_rate(&self) -> f64 {
         percent(self.hits, self.hits + self.misses)
     }
+}
+
+/// What the cache would do with one source of a call, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InspectReport {
+    /// The source, as an absolute path.
+    pub source: String,
+    /// The call inspected: the compiler as named, then its arguments.
+    pub argv: Vec<String>,
+    pub cwd: String,
+    /// `hit`, `miss`, or `not cacheable`.
+    pub verdict: String,
+    /// The reason a call is not cacheable.
+    pub not_cacheable: Option<String>,
+    /// The cache key, in hex.
+    pub key: String,
+    /// The key's parts in order: label and value.
+    pub parts: Vec<(String, String)>,
+    /// For a miss: what differs from the closest earlier compile of this source.
+    pub changes: Vec<String>,
 }
 
 /// What one session's compiles did.

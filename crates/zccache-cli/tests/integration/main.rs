@@ -5,6 +5,7 @@ mod cli;
 mod compile;
 mod daemon;
 mod depfiles;
+mod inspect;
 mod limit;
 mod multi;
 mod projects;
