@@ -1,8 +1,8 @@
 //! The compile journal: one JSON line per call in `<root>/logs/compile_journal.jsonl`, and in
 //! the session's own journal and log when it has them.
 //!
-//! A call hands its record to a channel and is done; one thread formats and writes the lines
-//! in batches, so journaling costs a hit no file I/O. The global journal is rotated (to
+//! A call hands its record to a channel and is done; one thread formats the lines and writes
+//! them in batches, so journaling costs a hit no file I/O. The global journal is rotated (to
 //! `compile_journal.1.jsonl`) when it passes its size limit.
 
 use crate::session::Session;
@@ -15,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use zccache_core::journal::{
     iso8601_utc, JournalEntry, JournalOutcome, JOURNAL_FILE, JOURNAL_PREVIOUS_FILE,
 };
@@ -24,6 +24,11 @@ use zccache_core::CacheRoot;
 /// Variables a shell changes per command or per nesting level, and the session id (which has
 /// its own field): never worth a journal line's space.
 const ENV_NOISE: &[&str] = &["_", "SHLVL", "PWD", "OLDPWD", "ZCCACHE_SESSION_ID"];
+
+/// Journal lines reach their files at most this long after the call (sooner when a buffer
+/// fills, and at once for `status`, `session-end` and shutdown). Writing per batch of calls
+/// instead of per call keeps the writer from competing with the next compile for a core.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// One call, as the request handler saw it.
 pub(crate) struct JournalRecord {
@@ -98,34 +103,63 @@ struct Writer {
 
 impl Writer {
     fn run(&mut self, receiver: mpsc::Receiver<Message>) {
-        while let Ok(first) = receiver.recv() {
-            let mut touched: Vec<Arc<Session>> = Vec::new();
-            let mut barriers = Vec::new();
-            let mut next = Some(first);
-            while let Some(message) = next {
-                match message {
-                    Message::Record(record) => self.write(*record, &mut touched),
-                    Message::Barrier(done) => barriers.push(done),
+        let mut touched: Vec<Arc<Session>> = Vec::new();
+        // When lines were first written since the last flush: they reach the files within
+        // FLUSH_EVERY, and a barrier flushes at once.
+        let mut dirty_since: Option<Instant> = None;
+        loop {
+            let message = match dirty_since {
+                None => receiver.recv().ok(),
+                Some(since) => {
+                    let left = FLUSH_EVERY.saturating_sub(since.elapsed());
+                    match receiver.recv_timeout(left) {
+                        Ok(message) => Some(message),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.flush(&mut touched);
+                            dirty_since = None;
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                    }
                 }
-                next = receiver.try_recv().ok();
-            }
-            if let Some(file) = &mut self.file {
-                if let Err(e) = file.flush() {
-                    tracing::warn!("writing {}: {e}", self.path.display());
+            };
+            match message {
+                Some(Message::Record(record)) => {
+                    self.write(*record, &mut touched);
+                    let since = *dirty_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= FLUSH_EVERY {
+                        self.flush(&mut touched);
+                        dirty_since = None;
+                    }
+                }
+                Some(Message::Barrier(done)) => {
+                    self.flush(&mut touched);
+                    dirty_since = None;
+                    let _ = done.send(());
+                }
+                None => {
+                    self.flush(&mut touched);
+                    return;
                 }
             }
-            for session in touched {
-                let mut guard = session.files.lock();
-                let files = &mut *guard;
-                for file in [files.journal.as_mut(), files.log.as_mut()]
-                    .into_iter()
-                    .flatten()
-                {
-                    let _ = file.flush();
-                }
+        }
+    }
+
+    /// Writes out what is buffered for the global journal and the sessions' files.
+    fn flush(&mut self, touched: &mut Vec<Arc<Session>>) {
+        if let Some(file) = &mut self.file {
+            if let Err(e) = file.flush() {
+                tracing::warn!("writing {}: {e}", self.path.display());
             }
-            for done in barriers {
-                let _ = done.send(());
+        }
+        for session in touched.drain(..) {
+            let mut guard = session.files.lock();
+            let files = &mut *guard;
+            for file in [files.journal.as_mut(), files.log.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                let _ = file.flush();
             }
         }
     }
