@@ -67,3 +67,39 @@ fn store_stays_under_its_limit_and_keeps_recent_entries() {
     }
     assert_eq!(on_disk, sb.status()["artifact_bytes"].as_u64().unwrap());
 }
+
+#[test]
+fn clear_during_a_parallel_build_breaks_nothing() {
+    use crate::projects::{c_project, make_env};
+    let sb = Sandbox::new();
+    c_project(&sb);
+    sb.ok(&["start"]);
+    settle();
+    std::thread::scope(|scope| {
+        let build = scope.spawn(|| {
+            for _ in 0..3 {
+                make_env(&sb, "clean", &[]);
+                make_env(&sb, "build/app", &[]);
+            }
+        });
+        while !build.is_finished() {
+            sb.ok(&["clear"]);
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        build.join().unwrap();
+    });
+    let run = sb.bare("proj", &["./build/app"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "1.0 12 14\n");
+    // What the store holds after the clears is served correctly.
+    sb.ok(&["clear"]);
+    make_env(&sb, "clean", &[]);
+    make_env(&sb, "build/app", &[]);
+    let cold = sb.read("proj/build/main.o");
+    make_env(&sb, "clean", &[]);
+    let hits = sb.hits();
+    make_env(&sb, "build/app", &[]);
+    assert_eq!(sb.hits(), hits + 11);
+    assert_eq!(sb.read("proj/build/main.o"), cold);
+    let run = sb.bare("proj", &["./build/app"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "1.0 12 14\n");
+}

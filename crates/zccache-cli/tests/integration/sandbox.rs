@@ -12,7 +12,7 @@ pub struct Sandbox {
     _dir: tempfile::TempDir,
     /// Files were written with [`Sandbox::write_old`] since the last run: their ctime is
     /// fresh, so let it age before the next compile (see [`settle`]).
-    unsettled: std::cell::Cell<bool>,
+    unsettled: std::sync::atomic::AtomicBool,
     pub cache: PathBuf,
     pub work: PathBuf,
 }
@@ -29,7 +29,7 @@ impl Sandbox {
         std::fs::create_dir_all(&work).unwrap();
         Sandbox {
             _dir: dir,
-            unsettled: std::cell::Cell::new(false),
+            unsettled: std::sync::atomic::AtomicBool::new(false),
             cache,
             work,
         }
@@ -48,7 +48,10 @@ impl Sandbox {
 
     /// Runs `zccache <args>` in `dir` (relative to the work dir) and returns its output.
     pub fn run_in<S: AsRef<OsStr>>(&self, dir: &str, args: &[S]) -> Output {
-        if self.unsettled.replace(false) {
+        if self
+            .unsettled
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
             settle();
         }
         self.zccache()
@@ -70,7 +73,10 @@ impl Sandbox {
         env: &[(&str, V)],
         args: &[S],
     ) -> Output {
-        if self.unsettled.replace(false) {
+        if self
+            .unsettled
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
             settle();
         }
         let mut command = self.zccache();
@@ -134,7 +140,8 @@ impl Sandbox {
             &self.path(rel),
             SystemTime::now() - Duration::from_secs(3600),
         );
-        self.unsettled.set(true);
+        self.unsettled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn read(&self, rel: &str) -> Vec<u8> {
