@@ -2,7 +2,9 @@
 
 use crate::inspect::{not_cacheable, Probe};
 use crate::paths::absolute;
-use crate::pipeline::{exit_code, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
+use crate::pipeline::{
+    exit_code, Call, Captured, CapturedOutput, Found, KeyHasher, LookupMemo, Miss,
+};
 use crate::search::SearchPath;
 use crate::stats::Stats;
 use crate::toolchain::Toolchain;
@@ -164,7 +166,7 @@ impl Daemon {
             Err(_) => return self.run_locally(call, "source_unreadable"),
         };
         let key = cache_key(call, invocation, toolchain, &source);
-        if let Some(found) = self.find_entry(store, &key, call) {
+        if let Some(found) = self.find_entry(store, &key, call, None) {
             let newest = found.newest_input_ns.max(source.sig.mtime_ns);
             let deliver = |found: &Found| deliver(store, found, call, invocation, newest);
             if let Some(response) = self.serve_hit(call, &found, deliver) {
@@ -301,12 +303,13 @@ impl Daemon {
             }
         }
         // Look up and deliver every unit at once; each answer is a hit's reply or a miss.
+        let memo = LookupMemo::default();
         let answers: Vec<Option<CompileReply>> = multi
             .units
             .par_iter()
             .zip(prepared.par_iter())
             .map(|(unit, (key, source))| {
-                let found = self.find_entry(store, key, call)?;
+                let found = self.find_entry(store, key, call, Some(&memo))?;
                 let newest = found.newest_input_ns.max(source.sig.mtime_ns);
                 let deliver = |found: &Found| deliver(store, found, call, unit, newest);
                 match self.serve_hit(call, &found, deliver)? {

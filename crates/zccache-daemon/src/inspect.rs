@@ -197,7 +197,8 @@ impl Daemon {
             }
         }
         if let Some(check) = &entry.shadow {
-            if !crate::search::no_shadowing(check, &call.cwd, &deps) {
+            let listings = crate::search::Listings::default();
+            if !crate::search::no_shadowing(check, &call.cwd, &|| deps.clone(), &listings) {
                 changes.push(format!(
                     "a {noun} added to the include path would now be found before one it used"
                 ));

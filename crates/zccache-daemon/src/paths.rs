@@ -1,9 +1,20 @@
 //! Lexical path handling: no file-system access, so results do not depend on timing.
 
+use std::borrow::Cow;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// `cwd.join(path)` with `.` and `..` folded away lexically.
 pub fn absolute(cwd: &Path, path: &Path) -> PathBuf {
+    absolute_cow(cwd, path).into_owned()
+}
+
+/// [`absolute`], borrowing `path` when it is already absolute and clean (the common case for
+/// dependency paths on a hit, where this runs hundreds of times per compile).
+pub fn absolute_cow<'a>(cwd: &Path, path: &'a Path) -> Cow<'a, Path> {
+    if is_clean_absolute(path.as_os_str().as_bytes()) {
+        return Cow::Borrowed(path);
+    }
     let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -19,7 +30,21 @@ pub fn absolute(cwd: &Path, path: &Path) -> PathBuf {
             other => out.push(other),
         }
     }
-    out
+    Cow::Owned(out)
+}
+
+/// Absolute, with no empty, `.` or `..` components and no trailing slash: what folding would
+/// give back unchanged.
+fn is_clean_absolute(bytes: &[u8]) -> bool {
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    if bytes.len() == 1 {
+        return true;
+    }
+    bytes[1..]
+        .split(|&b| b == b'/')
+        .all(|part| !part.is_empty() && part != b"." && part != b"..")
 }
 
 #[cfg(test)]
@@ -42,5 +67,26 @@ mod tests {
             "/usr/include/c++/12",
         );
         check("/w/sub", "../x", "/w/x");
+        check("/w", "/usr/include/stdio.h", "/usr/include/stdio.h");
+        check("/w", "/usr//include/./stdio.h", "/usr/include/stdio.h");
+        check("/w", "/usr/include/", "/usr/include");
+        check("/w", "/", "/");
+    }
+
+    #[test]
+    fn clean_absolute_paths_are_borrowed() {
+        let cwd = Path::new("/w");
+        for clean in ["/usr/include/stdio.h", "/", "/a/.hidden/b..c"] {
+            assert!(
+                matches!(absolute_cow(cwd, Path::new(clean)), Cow::Borrowed(_)),
+                "{clean}"
+            );
+        }
+        for unclean in ["rel.h", "/a/../b", "/a/./b", "/a//b", "/a/", "/a/.."] {
+            assert!(
+                matches!(absolute_cow(cwd, Path::new(unclean)), Cow::Owned(_)),
+                "{unclean}"
+            );
+        }
     }
 }

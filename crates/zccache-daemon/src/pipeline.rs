@@ -5,7 +5,8 @@
 //! where outputs go; everything that touches the store goes through here.
 
 use crate::journal::JournalRecord;
-use crate::paths::absolute;
+use crate::paths::{absolute, absolute_cow};
+use crate::search::Listings;
 use crate::search::SearchPath;
 use crate::session::Session;
 use crate::stats::Stats;
@@ -175,6 +176,26 @@ impl KeyHasher {
     }
 }
 
+/// What one request has already checked: the sources of a multi-file call share most of
+/// their headers and search directories, so each is stat'ed, hashed and listed once.
+#[derive(Default)]
+pub(crate) struct LookupMemo {
+    digests: dashmap::DashMap<Box<[u8]>, Option<FileDigest>, rustc_hash::FxBuildHasher>,
+    listings: Listings,
+}
+
+impl LookupMemo {
+    fn digest(&self, fs: &zccache_fscache::FsCache, path: &Path) -> Option<FileDigest> {
+        let key = path.as_os_str().as_bytes();
+        if let Some(known) = self.digests.get(key) {
+            return *known;
+        }
+        let digest = fs.digest(path).ok();
+        self.digests.insert(key.into(), digest);
+        digest
+    }
+}
+
 /// A stored entry that still matches, with the newest mtime among its inputs.
 pub(crate) struct Found {
     manifest: Arc<Manifest>,
@@ -309,8 +330,15 @@ impl Daemon {
         }
     }
 
-    /// The first stored entry for `key` whose inputs are unchanged for this call.
-    pub(crate) fn find_entry(&self, store: &Store, key: &Hash, call: &Call) -> Option<Found> {
+    /// The first stored entry for `key` whose inputs are unchanged for this call. `memo` is
+    /// shared by the sources of one multi-file call, so headers they share are checked once.
+    pub(crate) fn find_entry(
+        &self,
+        store: &Store,
+        key: &Hash,
+        call: &Call,
+        memo: Option<&LookupMemo>,
+    ) -> Option<Found> {
         // A result for this key may be on its way into the store.
         self.pending.wait_for(key);
         let manifest = match store.manifest(key) {
@@ -321,12 +349,24 @@ impl Daemon {
                 return None;
             }
         };
+        let own_listings;
+        let listings = match memo {
+            Some(memo) => &memo.listings,
+            None => {
+                own_listings = Listings::default();
+                &own_listings
+            }
+        };
         'entries: for (index, entry) in manifest.entries.iter().enumerate() {
             let mut newest_input_ns = i128::MIN;
             for dep in &entry.deps {
-                let path = absolute(&call.cwd, Path::new(OsStr::from_bytes(&dep.path)));
-                match self.fs.digest(&path) {
-                    Ok(digest) if digest.hash == dep.hash => {
+                let path = absolute_cow(&call.cwd, Path::new(OsStr::from_bytes(&dep.path)));
+                let digest = match memo {
+                    Some(memo) => memo.digest(&self.fs, &path),
+                    None => self.fs.digest(&path).ok(),
+                };
+                match digest {
+                    Some(digest) if digest.hash == dep.hash => {
                         newest_input_ns = newest_input_ns.max(digest.sig.mtime_ns);
                     }
                     _ => continue 'entries,
@@ -341,12 +381,14 @@ impl Daemon {
                 }
             }
             if let Some(check) = &entry.shadow {
-                let deps: Vec<PathBuf> = entry
-                    .deps
-                    .iter()
-                    .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
-                    .collect();
-                if !crate::search::no_shadowing(check, &call.cwd, &deps) {
+                let deps = || {
+                    entry
+                        .deps
+                        .iter()
+                        .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
+                        .collect()
+                };
+                if !crate::search::no_shadowing(check, &call.cwd, &deps, listings) {
                     continue 'entries;
                 }
             }

@@ -66,7 +66,7 @@ impl Daemon {
             Err(reason) => return self.run_locally(call, reason),
         };
         let out_dir = absolute(&call.cwd, &invocation.out_dir);
-        if let Some(found) = self.find_entry(store, &key, call) {
+        if let Some(found) = self.find_entry(store, &key, call, None) {
             if let Some(response) =
                 self.serve_hit(call, &found, |found| deliver(store, found, &out_dir))
             {

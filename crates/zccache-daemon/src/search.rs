@@ -12,8 +12,10 @@
 
 use crate::paths::absolute;
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 use zccache_artifact::{DirStamp, ShadowCheck, WatchedDir};
 use zccache_fscache::StatSig;
@@ -207,8 +209,18 @@ fn stamp(dir: &Path, now: SystemTime) -> Option<DirStamp> {
     })
 }
 
-/// True while no file that would shadow a dependency exists, for a call in `cwd`.
-pub fn no_shadowing(check: &ShadowCheck, cwd: &Path, deps: &[PathBuf]) -> bool {
+/// Directory listings read during one request, shared by the sources of a multi-file call.
+#[derive(Default)]
+pub struct Listings(parking_lot::Mutex<HashMap<PathBuf, Option<Arc<HashSet<OsString>>>>>);
+
+/// True while no file that would shadow a dependency exists, for a call in `cwd`. `deps` (the
+/// dependency paths as written) is only built when a watched directory changed.
+pub fn no_shadowing(
+    check: &ShadowCheck,
+    cwd: &Path,
+    deps: &dyn Fn() -> Vec<PathBuf>,
+    listings: &Listings,
+) -> bool {
     let bytes_path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
     let same_cwd = check.cwd == cwd.as_os_str().as_bytes();
     let mut changed: Vec<PathBuf> = Vec::new();
@@ -258,30 +270,35 @@ pub fn no_shadowing(check: &ShadowCheck, cwd: &Path, deps: &[PathBuf]) -> bool {
                 .find(|a| watched.contains(*a))
                 .is_some_and(|a| changed.contains(a))
     };
-    let mut listings: HashMap<PathBuf, Option<HashSet<std::ffi::OsString>>> = HashMap::new();
-    candidates(&user, &system, cwd, deps, &wanted)
+    candidates(&user, &system, cwd, &deps(), &wanted)
         .into_iter()
         .filter(|(_, abs)| affected(abs))
         .all(|(written, abs)| {
-            existed.contains(written.as_os_str().as_bytes()) || !exists_listed(&mut listings, &abs)
+            existed.contains(written.as_os_str().as_bytes()) || !exists_listed(listings, &abs)
         })
 }
 
 /// Whether `path` exists, reading each parent directory once per check rather than stating
 /// every candidate.
-fn exists_listed(
-    listings: &mut HashMap<PathBuf, Option<HashSet<std::ffi::OsString>>>,
-    path: &Path,
-) -> bool {
+fn exists_listed(listings: &Listings, path: &Path) -> bool {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return std::fs::symlink_metadata(path).is_ok();
     };
-    let listing = listings.entry(parent.to_path_buf()).or_insert_with(|| {
-        std::fs::read_dir(parent)
-            .ok()
-            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
-    });
-    listing.as_ref().is_some_and(|names| names.contains(name))
+    let known = listings.0.lock().get(parent).cloned();
+    let listing = match known {
+        Some(listing) => listing,
+        None => {
+            let listing = std::fs::read_dir(parent)
+                .ok()
+                .map(|entries| Arc::new(entries.flatten().map(|e| e.file_name()).collect()));
+            listings
+                .0
+                .lock()
+                .insert(parent.to_path_buf(), listing.clone());
+            listing
+        }
+    };
+    listing.is_some_and(|names| names.contains(name))
 }
 
 #[cfg(test)]
@@ -335,21 +352,41 @@ mod tests {
             check.watched.iter().all(|w| w.stamp.is_some()),
             "settled dirs are trusted"
         );
-        assert!(no_shadowing(&check, cwd, &deps));
+        assert!(no_shadowing(
+            &check,
+            cwd,
+            &|| deps.clone(),
+            &Listings::default()
+        ));
         // An unrelated file in a watched directory: re-checked, still fine.
         std::fs::write(cwd.join("a/unrelated.h"), "").unwrap();
-        assert!(no_shadowing(&check, cwd, &deps));
+        assert!(no_shadowing(
+            &check,
+            cwd,
+            &|| deps.clone(),
+            &Listings::default()
+        ));
         for shadow in ["a/x.h", "x.h", "a/s.h", "b/s.h"] {
             std::fs::write(cwd.join(shadow), "").unwrap();
             assert!(
-                !no_shadowing(&check, cwd, &deps),
+                !no_shadowing(&check, cwd, &|| deps.clone(), &Listings::default()),
                 "{shadow} must be noticed"
             );
             std::fs::remove_file(cwd.join(shadow)).unwrap();
         }
-        assert!(no_shadowing(&check, cwd, &deps));
+        assert!(no_shadowing(
+            &check,
+            cwd,
+            &|| deps.clone(),
+            &Listings::default()
+        ));
         // From another directory everything is derived again.
         let elsewhere = tempfile::tempdir().unwrap();
-        assert!(no_shadowing(&check, elsewhere.path(), &[]));
+        assert!(no_shadowing(
+            &check,
+            elsewhere.path(),
+            &Vec::new,
+            &Listings::default()
+        ));
     }
 }

@@ -12,8 +12,9 @@
 
 use dashmap::DashMap;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zccache_core::Hash;
 
@@ -83,10 +84,12 @@ struct Entry {
     trusted: bool,
 }
 
-/// Path → digest cache shared by all request handlers.
+/// Path → digest cache shared by all request handlers. Keyed by the path's bytes with a fast
+/// hasher: `Path`'s own `Hash` walks components and SipHash is slow, and a C++ hit looks up
+/// hundreds of headers.
 #[derive(Default)]
 pub struct FsCache {
-    entries: DashMap<PathBuf, Entry>,
+    entries: DashMap<Box<[u8]>, Entry, rustc_hash::FxBuildHasher>,
 }
 
 impl FsCache {
@@ -98,7 +101,8 @@ impl FsCache {
     /// read and hashed now.
     pub fn digest(&self, path: &Path) -> io::Result<FileDigest> {
         let sig = StatSig::of(path)?;
-        if let Some(entry) = self.entries.get(path) {
+        let key = path.as_os_str().as_bytes();
+        if let Some(entry) = self.entries.get(key) {
             if entry.trusted && entry.digest.sig == sig {
                 return Ok(entry.digest);
             }
@@ -113,7 +117,7 @@ impl FsCache {
         };
         if after != sig {
             // Changed while we read it: report what we read, remember nothing.
-            self.entries.remove(path);
+            self.entries.remove(key);
             return Err(io::Error::new(
                 io::ErrorKind::Interrupted,
                 format!("{} changed while it was being hashed", path.display()),
@@ -123,14 +127,13 @@ impl FsCache {
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
         }
-        self.entries
-            .insert(path.to_path_buf(), Entry { digest, trusted });
+        self.entries.insert(key.into(), Entry { digest, trusted });
         Ok(digest)
     }
 
     /// Forgets a path (a watcher hint, or a file we know we just wrote).
     pub fn invalidate(&self, path: &Path) {
-        self.entries.remove(path);
+        self.entries.remove(path.as_os_str().as_bytes());
     }
 
     /// Number of cached entries.
@@ -248,7 +251,7 @@ mod tests {
         std::fs::write(&path, b"1").unwrap();
         let cache = FsCache::new();
         cache.digest(&path).unwrap();
-        let entry = *cache.entries.get(&path).unwrap();
+        let entry = *cache.entries.get(path.as_os_str().as_bytes()).unwrap();
         assert!(
             !entry.trusted,
             "a file written just now must not be trusted"
@@ -264,7 +267,7 @@ mod tests {
         std::thread::sleep(TIMESTAMP_MARGIN * 2);
         let cache = FsCache::new();
         let first = cache.digest(&path).unwrap();
-        assert!(cache.entries.get(&path).unwrap().trusted);
+        assert!(cache.entries.get(path.as_os_str().as_bytes()).unwrap().trusted);
         assert_eq!(cache.digest(&path).unwrap(), first);
     }
 
