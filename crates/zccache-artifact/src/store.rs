@@ -243,8 +243,18 @@ impl Store {
     pub fn open(root: &CacheRoot, output_mode: u32) -> Result<Store, StoreError> {
         let index = root.index_path();
         let mut warnings = Vec::new();
-        let db = match Database::create(&index) {
+        let db = match open_index(&index) {
             Ok(db) => db,
+            // In use (a daemon still shutting down) or not ours to read: not corrupt, never
+            // moved aside.
+            Err(error @ redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Index(format!("{}: {error}", index.display())));
+            }
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(error)))
+                if error.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                return Err(StoreError::Index(format!("{}: {error}", index.display())));
+            }
             Err(error) => {
                 let aside = index.with_extension(format!("redb.corrupt-{}", std::process::id()));
                 let message = format!(
@@ -737,6 +747,25 @@ impl Store {
     }
 }
 
+/// How long opening the index waits for a previous daemon to let go of it.
+const INDEX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the index, waiting while another process (a daemon that is exiting: its lock file is
+/// released a moment before its index) still holds it.
+fn open_index(path: &Path) -> Result<Database, redb::DatabaseError> {
+    let deadline = std::time::Instant::now() + INDEX_LOCK_WAIT;
+    loop {
+        match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Writes `contents` to `dest` with `mode`: staged beside it under an unpredictable name, then
 /// renamed over it, so readers see the old file or the new one, never a partial one.
 pub fn replace_file(dest: &Path, contents: &mut dyn Read, mode: u32) -> io::Result<()> {
@@ -875,6 +904,29 @@ mod tests {
         assert_eq!(manifest.entries.len(), 1);
         assert_eq!(manifest.entries[0].result.stderr, b"warning");
         assert_eq!(store.usage().0, 1);
+    }
+
+    #[test]
+    fn an_index_still_held_by_an_exiting_daemon_is_waited_for_not_discarded() {
+        // Regression: a daemon started while the previous one was still exiting found the
+        // index locked, took it for corrupt and moved it aside, losing the cache.
+        let dir = tempfile::tempdir().unwrap();
+        let root = CacheRoot::new(dir.path().join("cache"));
+        root.ensure().unwrap();
+        let first = Store::open(&root, 0o644).unwrap();
+        let blob = first.put_bytes(b"kept").unwrap();
+        first.add_entry(&[7; 32], entry(blob)).unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = Store::open(&root, 0o644).unwrap();
+        holder.join().unwrap();
+        assert!(second.warnings().is_empty(), "{:?}", second.warnings());
+        assert!(
+            second.manifest(&[7; 32]).unwrap().is_some(),
+            "entry survived"
+        );
     }
 
     #[test]
