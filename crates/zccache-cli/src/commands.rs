@@ -309,6 +309,14 @@ fn render_status(r: &StatusReport) -> String {
         ),
     );
     line(&mut out, "evictions", r.evictions.to_string());
+    line(
+        &mut out,
+        "file watcher",
+        match r.watching {
+            Some((dirs, files)) => format!("on ({dirs} directories, {files} files)"),
+            None => "off (hits check files with stat)".into(),
+        },
+    );
     for warning in &r.warnings {
         line(&mut out, "warning", warning.clone());
     }

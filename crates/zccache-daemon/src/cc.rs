@@ -161,7 +161,7 @@ impl Daemon {
         store: &Store,
     ) -> Response {
         let source_path = absolute(&call.cwd, &invocation.source);
-        let source = match self.fs.digest(&source_path) {
+        let source = match call.digest(&self.fs, &source_path) {
             Ok(digest) => digest,
             Err(_) => return self.run_locally(call, "source_unreadable"),
         };
@@ -297,7 +297,7 @@ impl Daemon {
         }
         let mut prepared = Vec::with_capacity(multi.units.len());
         for unit in &multi.units {
-            match self.fs.digest(&absolute(&call.cwd, &unit.source)) {
+            match call.digest(&self.fs, &absolute(&call.cwd, &unit.source)) {
                 Ok(source) => prepared.push((cache_key(call, unit, toolchain, &source), source)),
                 Err(_) => return self.run_locally(call, "source_unreadable"),
             }

@@ -24,7 +24,7 @@ use zccache_artifact::{
 };
 use zccache_compiler::{detect_tool, ToolKind};
 use zccache_core::Hash;
-use zccache_fscache::{FileDigest, StatSig};
+use zccache_fscache::{FileDigest, FsCache, StatSig, Synced};
 use zccache_protocol::{CompileReply, CompileRequest, Outcome, Response};
 
 /// Names the session a compile is counted to.
@@ -51,6 +51,9 @@ pub(crate) struct Call {
     pub session_id: Option<String>,
     /// The open session it names, which counts this call too.
     pub session: Option<Arc<Session>>,
+    /// Set on first use: the file watcher has caught up with every change made before this
+    /// call, so digests it vouches for need no `stat`.
+    synced: std::sync::OnceLock<Synced>,
 }
 
 impl Call {
@@ -71,7 +74,15 @@ impl Call {
             stderr_is_tty: request.stderr_is_tty,
             session_id: None,
             session: None,
+            synced: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The digest of `path` for this call: the watcher's word once it has caught up with the
+    /// call, otherwise checked with `stat`.
+    pub fn digest(&self, fs: &FsCache, path: &Path) -> std::io::Result<FileDigest> {
+        let synced = *self.synced.get_or_init(|| fs.sync());
+        fs.digest_synced(path, synced)
     }
 
     /// The caller's value of `name` (the last one wins, as in a process environment).
@@ -185,12 +196,12 @@ pub(crate) struct LookupMemo {
 }
 
 impl LookupMemo {
-    fn digest(&self, fs: &zccache_fscache::FsCache, path: &Path) -> Option<FileDigest> {
+    fn digest(&self, fs: &FsCache, call: &Call, path: &Path) -> Option<FileDigest> {
         let key = path.as_os_str().as_bytes();
         if let Some(known) = self.digests.get(key) {
             return *known;
         }
-        let digest = fs.digest(path).ok();
+        let digest = call.digest(fs, path).ok();
         self.digests.insert(key.into(), digest);
         digest
     }
@@ -362,8 +373,8 @@ impl Daemon {
             for dep in &entry.deps {
                 let path = absolute_cow(&call.cwd, Path::new(OsStr::from_bytes(&dep.path)));
                 let digest = match memo {
-                    Some(memo) => memo.digest(&self.fs, &path),
-                    None => self.fs.digest(&path).ok(),
+                    Some(memo) => memo.digest(&self.fs, call, &path),
+                    None => call.digest(&self.fs, &path).ok(),
                 };
                 match digest {
                     Some(digest) if digest.hash == dep.hash => {
@@ -596,8 +607,16 @@ impl Daemon {
             if time_macros_matter && digest.has_time_macros {
                 return Err("time_macros");
             }
+            // Absolute paths are kept folded (`/usr/lib/gcc/…/../../include/x.h` as
+            // `/usr/include/x.h`), so a hit checks them without folding; relative ones stay as
+            // written, to be resolved against the caller's directory.
+            let stored = if Path::new(dep).is_absolute() {
+                path.as_os_str().as_bytes()
+            } else {
+                dep.as_bytes()
+            };
             deps.push(DepDigest {
-                path: dep.as_bytes().to_vec(),
+                path: stored.to_vec(),
                 hash: digest.hash,
             });
         }

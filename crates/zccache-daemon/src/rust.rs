@@ -57,7 +57,7 @@ impl Daemon {
             return self.run_locally(call, "store_unavailable");
         };
         let source_path = absolute(&call.cwd, &invocation.source);
-        let source = match self.fs.digest(&source_path) {
+        let source = match call.digest(&self.fs, &source_path) {
             Ok(digest) => digest,
             Err(_) => return self.run_locally(call, "source_unreadable"),
         };

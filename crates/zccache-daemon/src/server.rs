@@ -52,9 +52,8 @@ pub fn run(options: DaemonOptions) -> i32 {
             return 2;
         }
     };
-    // SAFETY: flock on a descriptor we own; the lock lives as long as `lock`.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        // Another daemon holds the lock: it serves this root.
+    if !take_lock(&lock, &root.socket_path(PROTOCOL_VERSION)) {
+        // Another daemon holds the lock and serves this root.
         return 0;
     }
     init_logging(&root);
@@ -79,7 +78,7 @@ pub fn run(options: DaemonOptions) -> i32 {
     let daemon = Arc::new(Daemon {
         root: root.clone(),
         store,
-        fs: FsCache::new(),
+        fs: file_cache(&root),
         toolchains: Toolchains::default(),
         stats: Stats::default(),
         sessions: Sessions::new(options.session_timeout, output_mode),
@@ -96,6 +95,43 @@ pub fn run(options: DaemonOptions) -> i32 {
     tracing::info!("daemon exiting");
     drop(lock);
     code
+}
+
+/// The file cache, with an inotify watcher unless `ZCCACHE_WATCH=0`.
+/// `ZCCACHE_TEST_WATCH_DELAY_MS` slows the watcher's event handling, for tests.
+fn file_cache(root: &CacheRoot) -> FsCache {
+    let off =
+        std::env::var("ZCCACHE_WATCH").is_ok_and(|v| matches!(v.as_str(), "0" | "off" | "no"));
+    if off {
+        return FsCache::new();
+    }
+    let delay = std::env::var("ZCCACHE_TEST_WATCH_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_default();
+    FsCache::with_watcher(&root.tmp_dir(), delay)
+}
+
+/// How long a starting daemon waits for the lock of one that is still going away.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes the per-root lock. While it is held by a daemon that does not answer on the socket
+/// (one that crashed or was killed and whose threads are still being torn down, which keeps
+/// its descriptors open for a moment), waits for it instead of leaving the client without a
+/// daemon.
+fn take_lock(lock: &std::fs::File, socket: &Path) -> bool {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own; the lock lives as long as `lock`.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return true;
+        }
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() || Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn init_logging(root: &CacheRoot) {
@@ -380,6 +416,10 @@ impl Daemon {
             artifact_bytes,
             max_size: self.store.as_ref().map(|s| s.max_bytes()).unwrap_or(0),
             evictions: self.store.as_ref().map(|s| s.evictions()).unwrap_or(0),
+            watching: self
+                .fs
+                .watch_counts()
+                .map(|(dirs, files)| (dirs as u64, files as u64)),
             warnings,
         }
     }

@@ -8,7 +8,15 @@
 //! clock tick of hashing could otherwise keep the same timestamps ("racily clean" in git's
 //! words); such entries are re-hashed until they age past the margin.
 //!
+//! With a watcher ([`FsCache::with_watcher`], Linux), a request that first calls
+//! [`FsCache::sync`] may reuse a digest without even a `stat`, while the watcher proves nothing
+//! touched the file (see `watch.rs` for what that proof takes). Without that proof the stat
+//! signature decides, as above.
+//!
 //! This crate reads files and nothing else: no store, no compiler knowledge.
+
+#[cfg(target_os = "linux")]
+mod watch;
 
 use dashmap::DashMap;
 use std::io::{self, Read};
@@ -76,12 +84,15 @@ pub struct FileDigest {
     pub has_time_macros: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 struct Entry {
     digest: FileDigest,
     /// The timestamps were older than the hash time minus the margin: reuse is safe while the
     /// signature is unchanged.
     trusted: bool,
+    /// The watcher's snapshot taken before the stat that verified `digest`.
+    #[cfg(target_os = "linux")]
+    armed: Option<watch::Armed>,
 }
 
 /// Path → digest cache shared by all request handlers. Keyed by the path's bytes with a fast
@@ -90,6 +101,17 @@ struct Entry {
 #[derive(Default)]
 pub struct FsCache {
     entries: DashMap<Box<[u8]>, Entry, rustc_hash::FxBuildHasher>,
+    #[cfg(target_os = "linux")]
+    watcher: Option<watch::Watcher>,
+}
+
+/// Whether a request may reuse digests on the watcher's word (see [`FsCache::sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced(bool);
+
+impl Synced {
+    /// No watcher proof: every digest is checked with `stat`.
+    pub const NO: Synced = Synced(false);
 }
 
 impl FsCache {
@@ -97,13 +119,80 @@ impl FsCache {
         FsCache::default()
     }
 
+    /// A cache whose digests can be vouched for by an inotify watcher. Cookies (files the
+    /// watcher uses to know it has caught up) are created in `cookie_dir`. `delay` slows the
+    /// watcher's event handling down, for tests. Without inotify this is [`FsCache::new`].
+    pub fn with_watcher(cookie_dir: &Path, delay: Duration) -> FsCache {
+        #[cfg(target_os = "linux")]
+        {
+            match watch::Watcher::start(cookie_dir, delay) {
+                Ok(watcher) => {
+                    return FsCache {
+                        entries: DashMap::default(),
+                        watcher: Some(watcher),
+                    }
+                }
+                Err(e) => tracing::warn!("file watcher unavailable, using stat only: {e}"),
+            }
+        }
+        let _ = (cookie_dir, delay);
+        FsCache::new()
+    }
+
+    /// Called once at the start of a request: afterwards every change made before the call is
+    /// known to the watcher, so [`FsCache::digest_synced`] may skip `stat` for files it vouches
+    /// for.
+    pub fn sync(&self) -> Synced {
+        #[cfg(target_os = "linux")]
+        if let Some(watcher) = &self.watcher {
+            return Synced(watcher.sync());
+        }
+        Synced::NO
+    }
+
+    /// Directories and files the watcher watches, or `None` without a watcher.
+    pub fn watch_counts(&self) -> Option<(usize, usize)> {
+        #[cfg(target_os = "linux")]
+        if let Some(watcher) = &self.watcher {
+            return Some(watcher.counts());
+        }
+        None
+    }
+
     /// The digest of `path`'s current content: from memory when provably unchanged, otherwise
     /// read and hashed now.
     pub fn digest(&self, path: &Path) -> io::Result<FileDigest> {
-        let sig = StatSig::of(path)?;
+        self.digest_synced(path, Synced::NO)
+    }
+
+    /// [`FsCache::digest`] for a request that called [`FsCache::sync`]: a digest the watcher
+    /// vouches for is returned without touching the file system.
+    pub fn digest_synced(&self, path: &Path, synced: Synced) -> io::Result<FileDigest> {
         let key = path.as_os_str().as_bytes();
-        if let Some(entry) = self.entries.get(key) {
+        #[cfg(target_os = "linux")]
+        let mut armed = None;
+        #[cfg(target_os = "linux")]
+        if let Some(watcher) = &self.watcher {
+            if let Some(entry) = self.entries.get(key) {
+                if let Some(vouched) = entry.armed.as_ref().filter(|a| watcher.valid(a)) {
+                    if synced.0 {
+                        return Ok(entry.digest);
+                    }
+                    armed = Some(vouched.clone());
+                }
+            }
+            if armed.is_none() {
+                // The snapshot comes before the stat it will vouch for.
+                armed = watcher.arm(path);
+            }
+        }
+        let sig = StatSig::of(path)?;
+        if let Some(mut entry) = self.entries.get_mut(key) {
             if entry.trusted && entry.digest.sig == sig {
+                #[cfg(target_os = "linux")]
+                {
+                    entry.armed = armed;
+                }
                 return Ok(entry.digest);
             }
         }
@@ -127,7 +216,15 @@ impl FsCache {
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
         }
-        self.entries.insert(key.into(), Entry { digest, trusted });
+        self.entries.insert(
+            key.into(),
+            Entry {
+                digest,
+                trusted,
+                #[cfg(target_os = "linux")]
+                armed: armed.filter(|_| trusted),
+            },
+        );
         Ok(digest)
     }
 
@@ -251,7 +348,11 @@ mod tests {
         std::fs::write(&path, b"1").unwrap();
         let cache = FsCache::new();
         cache.digest(&path).unwrap();
-        let entry = *cache.entries.get(path.as_os_str().as_bytes()).unwrap();
+        let entry = cache
+            .entries
+            .get(path.as_os_str().as_bytes())
+            .unwrap()
+            .clone();
         assert!(
             !entry.trusted,
             "a file written just now must not be trusted"
@@ -267,7 +368,13 @@ mod tests {
         std::thread::sleep(TIMESTAMP_MARGIN * 2);
         let cache = FsCache::new();
         let first = cache.digest(&path).unwrap();
-        assert!(cache.entries.get(path.as_os_str().as_bytes()).unwrap().trusted);
+        assert!(
+            cache
+                .entries
+                .get(path.as_os_str().as_bytes())
+                .unwrap()
+                .trusted
+        );
         assert_eq!(cache.digest(&path).unwrap(), first);
     }
 

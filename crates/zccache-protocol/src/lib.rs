@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -144,6 +144,9 @@ pub struct StatusReport {
     pub max_size: u64,
     /// Entries evicted to stay under the limit since the daemon started.
     pub evictions: u64,
+    /// Directories and files the inotify watcher watches; `None` when it is off and every
+    /// hit checks its files with `stat`.
+    pub watching: Option<(u64, u64)>,
     /// Problems worth a user's attention (a corrupt index that was rebuilt, a store that
     /// cannot be written), each reported once.
     pub warnings: Vec<String>,

@@ -14,3 +14,4 @@ mod rust;
 mod sandbox;
 mod sessions;
 mod stale;
+mod watcher;
