@@ -220,6 +220,34 @@ if which("cargo"):
 results = {}
 
 
+def daemon_memory(tool):
+    """Peak and current resident memory (MB) of the tool's daemon, found by the cache directory
+    in its environment; None when it has none (bare, ccache) or it is not running."""
+    if not tool.env_var:
+        return None
+    needle = f"{tool.env_var}={tool.cache}".encode()
+    found = None
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            if needle not in environ or not ("zccache" in exe or "sccache" in exe):
+                continue
+            with open(f"/proc/{pid}/status") as f:
+                status = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+            hwm, rss = (int(status[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS"))
+        except (OSError, KeyError, ValueError):
+            continue
+        found = max(found or (0, 0), (hwm, rss))
+    return found
+
+
+memory = {}
+
+
 def timed(workload, tool):
     workload.clean(tool)
     start = time.perf_counter()
@@ -244,6 +272,9 @@ for workload in workloads:
             if digest(workload.outputs()) != cold_digest[tool.name]:
                 raise SystemExit(f"{workload.name}/{tool.name}: warm outputs differ from cold ones")
     for tool in tools:
+        mem = daemon_memory(tool)
+        if mem:
+            memory[tool.name] = max(memory.get(tool.name, (0, 0)), mem)
         t = entry["tools"][tool.name]
         t["warm"] = statistics.median(t["warm_runs"])
         t["warm_per_unit_ms"] = 1000 * t["warm"] / workload.units
@@ -261,6 +292,7 @@ def floor(cmd):
 
 
 results["floor"] = {"true_ms": floor(["/bin/true"]), "zccache_version_ms": floor([zc, "--version"])}
+results["daemon_memory_mb"] = {name: {"peak": hwm, "resident": rss} for name, (hwm, rss) in memory.items()}
 results["notes"] = notes
 results["tools"] = [t.name for t in tools]
 os.makedirs(out_dir, exist_ok=True)
@@ -286,6 +318,9 @@ for w in workloads:
     lines.append(f"| {w.name} | {ratios} | {overhead:+.1f} % |")
 fl = results["floor"]
 lines += ["", f"Floor: /bin/true {fl['true_ms']:.2f} ms, zccache --version {fl['zccache_version_ms']:.2f} ms per run.", ""]
+if memory:
+    lines += ["Daemon memory (largest peak over the workloads, each daemon restarted per workload): " +
+              ", ".join(f"{n} {hwm:.0f} MB peak" for n, (hwm, _) in sorted(memory.items())) + ".", ""]
 lines += [f"- {n}" for n in notes]
 lines.append("Warm outputs were byte-identical to cold ones for every tool and workload.")
 with open(os.path.join(out_dir, "perf.md"), "w") as f:

@@ -308,6 +308,77 @@ impl Store {
         tx.commit().map_err(index_err)
     }
 
+    /// Repairs what a daemon killed mid-store can leave behind: blob files the index does
+    /// not know (written, but their entry never committed) and staging files, both only when
+    /// last modified before `before` (the start of this daemon, so nothing it is writing now),
+    /// and index records of blobs whose file is gone or has another size. Returns the number
+    /// of files removed and of records dropped; anything done is reported in `warnings`.
+    pub fn repair(&self, before: std::time::SystemTime) -> Result<(u64, u64), StoreError> {
+        let old = |meta: &fs::Metadata| meta.modified().is_ok_and(|m| m < before);
+        let mut dropped = Vec::new();
+        for blob in self.blobs.iter() {
+            let (hash, meta) = (*blob.key(), *blob.value());
+            if self.fresh.contains_key(&hash) {
+                continue;
+            }
+            match fs::metadata(self.blob_path(&hash)) {
+                Ok(found) if found.len() == meta.size => {}
+                _ => dropped.push((hash, meta.size)),
+            }
+        }
+        if !dropped.is_empty() {
+            let tx = self.db.begin_write().map_err(index_err)?;
+            {
+                let mut table = tx.open_table(BLOBS).map_err(index_err)?;
+                for (hash, _) in &dropped {
+                    table.remove(hash.as_slice()).map_err(index_err)?;
+                }
+            }
+            tx.commit().map_err(index_err)?;
+            for (hash, size) in &dropped {
+                if self.blobs.remove(hash).is_some() {
+                    self.blob_bytes.fetch_sub(*size, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut removed = 0u64;
+        for dir in fs::read_dir(&self.artifacts)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                let known = parse_hex(&file.file_name().to_string_lossy())
+                    .is_some_and(|h| self.blobs.contains_key(&h) || self.fresh.contains_key(&h));
+                if !known
+                    && file.metadata().is_ok_and(|m| old(&m))
+                    && fs::remove_file(file.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        for file in fs::read_dir(&self.tmp).into_iter().flatten().flatten() {
+            if file.metadata().is_ok_and(|m| m.is_file() && old(&m))
+                && fs::remove_file(file.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        if removed > 0 || !dropped.is_empty() {
+            let message = format!(
+                "store repaired at start: removed {removed} leftover files, dropped {} records \
+                 of missing blobs (a daemon was stopped mid-write)",
+                dropped.len()
+            );
+            tracing::warn!("{message}");
+            if let Ok(mut warnings) = self.warnings.lock() {
+                warnings.push(message);
+            }
+        }
+        Ok((removed, dropped.len() as u64))
+    }
+
     /// Problems found while opening or using the store, for `status`.
     pub fn warnings(&self) -> Vec<String> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
@@ -747,6 +818,18 @@ impl Store {
     }
 }
 
+/// A blob file's name back to its digest.
+fn parse_hex(name: &str) -> Option<Hash> {
+    if name.len() != 64 {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(hash)
+}
+
 /// How long opening the index waits for a previous daemon to let go of it.
 const INDEX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -1022,5 +1105,42 @@ mod tests {
         assert!(store.source_records(b"/w/b.c").unwrap().is_empty());
         store.clear().unwrap();
         assert!(store.source_records(b"/w/a.c").unwrap().is_empty());
+    }
+
+    #[test]
+    fn repair_removes_orphan_files_and_drops_records_of_missing_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = CacheRoot::new(dir.path().join("cache"));
+        root.ensure().unwrap();
+        let (kept, lost);
+        {
+            let store = Store::open(&root, 0o644).unwrap();
+            kept = store.put_bytes(b"kept").unwrap();
+            store.add_entry(&[1; 32], entry(kept)).unwrap();
+            lost = store.put_bytes(b"lost").unwrap();
+            store.add_entry(&[2; 32], entry(lost)).unwrap();
+            // Written but never committed: what a kill between the two leaves.
+            let orphan = store.put_bytes(b"orphan").unwrap();
+            assert!(store.blob_path(&orphan.hash).exists());
+            fs::remove_file(store.blob_path(&lost.hash)).unwrap();
+            fs::write(root.tmp_dir().join("blob-leftover"), b"partial").unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let store = Store::open(&root, 0o644).unwrap();
+        let (removed, dropped) = store.repair(std::time::SystemTime::now()).unwrap();
+        assert_eq!((removed, dropped), (2, 1));
+        assert_eq!(store.usage(), (1, 4));
+        assert_eq!(store.warnings().len(), 1);
+        assert!(store.blob_path(&kept.hash).exists());
+        assert_eq!(fs::read_dir(root.tmp_dir()).unwrap().count(), 0);
+        // Files newer than the daemon's start are never touched.
+        let fresh = store.put_bytes(b"being written").unwrap();
+        assert_eq!(
+            store
+                .repair(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+                .unwrap(),
+            (0, 0)
+        );
+        assert!(store.blob_path(&fresh.hash).exists());
     }
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zccache_core::{CacheRoot, Config};
 use zccache_ipc::Connection;
@@ -67,14 +67,22 @@ impl Endpoint {
         if let Ok(connection) = self.connect() {
             return Ok(connection);
         }
-        spawn_daemon(&self.root, self.idle_timeout)?;
+        let mut daemon = spawn_daemon(&self.root, self.idle_timeout)?;
         let deadline = Instant::now() + START_TIMEOUT;
         let mut pause = Duration::from_millis(1);
         loop {
             match self.connect() {
                 Ok(connection) => return Ok(connection),
                 Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(_) => {
+                Err(e) => {
+                    // The daemon died (crashed, killed, or found another one serving): one
+                    // last try, then compile without it rather than wait out the timeout.
+                    if let Ok(Some(status)) = daemon.try_wait() {
+                        std::thread::sleep(Duration::from_millis(5));
+                        return self.connect().map_err(|_| {
+                            io::Error::new(e.kind(), format!("the daemon exited ({status})"))
+                        });
+                    }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
@@ -85,7 +93,7 @@ impl Endpoint {
 
 /// Starts `zccache-daemon` detached: its own session, stdio on /dev/null, no inherited
 /// descriptors (a build tool waiting on a pipe must not wait for the daemon).
-fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<()> {
+fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<Child> {
     let exe = daemon_executable();
     let idle = idle_timeout.map(|d| d.as_secs().max(1)).unwrap_or(0);
     let mut command = Command::new(&exe);
@@ -106,12 +114,9 @@ fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<
             Ok(())
         });
     }
-    let mut child = command
+    command
         .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", exe.display())))?;
-    // Reap it if it exits at once (another daemon won the lock), without blocking.
-    let _ = child.try_wait();
-    Ok(())
+        .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", exe.display())))
 }
 
 /// `zccache-daemon` beside this executable, else on PATH.

@@ -230,12 +230,21 @@ fn status(endpoint: &Endpoint, json: bool) -> i32 {
             return 1;
         }
         Err(_) => {
+            // Say why no daemon can run there, if the root is unusable.
+            let problem = endpoint
+                .root
+                .path()
+                .exists()
+                .then(|| endpoint.root.ensure().err())
+                .flatten()
+                .map(|e| e.to_string());
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
                         "running": false,
                         "cache_root": endpoint.root.path().display().to_string(),
+                        "problem": problem,
                     })
                 );
             } else {
@@ -243,6 +252,9 @@ fn status(endpoint: &Endpoint, json: bool) -> i32 {
                     "zccache daemon is not running (cache root {})",
                     endpoint.root.path().display()
                 );
+                if let Some(problem) = problem {
+                    println!("{problem}");
+                }
             }
             return 0;
         }

@@ -26,7 +26,24 @@ pub enum RootError {
 impl fmt::Display for RootError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RootError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            RootError::Io { path, error } => match error.raw_os_error() {
+                Some(libc::EROFS) => write!(
+                    f,
+                    "{}: the cache is on a read-only file system; compiling uncached",
+                    path.display()
+                ),
+                Some(libc::EACCES) | Some(libc::EPERM) => write!(
+                    f,
+                    "{}: the cache directory is not writable ({error}); compiling uncached",
+                    path.display()
+                ),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => write!(
+                    f,
+                    "{}: no space left for the cache ({error}); compiling uncached",
+                    path.display()
+                ),
+                _ => write!(f, "{}: {error}", path.display()),
+            },
             RootError::ForeignOwner { path, owner } => write!(
                 f,
                 "cache root {} is owned by uid {owner}, not by this user; refusing to use it",

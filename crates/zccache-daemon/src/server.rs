@@ -89,6 +89,18 @@ pub fn run(options: DaemonOptions) -> i32 {
         output_mode,
         store_problem,
     });
+    // What a killed predecessor left half-written is cleaned up off the request path.
+    let repairing = daemon.clone();
+    let started_at = std::time::SystemTime::now();
+    let _ = std::thread::Builder::new()
+        .name("zccache-repair".into())
+        .spawn(move || {
+            if let Some(store) = &repairing.store {
+                if let Err(e) = store.repair(started_at) {
+                    tracing::warn!("store repair failed: {e}");
+                }
+            }
+        });
     let socket = root.socket_path(PROTOCOL_VERSION);
     let code = serve(daemon, &socket, options.idle_timeout);
     let _ = std::fs::remove_file(&socket);

@@ -9,6 +9,7 @@ mod inspect;
 mod limit;
 mod multi;
 mod projects;
+mod reliability;
 mod response_files;
 mod rust;
 mod sandbox;
