@@ -830,6 +830,10 @@ fn parse_hex(name: &str) -> Option<Hash> {
     Some(hash)
 }
 
+/// redb's page cache (its default is 1 GiB): the hit path reads manifests from memory, so
+/// the index only needs enough cache for writes and the occasional cold lookup.
+const INDEX_CACHE_BYTES: usize = 16 << 20;
+
 /// How long opening the index waits for a previous daemon to let go of it.
 const INDEX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -838,7 +842,10 @@ const INDEX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 fn open_index(path: &Path) -> Result<Database, redb::DatabaseError> {
     let deadline = std::time::Instant::now() + INDEX_LOCK_WAIT;
     loop {
-        match Database::create(path) {
+        match Database::builder()
+            .set_cache_size(INDEX_CACHE_BYTES)
+            .create(path)
+        {
             Err(redb::DatabaseError::DatabaseAlreadyOpen)
                 if std::time::Instant::now() < deadline =>
             {

@@ -535,3 +535,44 @@ fn a_read_only_cache_root_never_breaks_a_build() {
     );
     unmount(&root);
 }
+
+#[test]
+fn make_j16_repeated_gives_identical_outputs() {
+    use crate::projects::c_project;
+    let sb = Sandbox::new();
+    c_project(&sb);
+    settle();
+    let make = |target: &str| {
+        let out = Command::new("make")
+            .args(["-j16", target, &format!("CC={ZCCACHE} gcc")])
+            .env("ZCCACHE_CACHE_DIR", &sb.cache)
+            .current_dir(sb.path("proj"))
+            .output()
+            .unwrap();
+        assert_success(&out, &["make -j16", target]);
+    };
+    let objects = |sb: &Sandbox| -> Vec<Vec<u8>> {
+        let mut names: Vec<_> = std::fs::read_dir(sb.path("proj/build"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".o") || n.ends_with(".d"))
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 22);
+        names
+            .iter()
+            .map(|n| sb.read(&format!("proj/build/{n}")))
+            .collect()
+    };
+    make("build/app");
+    let first = objects(&sb);
+    for round in 0..4 {
+        make("clean");
+        make("build/app");
+        assert_eq!(objects(&sb), first, "round {round}");
+        let run = sb.bare("proj", &["./build/app"]);
+        assert_eq!(String::from_utf8_lossy(&run.stdout), "1.0 12 14\n");
+    }
+    assert_eq!((sb.hits(), sb.misses()), (44, 11));
+}
