@@ -64,17 +64,33 @@ pub fn run(options: DaemonOptions) -> i32 {
         old
     };
     let output_mode = 0o666 & !(umask as u32);
+    let stopped = stop_older_daemons(&root);
     let (store, store_problem) = match Store::open(&root, output_mode) {
         Ok(store) => {
             store.set_max_bytes(options.max_size);
             (Some(store), None)
         }
         Err(e) => {
-            let message = format!("cache store unavailable, compiling uncached: {e}");
+            let message = format!(
+                "cache store unavailable, compiling uncached: {e} (if another zccache version \
+                 serves this cache, stop it or let it idle out)"
+            );
             tracing::error!("{message}");
             (None, Some(message))
         }
     };
+    let store_problem = store_problem.or_else(|| {
+        (!stopped.is_empty()).then(|| {
+            format!(
+                "stopped the daemon of an older zccache (protocol {}) that was using this cache",
+                stopped
+                    .iter()
+                    .map(|v| format!("v{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    });
     let daemon = Arc::new(Daemon {
         root: root.clone(),
         store,
@@ -123,6 +139,34 @@ fn file_cache(root: &CacheRoot) -> FsCache {
         .map(Duration::from_millis)
         .unwrap_or_default();
     FsCache::with_watcher(&root.tmp_dir(), delay)
+}
+
+/// Asks daemons of older protocol versions serving this root to stop, so this one can use
+/// the index (only one process can hold it). Returns the versions asked.
+fn stop_older_daemons(root: &CacheRoot) -> Vec<u16> {
+    use std::io::{Read, Write};
+    let mut stopped = Vec::new();
+    for version in 1..PROTOCOL_VERSION {
+        let socket = root.socket_path(version);
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) else {
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        if stream
+            .write_all(&zccache_protocol::shutdown_frame(version))
+            .is_ok()
+        {
+            // Its reply (in its own format) means it is stopping; the index follows shortly.
+            let _ = stream.read(&mut [0u8; 64]);
+            tracing::warn!(
+                "asked the daemon for protocol v{version} at {} to stop: this cache is now served \
+                 by protocol v{PROTOCOL_VERSION}",
+                socket.display()
+            );
+            stopped.push(version);
+        }
+    }
+    stopped
 }
 
 /// How long a starting daemon waits for the lock of one that is still going away.

@@ -29,7 +29,8 @@ pub enum Request {
     Status,
     /// Remove every cached entry.
     Clear,
-    /// Stop the daemon.
+    /// Stop the daemon. Always variant 3 with no payload, in every protocol version, so a
+    /// newer daemon can ask an older one to make way ([`shutdown_frame`]).
     Shutdown,
     /// Liveness check, used by `zccache start`.
     Ping,
@@ -294,6 +295,16 @@ pub fn decode_header(header: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
     Ok(len as usize)
 }
 
+/// A `Shutdown` request framed for a peer of protocol `version`: the one message every
+/// version understands the same way.
+pub fn shutdown_frame(version: u16) -> Vec<u8> {
+    let mut frame = MAGIC.to_vec();
+    frame.extend_from_slice(&version.to_le_bytes());
+    frame.extend_from_slice(&4u32.to_le_bytes());
+    frame.extend_from_slice(&3u32.to_le_bytes());
+    frame
+}
+
 /// Decodes a payload; trailing bytes are an error, so a frame means exactly one message.
 pub fn decode_payload<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, FrameError> {
     use bincode::Options;
@@ -350,6 +361,15 @@ mod tests {
             expired: Some("owner exited".into()),
             ..SessionReport::default()
         }));
+    }
+
+    #[test]
+    fn shutdown_is_the_same_frame_in_every_version() {
+        let ours = encode(&Request::Shutdown).unwrap();
+        assert_eq!(ours, shutdown_frame(PROTOCOL_VERSION));
+        let old = shutdown_frame(3);
+        assert_eq!(&old[2..4], &3u16.to_le_bytes());
+        assert_eq!(&old[HEADER_LEN..], &ours[HEADER_LEN..]);
     }
 
     #[test]

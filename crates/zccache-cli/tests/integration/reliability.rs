@@ -576,3 +576,37 @@ fn make_j16_repeated_gives_identical_outputs() {
     }
     assert_eq!((sb.hits(), sb.misses()), (44, 11));
 }
+
+#[test]
+fn an_older_daemon_on_the_same_cache_is_asked_to_make_way() {
+    // A daemon of the previous protocol version listens on its own socket in this root (as
+    // after an upgrade while it still runs). The new daemon asks it to stop, in its version's
+    // framing, so that it can take the index.
+    use std::os::unix::fs::DirBuilderExt;
+    use zccache_protocol::shutdown_frame;
+    let sb = Sandbox::new();
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&sb.cache)
+        .unwrap();
+    let old_version = PROTOCOL_VERSION - 1;
+    let listener = std::os::unix::net::UnixListener::bind(
+        sb.cache.join(format!("daemon-v{old_version}.sock")),
+    )
+    .unwrap();
+    let old_daemon = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut frame = vec![0u8; 12];
+        stream.read_exact(&mut frame).unwrap();
+        let _ = stream.write_all(b"ok");
+        frame
+    });
+    sb.write_old("m.c", "int m(void) { return 7; }\n");
+    sb.ok(&["gcc", "-c", "m.c"]);
+    assert_eq!(old_daemon.join().unwrap(), shutdown_frame(old_version));
+    let status = sb.status();
+    let warnings = status["warnings"].to_string();
+    assert!(warnings.contains("older zccache"), "{warnings}");
+    sb.ok(&["gcc", "-c", "m.c"]);
+    assert_eq!(sb.hits(), 1);
+}
