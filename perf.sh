@@ -275,6 +275,7 @@ for workload in workloads:
         mem = daemon_memory(tool)
         if mem:
             memory[tool.name] = max(memory.get(tool.name, (0, 0)), mem)
+            entry["tools"][tool.name]["daemon_peak_mb"] = mem[0]
         t = entry["tools"][tool.name]
         t["warm"] = statistics.median(t["warm_runs"])
         t["warm_per_unit_ms"] = 1000 * t["warm"] / workload.units

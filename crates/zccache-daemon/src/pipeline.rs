@@ -535,7 +535,8 @@ impl Daemon {
                 };
                 match daemon.store.as_ref() {
                     Some(store) => {
-                        if let Err(reason) = daemon.finish_store(store, job) {
+                        let stored = daemon.store_slots.run(|| daemon.finish_store(store, job));
+                        if let Err(reason) = stored {
                             not_stored(reason);
                         }
                         daemon.evict_if_needed(store);

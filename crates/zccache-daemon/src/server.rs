@@ -100,6 +100,9 @@ pub fn run(options: DaemonOptions) -> i32 {
         sessions: Sessions::new(options.session_timeout, output_mode),
         journal: Journal::start(&root, options.journal_max_size),
         pending: Default::default(),
+        store_slots: crate::pending::StoreSlots::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ),
         evicting: Default::default(),
         started: Instant::now(),
         output_mode,
