@@ -289,6 +289,32 @@ pub(crate) fn breakdown(out: &mut String, label: &str, counts: &[(String, u64)])
     }
 }
 
+/// The counters `status` and the session commands share.
+pub(crate) struct Counters<'a> {
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_rate: f64,
+    pub time_saved_ms: u64,
+    pub errors: u64,
+    pub non_cacheable: &'a [(String, u64)],
+    pub not_stored: &'a [(String, u64)],
+}
+
+/// Rows for hits, misses, hit rate, time saved, errors and the two breakdowns.
+pub(crate) fn counter_rows(out: &mut String, c: &Counters) {
+    line(out, "hits", c.hits.to_string());
+    line(out, "misses", c.misses.to_string());
+    line(out, "hit rate", format!("{:.1} %", c.hit_rate));
+    line(
+        out,
+        "time saved",
+        format!("{:.1} s", c.time_saved_ms as f64 / 1000.0),
+    );
+    line(out, "errors", c.errors.to_string());
+    breakdown(out, "not cacheable", c.non_cacheable);
+    breakdown(out, "compiled, not stored", c.not_stored);
+}
+
 /// The human-readable status table.
 fn render_status(r: &StatusReport) -> String {
     let mut out = String::new();
@@ -299,17 +325,18 @@ fn render_status(r: &StatusReport) -> String {
     );
     line(&mut out, "uptime", human_duration(r.uptime_secs));
     line(&mut out, "cache root", r.cache_root.clone());
-    line(&mut out, "hits", r.hits.to_string());
-    line(&mut out, "misses", r.misses.to_string());
-    line(&mut out, "hit rate", format!("{:.1} %", r.hit_rate()));
-    line(
+    counter_rows(
         &mut out,
-        "time saved",
-        format!("{:.1} s", r.time_saved_ms as f64 / 1000.0),
+        &Counters {
+            hits: r.hits,
+            misses: r.misses,
+            hit_rate: r.hit_rate(),
+            time_saved_ms: r.time_saved_ms,
+            errors: r.errors,
+            non_cacheable: &r.non_cacheable,
+            not_stored: &r.not_stored,
+        },
     );
-    line(&mut out, "errors", r.errors.to_string());
-    breakdown(&mut out, "not cacheable", &r.non_cacheable);
-    breakdown(&mut out, "compiled, not stored", &r.not_stored);
     line(
         &mut out,
         "artifacts",

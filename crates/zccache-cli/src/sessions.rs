@@ -1,7 +1,7 @@
 //! `session-start`, `session-stats`, `session-end`.
 
 use crate::client::Endpoint;
-use crate::commands::{breakdown, line, request};
+use crate::commands::{counter_rows, line, request, Counters};
 use std::path::{Path, PathBuf};
 use zccache_protocol::{Request, Response, SessionReport, SessionStartRequest};
 
@@ -128,17 +128,18 @@ fn render(r: &SessionReport) -> String {
         "duration",
         format!("{:.1} s", r.duration_ms as f64 / 1000.0),
     );
-    line(&mut out, "hits", r.hits.to_string());
-    line(&mut out, "misses", r.misses.to_string());
-    line(&mut out, "hit rate", format!("{:.1} %", r.hit_rate()));
-    line(
+    counter_rows(
         &mut out,
-        "time saved",
-        format!("{:.1} s", r.time_saved_ms as f64 / 1000.0),
+        &Counters {
+            hits: r.hits,
+            misses: r.misses,
+            hit_rate: r.hit_rate(),
+            time_saved_ms: r.time_saved_ms,
+            errors: r.errors,
+            non_cacheable: &r.non_cacheable,
+            not_stored: &r.not_stored,
+        },
     );
-    line(&mut out, "errors", r.errors.to_string());
-    breakdown(&mut out, "not cacheable", &r.non_cacheable);
-    breakdown(&mut out, "compiled, not stored", &r.not_stored);
     for (label, path) in [("journal", &r.journal_path), ("log", &r.log_path)] {
         if let Some(path) = path {
             line(&mut out, label, Path::new(path).display().to_string());
