@@ -33,6 +33,10 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Manifests kept in memory (about 2 KB each): bounds the daemon's memory however large the
+/// cache is.
+pub const MAX_MANIFESTS_IN_MEMORY: usize = 16_384;
+
 /// Results kept per key; older ones (other header versions) fall off.
 pub const MAX_ENTRIES_PER_KEY: usize = 16;
 
@@ -221,6 +225,8 @@ pub struct Store {
     tmp: PathBuf,
     db: Database,
     manifests: DashMap<Hash, Arc<Manifest>>,
+    /// How many manifests `manifests` may hold ([`MAX_MANIFESTS_IN_MEMORY`]).
+    manifest_cap: usize,
     blobs: DashMap<Hash, BlobMeta>,
     blob_bytes: AtomicU64,
     /// Mode for copied outputs: what the compiler would create under the daemon's umask.
@@ -273,6 +279,7 @@ impl Store {
             tmp: root.tmp_dir(),
             db,
             manifests: DashMap::new(),
+            manifest_cap: MAX_MANIFESTS_IN_MEMORY,
             blobs: DashMap::new(),
             blob_bytes: AtomicU64::new(0),
             output_mode,
@@ -410,7 +417,7 @@ impl Store {
         match bincode::deserialize::<Manifest>(value.value()) {
             Ok(manifest) => {
                 let manifest = Arc::new(manifest);
-                self.manifests.insert(*key, manifest.clone());
+                self.remember_manifest(*key, manifest.clone());
                 Ok(Some(manifest))
             }
             Err(error) => {
@@ -433,6 +440,24 @@ impl Store {
             .map_err(index_err)?
             .and_then(|v| bincode::deserialize(v.value()).ok())
             .unwrap_or_default())
+    }
+
+    /// Keeps a manifest in memory for the hit path, within the cap: past it, a tenth of them
+    /// (whichever the map yields first) are dropped; they are read back from the index when
+    /// used again.
+    fn remember_manifest(&self, key: Hash, manifest: Arc<Manifest>) {
+        if self.manifests.len() >= self.manifest_cap {
+            let drop: Vec<Hash> = self
+                .manifests
+                .iter()
+                .take((self.manifest_cap / 10).max(1))
+                .map(|m| *m.key())
+                .collect();
+            for key in drop {
+                self.manifests.remove(&key);
+            }
+        }
+        self.manifests.insert(key, manifest);
     }
 
     /// Copies the file at `source` into the store.
@@ -589,7 +614,7 @@ impl Store {
             }
         }
         tx.commit().map_err(index_err)?;
-        self.manifests.insert(*key, Arc::new(manifest));
+        self.remember_manifest(*key, Arc::new(manifest));
         self.last_use.insert(*key, now_ms());
         Ok(())
     }
@@ -1149,5 +1174,24 @@ mod tests {
             (0, 0)
         );
         assert!(store.blob_path(&fresh.hash).exists());
+    }
+
+    #[test]
+    fn manifests_in_memory_are_bounded_and_read_back_from_the_index() {
+        let (_dir, mut store) = store();
+        store.manifest_cap = 50;
+        let blob = store.put_bytes(b"shared").unwrap();
+        let count = 170;
+        for i in 0..count {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            store.add_entry(&key, entry(blob)).unwrap();
+        }
+        assert!(store.manifests.len() <= 50);
+        for i in [0usize, 1, count / 2, count - 1] {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            assert!(store.manifest(&key).unwrap().is_some(), "entry {i}");
+        }
     }
 }
