@@ -12,7 +12,8 @@ pub fn main(endpoint: &Endpoint, command: &[OsString], json: bool) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let message = match command {
         [one] if is_source_file(&cwd.join(one)) => {
-            let path = normalize(&cwd.join(one));
+            // Folded lexically, as the daemon records sources.
+            let path = zccache_core::paths::absolute(&cwd, Path::new(one));
             Request::InspectSource {
                 path: path.as_os_str().as_bytes().to_vec(),
             }
@@ -67,22 +68,6 @@ pub fn main(endpoint: &Endpoint, command: &[OsString], json: bool) -> i32 {
 fn is_source_file(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 == 0)
-}
-
-/// `/w/./b/../c` → `/w/c`, folded lexically as the daemon records sources.
-fn normalize(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 fn render(r: &InspectReport) -> String {

@@ -7,6 +7,7 @@
 
 mod config;
 pub mod journal;
+pub mod paths;
 mod root;
 
 pub use config::{

@@ -1,7 +1,6 @@
 //! gcc and clang: parse, key, deliver, and capture a miss.
 
 use crate::inspect::{not_cacheable, Probe};
-use crate::paths::absolute;
 use crate::pipeline::{
     exit_code, Call, Captured, CapturedOutput, Found, KeyHasher, LookupMemo, Miss,
 };
@@ -9,6 +8,7 @@ use crate::search::SearchPath;
 use crate::stats::Stats;
 use crate::toolchain::Toolchain;
 use crate::Daemon;
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -20,6 +20,7 @@ use zccache_artifact::{Delivery, Store};
 use zccache_compiler::{
     depfile, parse_gcc, rsp, CompileInvocation, DepMode, Family, MultiCompile, Parsed,
 };
+use zccache_core::paths::absolute;
 use zccache_core::Hash;
 use zccache_fscache::FileDigest;
 use zccache_protocol::{CompileReply, Outcome, Response};
@@ -55,21 +56,17 @@ const ROLE_DEPFILE: &str = "depfile";
 impl Daemon {
     /// A gcc/clang call: served from the cache, or compiled and stored.
     pub(crate) fn compile_cc(self: &Arc<Self>, call: &Call) -> Response {
-        // Response files are expanded for parsing and the key; a changed nested file is a
-        // changed argument list.
-        let response_files = rsp::expand(&call.args, &call.cwd, &mut |path| std::fs::read(path));
-        let args = match &response_files {
-            Some(expanded) => expanded.args.clone(),
-            None => call.args.clone(),
+        let ParsedCall {
+            args,
+            from_response_files,
+            parsed,
+        } = match parse_call(call) {
+            Ok(parsed) => parsed,
+            Err((reason, detail)) => {
+                tracing::debug!("not cacheable ({reason}): {detail}");
+                return self.run_locally(call, reason);
+            }
         };
-        let parsed = parse_gcc(&call.compiler, &args);
-        if let Parsed::NotCacheable(nc) = &parsed {
-            tracing::debug!("not cacheable ({}): {}", nc.reason, nc.detail);
-            return self.run_locally(call, nc.reason);
-        }
-        if DEPFILE_ENV.iter().any(|name| call.env_var(name).is_some()) {
-            return self.run_locally(call, "depfile_env");
-        }
         let Some(store) = self.store.as_ref() else {
             return self.run_locally(call, "store_unavailable");
         };
@@ -83,7 +80,6 @@ impl Daemon {
                 return self.run_locally(call, "compiler_unidentified");
             }
         };
-        let from_response_files = response_files.is_some();
         let invocation = match parsed {
             Parsed::Cacheable(invocation) => invocation,
             Parsed::Multi(multi) => {
@@ -92,7 +88,7 @@ impl Daemon {
                     self.compile_cc_multi(call, &args, from_response_files, &multi, &toolchain);
                 return for_caller_terminal(response, colour_explicit, call.stderr_is_tty);
             }
-            Parsed::NotCacheable(_) => unreachable!("refused above"),
+            Parsed::NotCacheable(_) => unreachable!("refused by parse_call"),
         };
         let response = self.compile_cc_single(
             call,
@@ -108,20 +104,13 @@ impl Daemon {
     /// The key of each source of a gcc/clang call, with its parts, for `zccache inspect`;
     /// the error is why the call is not cacheable.
     pub(crate) fn probe_cc(&self, call: &Call) -> Result<Vec<Probe>, String> {
-        let response_files = rsp::expand(&call.args, &call.cwd, &mut |path| std::fs::read(path));
-        let args = match &response_files {
-            Some(expanded) => expanded.args.clone(),
-            None => call.args.clone(),
-        };
-        let parsed = parse_gcc(&call.compiler, &args);
+        let ParsedCall { parsed, .. } =
+            parse_call(call).map_err(|(reason, detail)| not_cacheable(reason, &detail))?;
         let units: Vec<&CompileInvocation> = match &parsed {
             Parsed::Cacheable(invocation) => vec![invocation],
             Parsed::Multi(multi) => multi.units.iter().collect(),
-            Parsed::NotCacheable(nc) => return Err(not_cacheable(nc.reason, &nc.detail)),
+            Parsed::NotCacheable(_) => unreachable!("refused by parse_call"),
         };
-        if DEPFILE_ENV.iter().any(|name| call.env_var(name).is_some()) {
-            return Err("depfile_env".into());
-        }
         let toolchain = self
             .toolchains
             .identify(&self.fs, &call.compiler, &call.env)
@@ -229,14 +218,7 @@ impl Daemon {
             (None, DepMode::Full { path }) => absolute(&call.cwd, path),
             (None, _) => unreachable!("own depfile is set unless the build asked for -MD"),
         };
-        let parts = key_parts(
-            call,
-            invocation,
-            toolchain,
-            &source,
-            KeyHasher::recording(KEY_DOMAIN),
-        )
-        .into_parts();
+        let parts = recorded_parts(call, invocation, toolchain, &source);
         let miss = Miss {
             key,
             source: invocation.source.clone(),
@@ -384,14 +366,7 @@ impl Daemon {
             match captured {
                 Ok(captured) => {
                     let (key, source) = prepared[i];
-                    let parts = key_parts(
-                        call,
-                        unit,
-                        toolchain,
-                        &source,
-                        KeyHasher::recording(KEY_DOMAIN),
-                    )
-                    .into_parts();
+                    let parts = recorded_parts(call, unit, toolchain, &source);
                     let miss = Miss {
                         key,
                         source: unit.source.clone(),
@@ -675,6 +650,55 @@ fn cache_key(
 }
 
 const KEY_DOMAIN: &str = "zccache gcc-like v1";
+
+/// The key's labelled parts, recorded with a stored result for `zccache inspect`.
+fn recorded_parts(
+    call: &Call,
+    invocation: &CompileInvocation,
+    toolchain: &Toolchain,
+    source: &FileDigest,
+) -> Vec<(String, String)> {
+    key_parts(
+        call,
+        invocation,
+        toolchain,
+        source,
+        KeyHasher::recording(KEY_DOMAIN),
+    )
+    .into_parts()
+}
+
+/// A gcc/clang call after response files were expanded and its arguments parsed.
+struct ParsedCall<'a> {
+    /// Borrowed when no response file was involved.
+    args: Cow<'a, [OsString]>,
+    from_response_files: bool,
+    /// Cacheable: one unit or several.
+    parsed: Parsed,
+}
+
+/// Expands response files (for parsing and the key: a changed nested file is a changed
+/// argument list) and parses the call; or the reason and detail of a refusal.
+fn parse_call(call: &Call) -> Result<ParsedCall<'_>, (&'static str, String)> {
+    let expanded = rsp::expand(&call.args, &call.cwd, &mut |path| std::fs::read(path));
+    let from_response_files = expanded.is_some();
+    let args: Cow<[OsString]> = match expanded {
+        Some(expanded) => Cow::Owned(expanded.args),
+        None => Cow::Borrowed(&call.args),
+    };
+    let parsed = parse_gcc(&call.compiler, &args);
+    if let Parsed::NotCacheable(nc) = &parsed {
+        return Err((nc.reason, nc.detail.clone()));
+    }
+    if DEPFILE_ENV.iter().any(|name| call.env_var(name).is_some()) {
+        return Err(("depfile_env", String::new()));
+    }
+    Ok(ParsedCall {
+        args,
+        from_response_files,
+        parsed,
+    })
+}
 
 /// Feeds everything the key of a gcc/clang compile depends on into `key`.
 fn key_parts(

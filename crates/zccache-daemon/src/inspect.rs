@@ -6,7 +6,6 @@
 //! compared with the parts recorded when the same source was last stored, which names the
 //! argument, variable, compiler or source that changed.
 
-use crate::paths::absolute;
 use crate::pipeline::Call;
 use crate::Daemon;
 use std::ffi::OsStr;
@@ -14,6 +13,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use zccache_artifact::ManifestEntry;
 use zccache_compiler::{detect_tool, ToolKind};
+use zccache_core::paths::absolute;
 use zccache_core::{hex, Hash};
 use zccache_protocol::{CompileRequest, InspectReport, Response};
 

@@ -9,7 +9,6 @@
 mod cc;
 mod inspect;
 mod journal;
-mod paths;
 mod pending;
 mod pipeline;
 mod rust;

@@ -5,7 +5,6 @@
 //! where outputs go; everything that touches the store goes through here.
 
 use crate::journal::JournalRecord;
-use crate::paths::{absolute, absolute_cow};
 use crate::search::Listings;
 use crate::search::SearchPath;
 use crate::session::Session;
@@ -23,6 +22,7 @@ use zccache_artifact::{
     DepDigest, EnvDep, Manifest, ManifestEntry, SourceRecord, Store, StoredOutput, StoredResult,
 };
 use zccache_compiler::{detect_tool, ToolKind};
+use zccache_core::paths::{absolute, absolute_cow};
 use zccache_core::Hash;
 use zccache_fscache::{FileDigest, FsCache, StatSig, Synced};
 use zccache_protocol::{CompileReply, CompileRequest, Outcome, Response};

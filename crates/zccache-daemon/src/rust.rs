@@ -7,7 +7,6 @@
 //! (the dep-info's targets) is stored and restored.
 
 use crate::inspect::{not_cacheable, Probe};
-use crate::paths::absolute;
 use crate::pipeline::{which, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::Daemon;
 use std::ffi::OsString;
@@ -17,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zccache_artifact::{Delivery, EnvDep, Store};
 use zccache_compiler::{parse_depinfo, parse_rustc, ParsedRust, RustInvocation};
+use zccache_core::paths::absolute;
 use zccache_core::Hash;
 use zccache_protocol::Response;
 

@@ -10,7 +10,6 @@
 //! one. Directory timestamps follow the same trust rule as file digests: a directory changed
 //! within the safety margin of the store is always re-checked.
 
-use crate::paths::absolute;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -18,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 use zccache_artifact::{DirStamp, ShadowCheck, WatchedDir};
+use zccache_core::paths::absolute;
 use zccache_fscache::StatSig;
 
 /// A compile's include search path as written, split where system directories begin.

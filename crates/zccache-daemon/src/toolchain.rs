@@ -1,13 +1,13 @@
 //! Compiler identity and built-in include directories, learned by running the compiler once
 //! and remembered for as long as its binary is unchanged.
 
-use crate::paths::absolute;
 use dashmap::DashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use zccache_compiler::{Family, Language};
+use zccache_core::paths::absolute;
 use zccache_core::Hash;
 use zccache_fscache::FsCache;
 

@@ -52,6 +52,26 @@ const LOCAL_FS: &[i64] = &[
 
 const COOKIE_PREFIX: &str = "watch-cookie-";
 
+/// What a file's inode watch reports: any change to its content or metadata, its deletion or
+/// its move. (Not IN_OPEN: reading changes nothing.)
+const FILE_EVENTS: WatchMask = WatchMask::MODIFY
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::CLOSE_WRITE)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::DONT_FOLLOW);
+
+/// What a directory watch reports: names created, removed or renamed in it, and its own
+/// deletion or move.
+const DIR_EVENTS: WatchMask = WatchMask::CREATE
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR)
+    .union(WatchMask::DONT_FOLLOW);
+
 /// A watched directory and the count of events that concern it.
 pub(crate) struct DirWatch {
     path: Box<[u8]>,
@@ -194,15 +214,7 @@ impl Watcher {
             if !meta.file_type().is_file() {
                 return None;
             }
-            let wd = self.add_watch(
-                path,
-                WatchMask::MODIFY
-                    | WatchMask::ATTRIB
-                    | WatchMask::CLOSE_WRITE
-                    | WatchMask::DELETE_SELF
-                    | WatchMask::MOVE_SELF
-                    | WatchMask::DONT_FOLLOW,
-            )?;
+            let wd = self.add_watch(path, FILE_EVENTS)?;
             let mut targets = self.state.targets.lock();
             match targets.get_mut(&wd.get_watch_descriptor_id()) {
                 Some(Target::File(names)) => names.push((key.into(), dir.clone())),
@@ -256,17 +268,7 @@ impl Watcher {
         if std::fs::canonicalize(dir).ok()?.as_os_str().as_bytes() != key || !local_fs(dir) {
             return None;
         }
-        let wd = self.add_watch(
-            dir,
-            WatchMask::CREATE
-                | WatchMask::DELETE
-                | WatchMask::MOVED_FROM
-                | WatchMask::MOVED_TO
-                | WatchMask::DELETE_SELF
-                | WatchMask::MOVE_SELF
-                | WatchMask::ONLYDIR
-                | WatchMask::DONT_FOLLOW,
-        )?;
+        let wd = self.add_watch(dir, DIR_EVENTS)?;
         let watch = Arc::new(DirWatch {
             path: key.into(),
             events: AtomicU64::new(0),

@@ -424,10 +424,16 @@ fn a_cache_root_owned_by_someone_else_is_refused() {
     assert!(text.contains("owned by uid 4242"), "{text}");
 }
 
-/// Mounts a small tmpfs at `dir`; false where mounting is not allowed.
-fn mount_tmpfs(dir: &std::path::Path, size: &str) -> bool {
-    std::fs::create_dir_all(dir).unwrap();
-    Command::new("mount")
+/// A small tmpfs mounted at `name` in the sandbox's work dir; `None` (test skipped) without
+/// root or where mounting is not allowed.
+fn mount_tmpfs(sb: &Sandbox, name: &str, size: &str) -> Option<std::path::PathBuf> {
+    if !is_root() {
+        eprintln!("skipped: needs root to mount a file system");
+        return None;
+    }
+    let dir = sb.work.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
         .args([
             "-t",
             "tmpfs",
@@ -435,10 +441,14 @@ fn mount_tmpfs(dir: &std::path::Path, size: &str) -> bool {
             &format!("size={size},mode=0700"),
             "tmpfs",
         ])
-        .arg(dir)
+        .arg(&dir)
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: tmpfs cannot be mounted here");
+    }
+    mounted.then_some(dir)
 }
 
 fn unmount(dir: &std::path::Path) {
@@ -447,16 +457,10 @@ fn unmount(dir: &std::path::Path) {
 
 #[test]
 fn a_full_disk_under_the_cache_never_breaks_a_build() {
-    if !is_root() {
-        eprintln!("skipped: needs root to mount a small file system");
-        return;
-    }
     let sb = Sandbox::new();
-    let root = sb.work.join("small-cache");
-    if !mount_tmpfs(&root, "1536k") {
-        eprintln!("skipped: tmpfs cannot be mounted here");
+    let Some(root) = mount_tmpfs(&sb, "small-cache", "1536k") else {
         return;
-    }
+    };
     // Objects of ~160 KiB each: the store fills up after a few.
     for i in 0..12 {
         sb.write_old(
@@ -500,16 +504,10 @@ fn a_full_disk_under_the_cache_never_breaks_a_build() {
 
 #[test]
 fn a_read_only_cache_root_never_breaks_a_build() {
-    if !is_root() {
-        eprintln!("skipped: needs root to mount a read-only file system");
-        return;
-    }
     let sb = Sandbox::new();
-    let root = sb.work.join("ro-cache");
-    if !mount_tmpfs(&root, "1m") {
-        eprintln!("skipped: tmpfs cannot be mounted here");
+    let Some(root) = mount_tmpfs(&sb, "ro-cache", "1m") else {
         return;
-    }
+    };
     let remounted = Command::new("mount")
         .args(["-o", "remount,ro"])
         .arg(&root)

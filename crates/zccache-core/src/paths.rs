@@ -1,4 +1,5 @@
-//! Lexical path handling: no file-system access, so results do not depend on timing.
+//! Lexical path handling shared by the client and the daemon: no file-system access, so
+//! results do not depend on timing.
 
 use std::borrow::Cow;
 use std::os::unix::ffi::OsStrExt;
