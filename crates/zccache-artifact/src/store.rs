@@ -100,6 +100,8 @@ pub struct StoredResult {
     pub stderr: Vec<u8>,
     /// How long the tool ran, to report time saved by hits.
     pub compile_ms: u64,
+    /// The tool's exit code: 0 for compiles; analysers' failures are results too.
+    pub exit_code: i32,
 }
 
 /// A directory's stat signature when a result was stored.
@@ -952,6 +954,7 @@ mod tests {
                 stdout: vec![],
                 stderr: b"warning".to_vec(),
                 compile_ms: 5,
+                exit_code: 0,
             },
         }
     }

@@ -78,6 +78,7 @@ pub(crate) fn compile_request(
             .collect(),
         client_pid: std::process::id(),
         stderr_is_tty: stderr_is_colour_terminal(),
+        exec: None,
     }
 }
 

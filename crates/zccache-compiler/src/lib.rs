@@ -27,6 +27,12 @@ pub enum ToolKind {
     Rustc,
     /// clippy-driver, called by cargo as `clippy-driver <rustc> args…`.
     ClippyDriver,
+    /// clang-tidy: diagnostics per translation unit.
+    ClangTidy,
+    /// include-what-you-use (also installed as `iwyu`).
+    Iwyu,
+    /// rustfmt: `--check` reports and formatting runs.
+    Rustfmt,
 }
 
 /// The compiler family decides details such as the depfile layout. It is learned from the
@@ -48,11 +54,23 @@ pub fn detect_tool(path: &Path) -> Option<ToolKind> {
     if name == "clippy-driver" {
         return Some(ToolKind::ClippyDriver);
     }
+    if name == "rustfmt" {
+        return Some(ToolKind::Rustfmt);
+    }
     // Strip a version suffix ("-12", "-14.0") and a cross prefix ("x86_64-linux-gnu-").
     let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
     let base = trimmed.strip_suffix('-').unwrap_or(trimmed);
+    match base {
+        "clang-tidy" => return Some(ToolKind::ClangTidy),
+        "include-what-you-use" | "iwyu" => return Some(ToolKind::Iwyu),
+        _ => {}
+    }
     let base = base.rsplit('-').next().unwrap_or(base);
-    matches!(base, "gcc" | "g++" | "cc" | "c++" | "clang" | "clang++").then_some(ToolKind::GccLike)
+    matches!(
+        base,
+        "gcc" | "g++" | "cc" | "c++" | "clang" | "clang++" | "emcc" | "em++"
+    )
+    .then_some(ToolKind::GccLike)
 }
 
 /// The reason an invocation is passed through, in the fixed vocabulary shown by `status`.
@@ -95,6 +113,8 @@ mod tests {
             "x86_64-linux-gnu-gcc-12",
             "x86_64-linux-gnu-g++",
             "/opt/cross/bin/arm-none-eabi-gcc",
+            "emcc",
+            "/usr/bin/em++",
         ] {
             check(name, true);
         }
@@ -106,10 +126,21 @@ mod tests {
             detect_tool(Path::new("/r/bin/clippy-driver")),
             Some(ToolKind::ClippyDriver)
         );
+        for (name, kind) in [
+            ("clang-tidy", ToolKind::ClangTidy),
+            ("/usr/lib/llvm-14/bin/clang-tidy", ToolKind::ClangTidy),
+            ("clang-tidy-14", ToolKind::ClangTidy),
+            ("include-what-you-use", ToolKind::Iwyu),
+            ("/usr/bin/iwyu", ToolKind::Iwyu),
+            ("rustfmt", ToolKind::Rustfmt),
+            ("/home/u/.cargo/bin/rustfmt", ToolKind::Rustfmt),
+        ] {
+            assert_eq!(detect_tool(Path::new(name)), Some(kind), "{name}");
+        }
         for name in [
             "ld",
             "rustdoc",
-            "clang-tidy",
+            "clang-format",
             "gcc-ar",
             "python3",
             "",

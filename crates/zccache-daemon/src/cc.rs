@@ -221,8 +221,9 @@ impl Daemon {
         let parts = recorded_parts(call, invocation, toolchain, &source);
         let miss = Miss {
             key,
-            source: invocation.source.clone(),
-            source_digest: source,
+            source: Some((invocation.source.clone(), source)),
+            record_as: invocation.source.clone(),
+            store_failures: false,
             time_macros_matter: true,
             parts,
         };
@@ -369,8 +370,9 @@ impl Daemon {
                     let parts = recorded_parts(call, unit, toolchain, &source);
                     let miss = Miss {
                         key,
-                        source: unit.source.clone(),
-                        source_digest: source,
+                        source: Some((unit.source.clone(), source)),
+                        record_as: unit.source.clone(),
+                        store_failures: false,
                         time_macros_matter: true,
                         parts,
                     };
@@ -379,6 +381,7 @@ impl Daemon {
                         stdout: output.stdout.clone(),
                         stderr: output.stderr.clone(),
                         compile_ms: compile_ms / misses.len() as u64,
+                        exit_code: 0,
                     };
                     self.store_unit(call, miss, started_at, captured, result);
                 }
@@ -497,6 +500,7 @@ impl Daemon {
             env: Vec::new(),
             outputs,
             search: Some(search_path(call, invocation, &system_dirs)),
+            ..Captured::default()
         })
     }
 }

@@ -44,6 +44,9 @@ impl Daemon {
             Some(ToolKind::GccLike) => self.probe_cc(&call),
             Some(ToolKind::Rustc) => self.probe_rust(&call, false),
             Some(ToolKind::ClippyDriver) => self.probe_rust(&call, true),
+            Some(ToolKind::ClangTidy | ToolKind::Iwyu | ToolKind::Rustfmt) => {
+                Err("not_inspectable (inspect explains compilers' keys only)".into())
+            }
             None => Err("unsupported_tool".into()),
         };
         let base = InspectReport {
@@ -103,6 +106,7 @@ impl Daemon {
             env: last.env.clone(),
             client_pid: 0,
             stderr_is_tty: false,
+            exec: None,
         };
         match self.inspect(request) {
             Response::Inspected(reports) => Response::Inspected(

@@ -6,12 +6,15 @@
 //! message and one reply (see `zccache-protocol`); `pipeline.rs` holds what every cached tool
 //! shares, `cc.rs` and `rust.rs` the gcc/clang and rustc/clippy front ends.
 
+mod analysis;
 mod cc;
+mod exec;
 mod inspect;
 mod journal;
 mod pending;
 mod pipeline;
 mod rust;
+mod rustfmt;
 mod search;
 mod server;
 mod session;

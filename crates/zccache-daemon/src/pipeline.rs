@@ -51,6 +51,8 @@ pub(crate) struct Call {
     pub session_id: Option<String>,
     /// The open session it names, which counts this call too.
     pub session: Option<Arc<Session>>,
+    /// `zccache exec`: the declared inputs, outputs and variables of a generic tool.
+    pub exec: Option<zccache_protocol::ExecSpec>,
     /// Set on first use: the file watcher has caught up with every change made before this
     /// call, so digests it vouches for need no `stat`.
     synced: std::sync::OnceLock<Synced>,
@@ -74,6 +76,7 @@ impl Call {
             stderr_is_tty: request.stderr_is_tty,
             session_id: None,
             session: None,
+            exec: request.exec,
             synced: std::sync::OnceLock::new(),
         })
     }
@@ -229,9 +232,14 @@ pub(crate) struct CapturedOutput {
 }
 
 /// What a finished tool run reported and wrote, read before the reply.
+#[derive(Default)]
 pub(crate) struct Captured {
-    /// Every input the tool reported, as written.
+    /// Every input the tool reported, as written: hashed when stored, and refused if changed
+    /// since the tool started.
     pub deps: Vec<String>,
+    /// Inputs already hashed before the tool ran (tools that rewrite their inputs, such as
+    /// rustfmt): stored as they are.
+    pub hashed_deps: Vec<DepDigest>,
     pub env: Vec<EnvDep>,
     pub outputs: Vec<CapturedOutput>,
     /// Include search path, for recording headers that would shadow the used ones.
@@ -241,11 +249,17 @@ pub(crate) struct Captured {
 /// What a miss needs to know to store its result.
 pub(crate) struct Miss {
     pub key: Hash,
-    /// The main input as written, and its digest taken before the tool runs.
-    pub source: PathBuf,
-    pub source_digest: FileDigest,
+    /// The main input as written, and its digest taken before the tool runs; it must be
+    /// unchanged when the result is stored. `None` for tools without one (links) or that
+    /// rewrite it (formatters).
+    pub source: Option<(PathBuf, FileDigest)>,
+    /// The path `zccache inspect` files the call's record under: the source, or the output.
+    pub record_as: PathBuf,
     /// Refuse inputs that mention `__TIME__`/`__DATE__`/`__TIMESTAMP__` (C family).
     pub time_macros_matter: bool,
+    /// A failed run is stored and replayed too (analysers: diagnostics and exit code are
+    /// the result). Compilers' failures are never stored.
+    pub store_failures: bool,
     /// The key's labelled parts, recorded with the result for `zccache inspect`.
     pub parts: Vec<(String, String)>,
 }
@@ -254,8 +268,7 @@ pub(crate) struct Miss {
 struct StoreJob {
     key: Hash,
     cwd: PathBuf,
-    source: PathBuf,
-    source_digest: FileDigest,
+    source: Option<(PathBuf, FileDigest)>,
     started_at: SystemTime,
     captured: Captured,
     time_macros_matter: bool,
@@ -283,9 +296,13 @@ impl Daemon {
             }
         }
         let response = match detect_tool(&call.compiler) {
+            _ if call.exec.is_some() => self.run_exec(&call),
             Some(ToolKind::GccLike) => self.compile_cc(&call),
             Some(ToolKind::Rustc) => self.compile_rust(&call, false),
             Some(ToolKind::ClippyDriver) => self.compile_rust(&call, true),
+            Some(ToolKind::ClangTidy) => self.run_clang_tidy(&call),
+            Some(ToolKind::Iwyu) => self.run_iwyu(&call),
+            Some(ToolKind::Rustfmt) => self.run_rustfmt(&call),
             None => self.run_locally(&call, "unsupported_tool"),
         };
         self.journal_call(call, at, &response);
@@ -430,7 +447,7 @@ impl Daemon {
         self.count(call, |stats| stats.hit(saved_ms));
         tracing::debug!("hit: served in {} us", call.received.elapsed().as_micros());
         Some(Response::Compiled(CompileReply {
-            exit_code: 0,
+            exit_code: found.entry().result.exit_code,
             stdout: found.entry().result.stdout.clone(),
             stderr: found.entry().result.stderr.clone(),
             outcome: Outcome::Hit,
@@ -461,7 +478,7 @@ impl Daemon {
         };
         let compile_ms = started.elapsed().as_millis() as u64;
         self.count(call, Stats::miss);
-        let captured = if output.status.success() {
+        let captured = if output.status.success() || miss.store_failures {
             capture()
         } else {
             Err("compile_failed")
@@ -483,6 +500,7 @@ impl Daemon {
             stdout: output.stdout.clone(),
             stderr: output.stderr.clone(),
             compile_ms,
+            exit_code: exit_code(&output.status),
         };
         self.store_unit(call, miss, started_at, captured, result);
         reply(&output, Outcome::Miss)
@@ -498,7 +516,7 @@ impl Daemon {
         result: StoredResult,
     ) {
         let record = (
-            absolute(&call.cwd, &miss.source)
+            absolute(&call.cwd, &miss.record_as)
                 .into_os_string()
                 .into_vec(),
             source_record(call, miss.key, miss.parts),
@@ -508,7 +526,6 @@ impl Daemon {
             key: miss.key,
             cwd: call.cwd.clone(),
             source: miss.source,
-            source_digest: miss.source_digest,
             started_at,
             captured,
             time_macros_matter: miss.time_macros_matter,
@@ -571,11 +588,11 @@ impl Daemon {
             key,
             cwd,
             source,
-            source_digest,
             started_at,
             captured:
                 Captured {
                     deps: reported,
+                    hashed_deps,
                     env,
                     outputs,
                     search,
@@ -585,20 +602,22 @@ impl Daemon {
             session: _,
             record: (record_path, record),
         } = job;
-        let source_path = absolute(&cwd, &source);
-        // The main input must be exactly what was hashed before the tool started.
-        match StatSig::of(&source_path) {
-            Ok(sig) if sig == source_digest.sig && !sig.touched_since(started_at) => {}
-            _ => return Err("input_modified_during_compile"),
+        let source_path = source.as_ref().map(|(path, _)| absolute(&cwd, path));
+        if let (Some(path), Some((_, digest))) = (&source_path, &source) {
+            // The main input must be exactly what was hashed before the tool started.
+            match StatSig::of(path) {
+                Ok(sig) if sig == digest.sig && !sig.touched_since(started_at) => {}
+                _ => return Err("input_modified_during_compile"),
+            }
+            if time_macros_matter && digest.has_time_macros {
+                return Err("time_macros");
+            }
         }
-        if time_macros_matter && source_digest.has_time_macros {
-            return Err("time_macros");
-        }
-        let mut deps = Vec::new();
+        let mut deps = hashed_deps;
         let mut seen = HashSet::new();
         for dep in &reported {
             let path = absolute(&cwd, Path::new(dep));
-            if path == source_path || !seen.insert(path.clone()) {
+            if source_path.as_ref() == Some(&path) || !seen.insert(path.clone()) {
                 continue;
             }
             let digest = self.fs.digest(&path).map_err(|_| "dependency_unreadable")?;
@@ -626,7 +645,8 @@ impl Daemon {
                 .iter()
                 .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
                 .collect();
-            crate::search::shadow_check(&search, &cwd, &source, &paths)
+            let source = source.as_ref().map_or(Path::new(""), |(path, _)| path);
+            crate::search::shadow_check(&search, &cwd, source, &paths)
         });
         for output in outputs {
             let blob = store.put_bytes(&output.bytes).map_err(|e| {

@@ -87,8 +87,9 @@ impl Daemon {
         };
         let miss = Miss {
             key,
-            source: invocation.source.clone(),
-            source_digest: source,
+            source: Some((invocation.source.clone(), source)),
+            record_as: invocation.source.clone(),
+            store_failures: false,
             time_macros_matter: false,
             parts,
         };
@@ -305,7 +306,7 @@ fn capture(
         deps: info.sources,
         env,
         outputs,
-        search: None,
+        ..Captured::default()
     })
 }
 

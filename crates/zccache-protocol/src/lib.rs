@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -74,6 +74,20 @@ pub struct CompileRequest {
     pub client_pid: u32,
     /// The client's stderr is a colour-capable terminal: compilers would colour diagnostics.
     pub stderr_is_tty: bool,
+    /// Set by `zccache exec`: the program is a generic tool whose inputs and outputs are
+    /// declared, not recognized from its name.
+    pub exec: Option<ExecSpec>,
+}
+
+/// What `zccache exec --input F --output G --env NAME -- TOOL ARGS` declares about a tool
+/// zccache does not know: everything its result depends on besides its argv, and what it
+/// writes. Paths as given (relative to the caller's directory).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub inputs: Vec<Vec<u8>>,
+    pub outputs: Vec<Vec<u8>>,
+    /// Names of environment variables the tool reads.
+    pub env: Vec<Vec<u8>>,
 }
 
 /// The daemon's answer.
@@ -335,6 +349,7 @@ mod tests {
             env: vec![(b"PATH".to_vec(), b"/bin".to_vec())],
             client_pid: 7,
             stderr_is_tty: false,
+            exec: None,
         }));
         roundtrip(Request::Status);
         roundtrip(Response::Compiled(CompileReply {
@@ -404,6 +419,7 @@ mod tests {
             env: vec![],
             client_pid: 1,
             stderr_is_tty: true,
+            exec: None,
         }))
         .unwrap();
         let body = &compile[HEADER_LEN..];

@@ -55,6 +55,7 @@ fn sample_messages() -> Vec<(&'static str, Vec<u8>)> {
         env: vec![(b"PATH".to_vec(), b"/usr/bin".to_vec())],
         client_pid: 42,
         stderr_is_tty: true,
+        exec: None,
     };
     vec![
         (
@@ -200,6 +201,7 @@ proptest! {
             env,
             client_pid: 7,
             stderr_is_tty: tty,
+            exec: None,
         });
         let frame = encode(&request).unwrap();
         let len = decode_header(&frame[..HEADER_LEN].try_into().unwrap()).unwrap();
