@@ -8,10 +8,12 @@
 
 pub mod depfile;
 mod gcc;
+mod link;
 pub mod rsp;
 mod rustc;
 
 pub use gcc::{parse_gcc, CompileInvocation, DepMode, IncludeDirs, Language, MultiCompile};
+pub use link::{is_sidecar_of, library_file_names, parse_link, LinkInvocation};
 pub use rustc::{
     is_rustc_probe, parse_depinfo, parse_rustc, ParsedRust, RustDepInfo, RustInvocation,
 };

@@ -47,6 +47,20 @@ const KEY_ENV: &[&str] = &[
     "GCC_COMPARE_DEBUG",
 ];
 
+/// What else changes an emcc/em++ compile or link: its config and settings variables.
+const EMSCRIPTEN_ENV: &[&str] = &[
+    "EM_CONFIG",
+    "EM_CACHE",
+    "EMCC_CFLAGS",
+    "EMCC_FORCE_STDLIBS",
+    "EMCC_ONLY_FORCED_STDLIBS",
+    "EMCC_STRICT",
+    "EM_LLVM_ROOT",
+    "EM_BINARYEN_ROOT",
+    "EM_NODE_JS",
+    "EM_FROZEN_CACHE",
+];
+
 /// Environment variables that make the compiler write a depfile we would not store.
 const DEPFILE_ENV: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
 
@@ -62,6 +76,15 @@ impl Daemon {
             parsed,
         } = match parse_call(call) {
             Ok(parsed) => parsed,
+            Err(("link", _)) => {
+                let toolchain = match self.identify_cc(call) {
+                    Ok(toolchain) => toolchain,
+                    Err(response) => return *response,
+                };
+                let expanded = rsp::expand(&call.args, &call.cwd, &mut |path| std::fs::read(path));
+                let args = expanded.map_or_else(|| call.args.clone(), |e| e.args);
+                return self.compile_link(call, &args, &toolchain);
+            }
             Err((reason, detail)) => {
                 tracing::debug!("not cacheable ({reason}): {detail}");
                 return self.run_locally(call, reason);
@@ -70,15 +93,9 @@ impl Daemon {
         let Some(store) = self.store.as_ref() else {
             return self.run_locally(call, "store_unavailable");
         };
-        let toolchain = match self
-            .toolchains
-            .identify(&self.fs, &call.compiler, &call.env)
-        {
+        let toolchain = match self.identify_cc(call) {
             Ok(toolchain) => toolchain,
-            Err(why) => {
-                tracing::info!("compiler not identified: {why}");
-                return self.run_locally(call, "compiler_unidentified");
-            }
+            Err(response) => return *response,
         };
         let invocation = match parsed {
             Parsed::Cacheable(invocation) => invocation,
@@ -99,6 +116,16 @@ impl Daemon {
             store,
         );
         for_caller_terminal(response, invocation.colour_explicit, call.stderr_is_tty)
+    }
+
+    /// The compiler's identity, or the reply that runs it uncached.
+    fn identify_cc(&self, call: &Call) -> Result<Arc<Toolchain>, Box<Response>> {
+        self.toolchains
+            .identify(&self.fs, &call.compiler, &call.env)
+            .map_err(|why| {
+                tracing::info!("compiler not identified: {why}");
+                Box::new(self.run_locally(call, "compiler_unidentified"))
+            })
     }
 
     /// The key of each source of a gcc/clang call, with its parts, for `zccache inspect`;
@@ -725,6 +752,9 @@ fn key_parts(
     for name in KEY_ENV {
         key.env(call, name);
     }
+    if toolchain.emscripten {
+        emscripten_parts(call, &mut key);
+    }
     if invocation.native_cpu {
         key.digest_part(
             "cpu (-march=native)",
@@ -733,6 +763,22 @@ fn key_parts(
     }
     key.digest_part("source", &source.hash);
     key
+}
+
+/// emcc's settings variables and the digest of its config file (or that it has none).
+pub(crate) fn emscripten_parts(call: &Call, key: &mut KeyHasher) {
+    for name in EMSCRIPTEN_ENV {
+        key.env(call, name);
+    }
+    let config =
+        crate::toolchain::emscripten_config(&call.compiler, |name| call.env_var(name).cloned());
+    match config.map(|path| std::fs::read(&path).map(|bytes| (path, bytes))) {
+        Some(Ok((path, bytes))) => {
+            key.part("emscripten config", path.as_os_str().as_bytes());
+            key.digest_part("emscripten config content", blake3::hash(&bytes).as_bytes());
+        }
+        Some(Err(_)) | None => key.part("emscripten config", b"(none)"),
+    }
 }
 
 /// What `-march=native` resolves to: the CPU model and feature flags.

@@ -11,6 +11,7 @@ mod cc;
 mod exec;
 mod inspect;
 mod journal;
+mod link;
 mod pending;
 mod pipeline;
 mod rust;

@@ -53,6 +53,8 @@ pub(crate) struct Call {
     pub session: Option<Arc<Session>>,
     /// `zccache exec`: the declared inputs, outputs and variables of a generic tool.
     pub exec: Option<zccache_protocol::ExecSpec>,
+    /// The call links (journalled as `link_hit`/`link_miss`).
+    link: std::sync::atomic::AtomicBool,
     /// Set on first use: the file watcher has caught up with every change made before this
     /// call, so digests it vouches for need no `stat`.
     synced: std::sync::OnceLock<Synced>,
@@ -77,6 +79,7 @@ impl Call {
             session_id: None,
             session: None,
             exec: request.exec,
+            link: std::sync::atomic::AtomicBool::new(false),
             synced: std::sync::OnceLock::new(),
         })
     }
@@ -86,6 +89,11 @@ impl Call {
     pub fn digest(&self, fs: &FsCache, path: &Path) -> std::io::Result<FileDigest> {
         let synced = *self.synced.get_or_init(|| fs.sync());
         fs.digest_synced(path, synced)
+    }
+
+    /// Marks the call as a link, for the journal.
+    pub fn mark_link(&self) {
+        self.link.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The caller's value of `name` (the last one wins, as in a process environment).
@@ -312,7 +320,13 @@ impl Daemon {
     /// Hands the call and what became of it to the journal.
     fn journal_call(&self, call: Call, at: SystemTime, response: &Response) {
         use zccache_core::journal::JournalOutcome as J;
+        let link = call.link.load(std::sync::atomic::Ordering::Relaxed);
         let (outcome, reason, exit_code) = match response {
+            Response::Compiled(reply) if link && reply.exit_code == 0 => match &reply.outcome {
+                Outcome::Hit => (J::LinkHit, None, Some(0)),
+                Outcome::Miss => (J::LinkMiss, None, Some(0)),
+                Outcome::NotStored { reason } => (J::LinkMiss, Some(reason.clone()), Some(0)),
+            },
             Response::Compiled(reply) => match &reply.outcome {
                 Outcome::Hit => (J::Hit, None, Some(reply.exit_code)),
                 Outcome::Miss => (J::Miss, None, Some(reply.exit_code)),

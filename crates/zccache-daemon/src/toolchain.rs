@@ -19,6 +19,8 @@ pub struct Toolchain {
     pub family: Family,
     /// The major version from the first line of `--version` (`… 12.2.0` → 12), if found.
     pub major_version: Option<u32>,
+    /// emcc/em++: clang underneath, with a config file and `EM_*` variables of its own.
+    pub emscripten: bool,
 }
 
 /// Environment variables that add include directories; the probe runs without them because
@@ -56,7 +58,9 @@ impl Toolchains {
         }
         let version = probe(path, env, &["--version"])?;
         let machine = probe(path, env, &["-dumpmachine"]).unwrap_or_default();
-        let family = if String::from_utf8_lossy(&version).contains("clang version") {
+        let banner = String::from_utf8_lossy(&version);
+        let emscripten = banner.contains("Emscripten");
+        let family = if banner.contains("clang version") || emscripten {
             Family::Clang
         } else {
             Family::Gcc
@@ -69,7 +73,8 @@ impl Toolchains {
         let toolchain = Arc::new(Toolchain {
             hash: *hasher.finalize().as_bytes(),
             family,
-            major_version: major_version(&String::from_utf8_lossy(&version)),
+            major_version: major_version(&banner),
+            emscripten,
         });
         self.by_binary.insert(key, toolchain.clone());
         Ok(toolchain)
@@ -103,6 +108,7 @@ impl Toolchains {
             hash: *hasher.finalize().as_bytes(),
             family: Family::Gcc,
             major_version: None,
+            emscripten: false,
         });
         self.by_binary.insert(key, toolchain.clone());
         Ok(toolchain.hash)
@@ -154,6 +160,26 @@ impl Toolchains {
         self.search_dirs.insert(key, dirs.clone());
         Ok(dirs)
     }
+}
+
+/// The config file emcc reads: `$EM_CONFIG`, else `.emscripten` beside emcc's real location
+/// (Debian installs one there), else `~/.emscripten`; `None` when there is none.
+pub fn emscripten_config(
+    emcc: &Path,
+    env_var: impl Fn(&str) -> Option<OsString>,
+) -> Option<PathBuf> {
+    if let Some(config) = env_var("EM_CONFIG").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(config));
+    }
+    let beside = std::fs::canonicalize(emcc)
+        .ok()
+        .and_then(|real| Some(real.parent()?.join(".emscripten")));
+    if let Some(beside) = beside.filter(|p| p.is_file()) {
+        return Some(beside);
+    }
+    env_var("HOME")
+        .map(|home| Path::new(&home).join(".emscripten"))
+        .filter(|p| p.is_file())
 }
 
 /// The major version in a `--version` banner: the first `N.N…` word of the first line that
