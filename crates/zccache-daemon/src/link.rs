@@ -18,7 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
-use zccache_artifact::{Delivery, Store};
+use zccache_artifact::{Delivery, DepDigest, Store};
 use zccache_compiler::{depfile, is_sidecar_of, library_file_names, parse_link, LinkInvocation};
 use zccache_core::paths::absolute;
 use zccache_protocol::Response;
@@ -75,6 +75,21 @@ impl Daemon {
         }
         let output_path = absolute(&call.cwd, &link.output);
         let before = sidecar_candidates(&output_path);
+        // The files on the command line were usually written an instant ago (objects just
+        // compiled or delivered), too recently for the after-the-run check of the linker's
+        // report: they are hashed now, and must still have that content when the link is done.
+        let named = match command_line_inputs(call, &link) {
+            Ok(named) => named,
+            Err(reason) => return self.run_locally(call, reason),
+        };
+        let mut hashed = Vec::with_capacity(named.len());
+        for input in &named {
+            match call.digest(&self.fs, &absolute(&call.cwd, Path::new(input))) {
+                Ok(digest) => hashed.push((input.clone(), digest.hash)),
+                // A missing input: the linker will say so; nothing to store.
+                Err(_) => return self.run_locally(call, "link_input_missing"),
+            }
+        }
         // gcc and clang: the linker names what it read. Without that (emcc), the command line.
         let depfile = if toolchain.emscripten {
             None
@@ -111,7 +126,18 @@ impl Daemon {
             parts,
         };
         let response = self.run_miss(call, &run_args, miss, || {
-            capture(call, &link, &output_path, &before, depfile.as_deref())
+            let mut captured = capture(call, &link, &output_path, &before, depfile.as_deref())?;
+            for (input, hash) in hashed {
+                let now = self.fs.digest(&absolute(&call.cwd, Path::new(&input)));
+                if now.map(|d| d.hash).ok() != Some(hash) {
+                    return Err("input_modified_during_compile");
+                }
+                captured.hashed_deps.push(DepDigest {
+                    path: input.into_bytes(),
+                    hash,
+                });
+            }
+            Ok(captured)
         });
         // A linker that does not know --dependency-file (gold, old ld) fails on our flag: the
         // build gets the link it asked for, uncached.
@@ -220,7 +246,9 @@ fn capture(
             }
             parsed.deps.into_iter().map(|d| d.path).collect()
         }
-        None => command_line_inputs(call, link)?,
+        // Without the linker's word, the command line's files are all there is; they are
+        // hashed before the run (see `compile_link`).
+        None => Vec::new(),
     };
     Ok(Captured {
         deps,

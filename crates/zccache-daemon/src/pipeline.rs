@@ -627,8 +627,13 @@ impl Daemon {
                 return Err("time_macros");
             }
         }
+        // Inputs hashed before the run are kept as hashed; the tool's report of them is not
+        // checked again (a link's objects were written an instant before it started).
+        let mut seen: HashSet<PathBuf> = hashed_deps
+            .iter()
+            .map(|d| absolute(&cwd, Path::new(OsStr::from_bytes(&d.path))))
+            .collect();
         let mut deps = hashed_deps;
-        let mut seen = HashSet::new();
         for dep in &reported {
             let path = absolute(&cwd, Path::new(dep));
             if source_path.as_ref() == Some(&path) || !seen.insert(path.clone()) {

@@ -225,7 +225,7 @@ fn uncacheable_calls_run_as_called_and_are_counted() {
     sb.write_old("t.c", "const char *t = __TIME__;\n");
     sb.ok(&["gcc", "-c", "t.c"]);
     sb.ok(&["gcc", "-c", "t.c"]);
-    assert_eq!(sb.reason_count("non_cacheable", "link"), 1);
+    assert_eq!(sb.reason_count("non_cacheable", "compile_and_link"), 1);
     assert_eq!(sb.reason_count("non_cacheable", "preprocess_only"), 1);
     assert_eq!(sb.reason_count("non_cacheable", "multiple_sources"), 1);
     assert_eq!(sb.reason_count("non_cacheable", "stdin_input"), 1);

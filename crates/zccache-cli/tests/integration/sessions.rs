@@ -62,11 +62,12 @@ fn a_session_counts_a_make_build_exactly_and_journals_it() {
     let in_session = [("ZCCACHE_SESSION_ID", id.as_str())];
     make_env(&sb, "build/app", &in_session);
     let mid = session_json(&sb, "session-stats", &id);
+    // 11 compiles and the link, all misses (links are cached too).
     assert_eq!(
         (mid["hits"].as_u64(), mid["misses"].as_u64()),
-        (Some(0), Some(11))
+        (Some(0), Some(12))
     );
-    assert_eq!(count_of(&mid["non_cacheable"], "link"), 1);
+    assert_eq!(count_of(&mid["non_cacheable"], "link"), 0);
     assert_eq!(mid["ended"], false);
     make_env(&sb, "clean", &in_session);
     make_env(&sb, "build/app", &in_session);
@@ -86,7 +87,7 @@ fn a_session_counts_a_make_build_exactly_and_journals_it() {
     assert!(String::from_utf8_lossy(&after.stderr).contains("unknown session"));
 
     // The daemon's totals include the work outside the session.
-    assert_eq!((sb.hits(), sb.misses()), (12, 12));
+    assert_eq!((sb.hits(), sb.misses()), (13, 13));
 
     // The session journal: one line per call in the session, in the documented shape.
     let lines = json_lines(&std::fs::read_to_string(&journal).unwrap());
@@ -94,8 +95,13 @@ fn a_session_counts_a_make_build_exactly_and_journals_it() {
     let outcome = |v: &Value| v["outcome"].as_str().unwrap().to_string();
     let count = |name: &str| lines.iter().filter(|l| outcome(l) == name).count();
     assert_eq!(
-        (count("miss"), count("hit"), count("non_cacheable")),
-        (11, 11, 2)
+        (
+            count("miss"),
+            count("hit"),
+            count("link_miss"),
+            count("link_hit")
+        ),
+        (11, 11, 1, 1)
     );
     for line in &lines {
         assert_eq!(line["session_id"], id.as_str());
@@ -104,9 +110,10 @@ fn a_session_counts_a_make_build_exactly_and_journals_it() {
         assert_eq!(line["cwd"], sb.path("proj").to_str().unwrap());
         assert!(line["latency_ns"].as_u64().unwrap() > 0);
         match outcome(line).as_str() {
-            "non_cacheable" => {
-                assert_eq!(line["reason"], "link");
-                assert_eq!(line["exit_code"], Value::Null);
+            "link_miss" | "link_hit" => {
+                assert_eq!(line["exit_code"], 0);
+                let args = line["args"].as_array().unwrap();
+                assert!(args.iter().all(|a| a != "-c"), "{line}");
             }
             _ => {
                 assert_eq!(line["exit_code"], 0);
@@ -118,7 +125,7 @@ fn a_session_counts_a_make_build_exactly_and_journals_it() {
     // The readable log has the same calls.
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(log_text.lines().count(), 24);
-    assert!(log_text.contains(" hit ") && log_text.contains("(link)"));
+    assert!(log_text.contains(" hit ") && log_text.contains(" link_hit "));
 
     // The global journal has the session's lines and the two outside it.
     let global = std::fs::read_to_string(sb.cache.join("logs/compile_journal.jsonl")).unwrap();
@@ -144,11 +151,14 @@ fn a_session_counts_a_make_build_exactly_and_journals_it() {
             total["misses"].as_u64(),
             total["non_cacheable"].as_u64()
         ),
-        (Some(24), Some(11), Some(11), Some(2))
+        (Some(24), Some(11), Some(11), Some(0))
+    );
+    assert_eq!(
+        (total["link_hits"].as_u64(), total["link_misses"].as_u64()),
+        (Some(1), Some(1))
     );
     assert_eq!(analysis["hit_rate"].as_f64(), Some(50.0));
     assert_eq!(analysis["by_tool"][0][0], "gcc");
-    assert_eq!(analysis["non_cacheable"][0][0], "link");
     assert!(analysis["slowest_misses"].as_array().unwrap().len() == 10);
     let out = sb.ok(&["analyze", journal.to_str().unwrap()]);
     let table = String::from_utf8_lossy(&out.stdout);
@@ -194,7 +204,11 @@ fn the_global_journal_records_each_outcome_and_rotates() {
             ("miss".into(), 0.into(), Value::Null),
             ("hit".into(), 0.into(), Value::Null),
             ("error".into(), 1.into(), "compile_failed".into()),
-            ("non_cacheable".into(), Value::Null, "link".into()),
+            (
+                "non_cacheable".into(),
+                Value::Null,
+                "compile_and_link".into()
+            ),
         ]
     );
     assert_eq!(
