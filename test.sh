@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for tool in gcc g++ clang clang++ cmake ninja make; do
+for tool in gcc g++ clang clang++ cmake ninja make clang-tidy include-what-you-use emcc node ld.lld; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -14,7 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make >/dev/null
+  $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make clang-tidy iwyu emscripten nodejs lld >/dev/null
 fi
 
 cargo test --workspace --locked "$@"

@@ -6,6 +6,7 @@
 //! Make dependency files the way each compiler family does. The daemon decides what to do with
 //! the result; this crate never runs anything and never touches the store.
 
+pub mod analysis;
 pub mod depfile;
 mod gcc;
 mod link;

@@ -26,7 +26,7 @@ use zccache_fscache::FileDigest;
 use zccache_protocol::{CompileReply, Outcome, Response};
 
 /// Environment variables that change what a gcc/clang compile produces or prints.
-const KEY_ENV: &[&str] = &[
+pub(crate) const KEY_ENV: &[&str] = &[
     "CPATH",
     "C_INCLUDE_PATH",
     "CPLUS_INCLUDE_PATH",
@@ -103,6 +103,9 @@ impl Daemon {
                 let colour_explicit = multi.units.iter().any(|u| u.colour_explicit);
                 let response =
                     self.compile_cc_multi(call, &args, from_response_files, &multi, &toolchain);
+                if emcc_failed(&toolchain, &response) {
+                    return self.run_locally(call, "emcc_failed_rerun");
+                }
                 return for_caller_terminal(response, colour_explicit, call.stderr_is_tty);
             }
             Parsed::NotCacheable(_) => unreachable!("refused by parse_call"),
@@ -115,6 +118,9 @@ impl Daemon {
             &toolchain,
             store,
         );
+        if emcc_failed(&toolchain, &response) {
+            return self.run_locally(call, "emcc_failed_rerun");
+        }
         for_caller_terminal(response, invocation.colour_explicit, call.stderr_is_tty)
     }
 
@@ -532,6 +538,12 @@ impl Daemon {
     }
 }
 
+/// emcc quotes the whole clang command in its error messages, which would show the flags
+/// added for the cache: a failed emcc compile is run again by the client as the build wrote it.
+fn emcc_failed(toolchain: &Toolchain, response: &Response) -> bool {
+    toolchain.emscripten && matches!(response, Response::Compiled(reply) if reply.exit_code != 0)
+}
+
 /// Unless the build chose colours itself, compilers run with colour forced on — and gcc 10+
 /// with its option hyperlinks, which it also prints on a terminal — so that stored diagnostics
 /// can be replayed to a terminal as the compiler would print them; callers without one get
@@ -636,7 +648,11 @@ fn deliver(
 }
 
 /// The include search directories of this call, as written, in the compiler's order.
-fn search_path(call: &Call, invocation: &CompileInvocation, system_dirs: &[PathBuf]) -> SearchPath {
+pub(crate) fn search_path(
+    call: &Call,
+    invocation: &CompileInvocation,
+    system_dirs: &[PathBuf],
+) -> SearchPath {
     let env_dirs = |name: &str| -> Vec<PathBuf> {
         call.env_var(name)
             .map(|v| {

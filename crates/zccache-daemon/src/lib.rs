@@ -38,6 +38,8 @@ pub(crate) struct Daemon {
     store: Option<Store>,
     fs: FsCache,
     toolchains: Toolchains,
+    /// Analysers' identities and the compilation databases they read.
+    analysis: analysis::AnalysisCache,
     stats: Stats,
     sessions: session::Sessions,
     journal: journal::Journal,

@@ -15,4 +15,5 @@ mod rust;
 mod sandbox;
 mod sessions;
 mod stale;
+mod tools;
 mod watcher;
