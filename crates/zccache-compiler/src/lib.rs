@@ -7,12 +7,14 @@
 //! the result; this crate never runs anything and never touches the store.
 
 pub mod analysis;
+mod archive;
 pub mod depfile;
 mod gcc;
 mod link;
 pub mod rsp;
 mod rustc;
 
+pub use archive::{parse_ar, ArInvocation};
 pub use gcc::{parse_gcc, CompileInvocation, DepMode, IncludeDirs, Language, MultiCompile};
 pub use link::{is_sidecar_of, library_file_names, parse_link, LinkInvocation};
 pub use rustc::{
@@ -36,6 +38,8 @@ pub enum ToolKind {
     Iwyu,
     /// rustfmt: `--check` reports and formatting runs.
     Rustfmt,
+    /// ar, llvm-ar, gcc-ar, emar: static libraries built from objects.
+    Ar,
 }
 
 /// The compiler family decides details such as the depfile layout. It is learned from the
@@ -69,6 +73,9 @@ pub fn detect_tool(path: &Path) -> Option<ToolKind> {
         _ => {}
     }
     let base = base.rsplit('-').next().unwrap_or(base);
+    if matches!(base, "ar" | "emar") {
+        return Some(ToolKind::Ar);
+    }
     matches!(
         base,
         "gcc" | "g++" | "cc" | "c++" | "clang" | "clang++" | "emcc" | "em++"
@@ -136,6 +143,11 @@ mod tests {
             ("include-what-you-use", ToolKind::Iwyu),
             ("/usr/bin/iwyu", ToolKind::Iwyu),
             ("rustfmt", ToolKind::Rustfmt),
+            ("ar", ToolKind::Ar),
+            ("/usr/bin/gcc-ar", ToolKind::Ar),
+            ("llvm-ar-14", ToolKind::Ar),
+            ("x86_64-linux-gnu-ar", ToolKind::Ar),
+            ("emar", ToolKind::Ar),
             ("/home/u/.cargo/bin/rustfmt", ToolKind::Rustfmt),
         ] {
             assert_eq!(detect_tool(Path::new(name)), Some(kind), "{name}");
@@ -144,7 +156,8 @@ mod tests {
             "ld",
             "rustdoc",
             "clang-format",
-            "gcc-ar",
+            "tar",
+            "jar",
             "python3",
             "",
             "/",

@@ -32,6 +32,8 @@ pub(crate) struct AnalysisCache {
     tools: DashMap<(PathBuf, Hash), Arc<Analyser>>,
     /// By database path: its digest when read and its entries by absolute source path.
     databases: DashMap<PathBuf, (Hash, Arc<CompileDatabase>)>,
+    /// By `ar` path and binary digest: whether it writes deterministic archives by default.
+    pub ar_deterministic: DashMap<(PathBuf, Hash), bool>,
 }
 
 /// An analyser's identity and the clang that reads sources the way it does.

@@ -44,7 +44,7 @@ impl Daemon {
             Some(ToolKind::GccLike) => self.probe_cc(&call),
             Some(ToolKind::Rustc) => self.probe_rust(&call, false),
             Some(ToolKind::ClippyDriver) => self.probe_rust(&call, true),
-            Some(ToolKind::ClangTidy | ToolKind::Iwyu | ToolKind::Rustfmt) => {
+            Some(ToolKind::ClangTidy | ToolKind::Iwyu | ToolKind::Rustfmt | ToolKind::Ar) => {
                 Err("not_inspectable (inspect explains compilers' keys only)".into())
             }
             None => Err("unsupported_tool".into()),

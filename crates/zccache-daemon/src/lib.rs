@@ -7,6 +7,7 @@
 //! shares, `cc.rs` and `rust.rs` the gcc/clang and rustc/clippy front ends.
 
 mod analysis;
+mod archive;
 mod cc;
 mod exec;
 mod inspect;

@@ -311,6 +311,7 @@ impl Daemon {
             Some(ToolKind::ClangTidy) => self.run_clang_tidy(&call),
             Some(ToolKind::Iwyu) => self.run_iwyu(&call),
             Some(ToolKind::Rustfmt) => self.run_rustfmt(&call),
+            Some(ToolKind::Ar) => self.run_ar(&call),
             None => self.run_locally(&call, "unsupported_tool"),
         };
         self.journal_call(call, at, &response);

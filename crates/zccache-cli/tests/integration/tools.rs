@@ -403,3 +403,51 @@ fn include_what_you_use_output_and_exit_codes_are_replayed() {
     }
     assert_eq!(counts(&sb), (3, 5));
 }
+
+#[test]
+fn static_libraries_built_with_ar_are_cached_by_member_content() {
+    let sb = Sandbox::new();
+    sb.write_old("one.c", "int one(void) { return 1; }\n");
+    sb.write_old("two.c", "int two(void) { return 2; }\n");
+    sb.write_old(
+        "main.c",
+        "#include <stdio.h>\nint one(void); int two(void);\nint main(void) { printf(\"%d\\n\", one() + two()); return 0; }\n",
+    );
+    for source in ["one.c", "two.c", "main.c"] {
+        sb.ok(&["gcc", "-c", source]);
+    }
+    let (hits, misses) = counts(&sb);
+    let ar = ["ar", "rcs", "libnum.a", "one.o", "two.o"];
+    // Cold and warm from no archive: the bytes GNU ar writes (deterministic by default here).
+    let bare = sb.bare(".", &ar);
+    assert_success(&bare, &ar);
+    let expected = sb.read("libnum.a");
+    for _ in 0..2 {
+        std::fs::remove_file(sb.path("libnum.a")).unwrap();
+        sb.ok(&ar);
+        assert!(
+            sb.read("libnum.a") == expected,
+            "archive differs from bare ar"
+        );
+    }
+    assert_eq!(counts(&sb), (hits + 1, misses + 1));
+    // `ar r` into the existing archive starts from it: another key, the same bytes as bare.
+    sb.ok(&ar);
+    assert!(sb.read("libnum.a") == expected);
+    assert_eq!(counts(&sb), (hits + 1, misses + 2));
+    // A member changes: a miss, and a program linked against the archive says so.
+    sb.write_old("two.c", "int two(void) { return 20; }\n");
+    sb.ok(&["gcc", "-c", "two.c"]);
+    std::fs::remove_file(sb.path("libnum.a")).unwrap();
+    let misses = sb.misses();
+    sb.ok(&ar);
+    assert_eq!(sb.misses(), misses + 1, "edited member");
+    sb.ok(&["gcc", "main.o", "-L.", "-lnum", "-o", "prog"]);
+    assert_eq!(sb.bare(".", &["./prog"]).stdout, b"21\n");
+    // Listing, extracting, real timestamps: run as called, not cached.
+    let list = same_as_bare(&sb, ".", &["ar", "t", "libnum.a"]);
+    assert_eq!(list.stdout, b"one.o\ntwo.o\n");
+    sb.ok(&["ar", "rcU", "libnum.a", "one.o"]);
+    assert_eq!(sb.reason_count("non_cacheable", "ar_operation"), 1);
+    assert_eq!(sb.reason_count("non_cacheable", "ar_timestamps"), 1);
+}
