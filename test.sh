@@ -17,4 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make clang-tidy iwyu emscripten nodejs lld >/dev/null
 fi
 
+# rustfmt and clippy are driven by the Rust tests.
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
+
 cargo test --workspace --locked "$@"

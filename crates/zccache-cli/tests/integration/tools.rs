@@ -142,6 +142,24 @@ fn gcc_and_clang_links_are_cached_with_libraries_maps_and_modes() {
         assert_eq!(sb.misses(), misses + 1, "shadowing library");
         assert_eq!(sb.bare(".", &["./prog"]).stdout, b"2 30\n");
 
+        // The linker reads a version script: an edit to it misses.
+        sb.write_old("v.map", "{ global: main; local: *; };\n");
+        let scripted = [
+            compiler,
+            "main.o",
+            "part.o",
+            "-Llib",
+            "-lq",
+            "-o",
+            "scripted",
+            "-Wl,--version-script=v.map",
+        ];
+        link_cold_and_warm(&sb, &scripted, &["scripted"]);
+        sb.write_old("v.map", "{ global: main; part; local: *; };\n");
+        let misses = sb.misses();
+        sb.ok(&scripted);
+        assert_eq!(sb.misses(), misses + 1, "version script edit");
+
         // A failed link: the linker's message and exit code, every time, nothing stored.
         sb.write_old(
             "lonely.c",
@@ -371,13 +389,21 @@ fn include_what_you_use_output_and_exit_codes_are_replayed() {
     }
     assert_eq!(counts(&sb), (1, 1));
 
+    // A source edit: <vector> is used now.
+    sb.write_old(
+        "x.cpp",
+        "#include \"used.h\"\n#include \"unused.h\"\n#include <vector>\nint f() { std::vector<int> v{used()}; return v[0]; }\n",
+    );
+    let out = same_as_bare(&sb, ".", &iwyu);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("- #include <vector>"));
+    assert_eq!(counts(&sb), (1, 2), "source edit");
     // The header starts to be needed: IWYU's verdict changes.
     sb.write_old(
         "inc/used.h",
         "#include \"unused.h\"\ninline int used() { return unused(); }\n",
     );
     same_as_bare(&sb, ".", &iwyu);
-    assert_eq!(counts(&sb), (1, 2), "header edit");
+    assert_eq!(counts(&sb), (1, 3), "header edit");
     // A mapping file is read by the tool: its content is part of the key.
     sb.write_old("m.imp", "[\n  { include: [\"\\\"unused.h\\\"\", \"private\", \"\\\"used.h\\\"\", \"public\"] }\n]\n");
     let mapped = [
@@ -389,10 +415,10 @@ fn include_what_you_use_output_and_exit_codes_are_replayed() {
     ];
     same_as_bare(&sb, ".", &mapped);
     same_as_bare(&sb, ".", &mapped);
-    assert_eq!(counts(&sb), (2, 3));
+    assert_eq!(counts(&sb), (2, 4));
     sb.write_old("m.imp", "[\n]\n");
     same_as_bare(&sb, ".", &mapped);
-    assert_eq!(counts(&sb), (2, 4), "mapping edit");
+    assert_eq!(counts(&sb), (2, 5), "mapping edit");
     // A clean source: exit 0 and the same message.
     sb.write_old(
         "clean.cpp",
@@ -401,7 +427,7 @@ fn include_what_you_use_output_and_exit_codes_are_replayed() {
     for _ in 0..2 {
         same_as_bare(&sb, ".", &["include-what-you-use", "-Iinc", "clean.cpp"]);
     }
-    assert_eq!(counts(&sb), (3, 5));
+    assert_eq!(counts(&sb), (3, 6));
 }
 
 #[test]
