@@ -1,4 +1,5 @@
-//! Subcommands: `start`, `stop`, `status`, `clear`, sessions, `analyze`, `--version`.
+//! Subcommands: `start`, `stop`, `status`, `clear`, sessions, `analyze`, `--version` (and
+//! `exec`, which `main` sends to `exec.rs` before clap sees it; it is listed here for `--help`).
 
 use crate::client::Endpoint;
 use clap::{Parser, Subcommand};
@@ -23,6 +24,7 @@ pub fn is_command(word: &str) -> bool {
                 | "session-end"
                 | "analyze"
                 | "inspect"
+                | "exec"
         )
 }
 
@@ -98,6 +100,16 @@ enum Cmd {
         )]
         command: Vec<OsString>,
     },
+    /// Run any deterministic tool through the cache, keyed by what the call declares:
+    /// `zccache exec [--input F]… [--output F]… [--env NAME]… -- TOOL ARGS…`.
+    Exec {
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
     /// Summarize a compile journal (hits and misses by tool, output type and source; the
     /// slowest misses; why calls were not cacheable). Works without the daemon.
     Analyze {
@@ -147,6 +159,13 @@ pub fn main(args: &[OsString]) -> i32 {
         Some(Cmd::SessionEnd { id, json }) => crate::sessions::stats(&endpoint, id, json, true),
         Some(Cmd::Analyze { file, json, top }) => crate::analyze::main(&file, json, top),
         Some(Cmd::Inspect { json, command }) => crate::inspect::main(&endpoint, &command, json),
+        // Reached only if `main` did not route it (it always does); same behaviour either way.
+        Some(Cmd::Exec { args: rest }) => {
+            let mut all = args[..1].to_vec();
+            all.push("exec".into());
+            all.extend(rest);
+            crate::exec::main(&all)
+        }
     }
 }
 
@@ -399,6 +418,7 @@ mod tests {
             "--version",
             "-V",
             "--help",
+            "exec",
         ] {
             assert!(is_command(word), "{word}");
         }

@@ -101,7 +101,7 @@ fn is_probe(compiler: &Path, args: &[OsString]) -> bool {
 
 /// Replaces this process with the compiler: same stdio, exit code, signals, and argv\[0\] (the
 /// name the build used, which compilers print in their messages) as a direct call.
-fn exec(compiler: &Path, name: &OsStr, args: &[OsString]) -> i32 {
+pub(crate) fn exec(compiler: &Path, name: &OsStr, args: &[OsString]) -> i32 {
     let error = Command::new(compiler).arg0(name).args(args).exec();
     eprintln!("zccache: cannot run {}: {error}", compiler.display());
     127

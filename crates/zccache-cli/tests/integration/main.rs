@@ -5,6 +5,7 @@ mod cli;
 mod compile;
 mod daemon;
 mod depfiles;
+mod exec;
 mod inspect;
 mod limit;
 mod multi;
