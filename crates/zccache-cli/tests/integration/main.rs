@@ -13,6 +13,7 @@ mod projects;
 mod reliability;
 mod response_files;
 mod rust;
+mod rustfmt;
 mod sandbox;
 mod sessions;
 mod stale;
