@@ -78,6 +78,9 @@ impl Endpoint {
                     // The daemon died (crashed, killed, or found another one serving): one
                     // last try, then compile without it rather than wait out the timeout.
                     if let Ok(Some(status)) = daemon.try_wait() {
+                        if matches!(status.code(), Some(MISMATCH_EXIT | USAGE_EXIT)) {
+                            return Err(self.daemon_mismatch(status));
+                        }
                         std::thread::sleep(Duration::from_millis(5));
                         return self.connect().map_err(|_| {
                             io::Error::new(e.kind(), format!("the daemon exited ({status})"))
@@ -91,6 +94,45 @@ impl Endpoint {
     }
 }
 
+/// How `zccache-daemon` exits when asked for another protocol version than its own (older
+/// daemons, which do not know `--protocol`, exit with the usage code instead).
+const MISMATCH_EXIT: i32 = 3;
+const USAGE_EXIT: i32 = 2;
+
+/// Name of the file in the cache root that says the daemon binary does not match the client.
+pub const MISMATCH_NOTE: &str = "daemon-mismatch";
+
+impl Endpoint {
+    /// The daemon binary refused this client's protocol: say so once (the note's creation
+    /// decides who prints), keep the reason for `status`, and let the caller compile directly.
+    fn daemon_mismatch(&self, status: std::process::ExitStatus) -> io::Error {
+        let exe = daemon_executable();
+        let message = format!(
+            "{} does not speak this zccache's protocol (version {PROTOCOL_VERSION}; it exited \
+             with {status}): compiling without the cache. Install zccache and zccache-daemon \
+             from the same build.",
+            exe.display()
+        );
+        let note = self.root.path().join(MISMATCH_NOTE);
+        let first = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&note)
+            .and_then(|mut file| io::Write::write_all(&mut file, message.as_bytes()))
+            .is_ok();
+        if first {
+            eprintln!("zccache: {message}");
+        }
+        io::Error::new(io::ErrorKind::Unsupported, message)
+    }
+}
+
+/// Why the daemon binary could not serve this client, if a client found out.
+pub fn mismatch_problem(root: &CacheRoot) -> Option<String> {
+    std::fs::read_to_string(root.path().join(MISMATCH_NOTE)).ok()
+}
+
 /// Starts `zccache-daemon` detached: its own session, stdio on /dev/null, no inherited
 /// descriptors (a build tool waiting on a pipe must not wait for the daemon).
 fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<Child> {
@@ -102,6 +144,8 @@ fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<
         .arg(root.path())
         .arg("--idle-timeout")
         .arg(idle.to_string())
+        .arg("--protocol")
+        .arg(PROTOCOL_VERSION.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -256,7 +256,8 @@ fn status(endpoint: &Endpoint, json: bool) -> i32 {
                 .exists()
                 .then(|| endpoint.root.ensure().err())
                 .flatten()
-                .map(|e| e.to_string());
+                .map(|e| e.to_string())
+                .or_else(|| crate::client::mismatch_problem(&endpoint.root));
             if json {
                 println!(
                     "{}",

@@ -19,6 +19,19 @@ fn main() {
                     None => usage(&format!("bad --idle-timeout {text:?}")),
                 }
             }
+            Some("--protocol") => {
+                // The client says which protocol it speaks; a daemon binary from another
+                // build must not start (the client then compiles directly and says why).
+                let theirs = args.next().unwrap_or_default();
+                let ours = zccache_protocol::PROTOCOL_VERSION.to_string();
+                if theirs.to_str() != Some(ours.as_str()) {
+                    eprintln!(
+                        "zccache-daemon: the client speaks protocol {}, this daemon {ours}",
+                        theirs.to_string_lossy()
+                    );
+                    std::process::exit(3);
+                }
+            }
             Some("--version" | "-V") => {
                 println!("zccache-daemon {}", zccache_core::VERSION);
                 return;
@@ -52,6 +65,8 @@ fn main() {
             zccache_core::DEFAULT_JOURNAL_MAX_SIZE,
         ),
     };
+    // This daemon matches its client: an earlier mismatch note is stale.
+    let _ = std::fs::remove_file(cache_dir.join("daemon-mismatch"));
     std::process::exit(run(DaemonOptions {
         cache_dir,
         idle_timeout,
@@ -63,6 +78,6 @@ fn main() {
 
 fn usage(problem: &str) -> ! {
     eprintln!("zccache-daemon: {problem}");
-    eprintln!("usage: zccache-daemon [--cache-dir DIR] [--idle-timeout SECONDS]");
+    eprintln!("usage: zccache-daemon [--cache-dir DIR] [--idle-timeout SECONDS] [--protocol N]");
     std::process::exit(2);
 }

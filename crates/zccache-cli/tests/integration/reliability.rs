@@ -608,3 +608,66 @@ fn an_older_daemon_on_the_same_cache_is_asked_to_make_way() {
     sb.ok(&["gcc", "-c", "m.c"]);
     assert_eq!(sb.hits(), 1);
 }
+
+#[test]
+fn a_daemon_binary_from_another_build_is_refused_with_one_message() {
+    // A zccache whose zccache-daemon speaks another protocol (a half-done upgrade): the real
+    // daemon binary, told by a wrapper script to expect another version, refuses to start.
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let bin = sb.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(ZCCACHE, bin.join("zccache")).unwrap();
+    let real_daemon = std::path::Path::new(ZCCACHE).with_file_name("zccache-daemon");
+    let script = bin.join("zccache-daemon");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec {} \"$@\" --protocol {}\n",
+            real_daemon.display(),
+            PROTOCOL_VERSION + 1
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sb.write_old("m.c", "int m(void) { return 7; }\n");
+    let compile = ["gcc", "-c", "m.c", "-o", "m.o"];
+    let expected = sb.bare_object(&compile);
+    let run = |args: &[&str]| {
+        Command::new(bin.join("zccache"))
+            .args(args)
+            .env("ZCCACHE_CACHE_DIR", &sb.cache)
+            .current_dir(&sb.work)
+            .output()
+            .unwrap()
+    };
+    let first = run(&compile);
+    assert_success(&first, &compile);
+    let said = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(
+        said.contains("does not speak this zccache's protocol"),
+        "{said}"
+    );
+    assert!(sb.read("m.o") == expected);
+    // Said once; the build keeps working uncached.
+    let second = run(&compile);
+    assert_success(&second, &compile);
+    assert!(
+        second.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(sb.read("m.o") == expected);
+    let status = run(&["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("does not speak"));
+    // A matching daemon installed: cached again, and the note is gone.
+    std::fs::remove_file(&script).unwrap();
+    std::fs::copy(&real_daemon, &script).unwrap();
+    assert_success(&run(&compile), &compile);
+    assert_success(&run(&compile), &compile);
+    assert!(!sb.cache.join("daemon-mismatch").exists());
+    let status = run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["hits"], 1);
+    let _ = run(&["stop"]);
+}
