@@ -737,8 +737,10 @@ fn capture(
         return Err("rustfmt_error");
     }
     let real_roots: HashSet<&Path> = roots.iter().map(|r| r.real.as_path()).collect();
+    let unlisted = unlisted_module_files(listed, &real_roots);
     if listed
         .iter()
+        .chain(&unlisted)
         .any(|p| !real_roots.contains(p.as_path()) && ambiguous_module(p))
     {
         return Err("rustfmt_module_ambiguous");
@@ -747,6 +749,7 @@ fn capture(
         // --check writes nothing: the files are checked after the run like any tool's inputs.
         let deps = listed
             .iter()
+            .chain(&unlisted)
             .map(|p| {
                 p.to_str()
                     .map(str::to_string)
@@ -785,7 +788,58 @@ fn capture(
             hash: before.hash,
         });
     }
+    for path in &unlisted {
+        // Read, never written: the very file hashed before the run.
+        let before = snapshot.get(path).ok_or("rustfmt_input_outside")?;
+        match StatSig::of(path) {
+            Ok(sig) if sig == before.sig && !sig.touched_since(started_at) => {}
+            _ => return Err("input_modified_during_compile"),
+        }
+        captured.hashed_deps.push(DepDigest {
+            path: path.as_os_str().as_bytes().to_vec(),
+            hash: before.hash,
+        });
+    }
     Ok(captured)
+}
+
+/// Module files a listed file could declare with a plain `mod name;` (`name.rs` or
+/// `name/mod.rs` in the directory it owns) that rustfmt did not list. rustfmt reads such a
+/// module and then leaves it out when it is skipped (`#![rustfmt::skip]` inside, or an
+/// `ignore` pattern), so its content still decides the result; unrelated files there only cost
+/// a miss when they change.
+fn unlisted_module_files(listed: &[PathBuf], real_roots: &HashSet<&Path>) -> Vec<PathBuf> {
+    let known: HashSet<&Path> = listed.iter().map(PathBuf::as_path).collect();
+    let mut dirs = BTreeSet::new();
+    for file in listed {
+        let (Some(parent), Some(stem)) = (file.parent(), file.file_stem()) else {
+            continue;
+        };
+        // A file named on the command line and a mod.rs own their directory; `a.rs` owns `a/`.
+        if real_roots.contains(file.as_path()) || file.file_name() == Some(OsStr::new("mod.rs")) {
+            dirs.insert(parent.to_path_buf());
+        } else {
+            dirs.insert(parent.join(stem));
+        }
+    }
+    let mut found = BTreeSet::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let candidate = match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => path.join("mod.rs"),
+                Ok(meta) if meta.is_file() && path.extension() == Some(OsStr::new("rs")) => path,
+                _ => continue,
+            };
+            if !known.contains(candidate.as_path()) && candidate.is_file() {
+                found.insert(candidate);
+            }
+        }
+    }
+    found.into_iter().collect()
 }
 
 /// Writes a formatting run's rewritten files back, each a fresh copy with the mode the file
@@ -933,6 +987,31 @@ Spent 0.013 secs in the parsing phase, and 0.006 secs in the formatting phase\n"
         let named = "Formatting /p/⏎.rs\n/p/⏎.rs\n";
         assert!(unverbose(named.as_bytes(), true).is_none());
         assert!(unverbose(named.as_bytes(), false).is_some());
+    }
+
+    #[test]
+    fn unlisted_modules_are_the_ones_a_listed_file_could_declare() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path();
+        for file in [
+            "main.rs",
+            "m.rs",
+            "m/n.rs",
+            "m/skipped.rs",
+            "k/mod.rs",
+            "m/deep/x.rs",
+        ] {
+            std::fs::create_dir_all(src.join(file).parent().unwrap()).unwrap();
+            std::fs::write(src.join(file), "").unwrap();
+        }
+        std::fs::write(src.join("notes.txt"), "").unwrap();
+        let root = src.join("main.rs");
+        let listed = [src.join("m/n.rs"), src.join("m.rs"), root.clone()];
+        let roots = HashSet::from([root.as_path()]);
+        assert_eq!(
+            unlisted_module_files(&listed, &roots),
+            [src.join("k/mod.rs"), src.join("m/skipped.rs")]
+        );
     }
 
     #[test]

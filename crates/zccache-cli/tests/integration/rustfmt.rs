@@ -270,6 +270,23 @@ fn rustfmt_every_input_that_matters_misses_when_changed() {
 }
 
 #[test]
+fn rustfmt_a_module_it_skips_still_counts() {
+    // rustfmt reads gen.rs, sees #![rustfmt::skip] and does not name it even with -v; the
+    // entry must still depend on it.
+    let sb = Sandbox::new();
+    sb.write_old("c/src/main.rs", "mod gen;\nfn main() {}\n");
+    sb.write_old("c/src/gen.rs", "#![rustfmt::skip]\npub fn g( )->u32{2}\n");
+    let clean = same_as_bare(&sb, "c", CHECK);
+    assert_eq!(clean.status.code(), Some(0));
+    same_as_bare(&sb, "c", CHECK);
+    assert_eq!(counts(&sb), (1, 1));
+    sb.write_old("c/src/gen.rs", "pub fn g( )->u32{2}\n");
+    let dirty = same_as_bare(&sb, "c", CHECK);
+    assert_eq!(dirty.status.code(), Some(1), "no longer skipped: a diff");
+    assert_eq!(counts(&sb), (1, 2));
+}
+
+#[test]
 fn rustfmt_uncacheable_calls_run_directly() {
     let sb = Sandbox::new();
     unformatted_crate(&sb, "c");
