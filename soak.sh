@@ -12,8 +12,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 kill=0
 if [ "${1:-}" = "--kill" ]; then kill=1; shift; fi
 total="${1:-20000}"
-(cd "$here" && cargo build --release --locked -q -p zccache-cli)
-exec python3 - "$here/target/release/zccache" "$total" "$kill" <<'PY'
+built="$("$here/scripts/build-release.sh")"
+exec python3 - "$built/zccache" "$total" "$kill" <<'PY'
 import os, random, signal, statistics, subprocess, sys, tempfile, threading, time
 zc, total, kill = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 work = tempfile.mkdtemp(prefix="zccache-soak-")
