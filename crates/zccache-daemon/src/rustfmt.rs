@@ -364,9 +364,8 @@ impl Daemon {
             tracing::info!("rustfmt not identified: {why}");
             "compiler_unidentified"
         };
-        let tool = self
-            .fs
-            .digest(&call.compiler)
+        let tool = call
+            .digest(&self.fs, &call.compiler)
             .map_err(|e| unidentified(e.to_string()))?;
         if rustup.is_none() && invocation.toolchain.is_some() {
             // `+toolchain` means something only to the proxy.
@@ -395,7 +394,7 @@ impl Daemon {
         if let Some(known) = probes().get(&probe_key).map(|p| p.clone()) {
             let still = match &known.real {
                 None => true,
-                Some((path, hash)) => self.fs.digest(path).is_ok_and(|d| d.hash == *hash),
+                Some((path, hash)) => call.digest(&self.fs, path).is_ok_and(|d| d.hash == *hash),
             };
             if still {
                 return Ok(known.identity);
