@@ -98,7 +98,7 @@ fn clear_during_a_parallel_build_breaks_nothing() {
     make_env(&sb, "clean", &[]);
     let hits = sb.hits();
     make_env(&sb, "build/app", &[]);
-    assert_eq!(sb.hits(), hits + 11);
+    assert_eq!(sb.hits(), hits + 12, "11 objects and the link");
     assert_eq!(sb.read("proj/build/main.o"), cold);
     let run = sb.bare("proj", &["./build/app"]);
     assert_eq!(String::from_utf8_lossy(&run.stdout), "1.0 12 14\n");

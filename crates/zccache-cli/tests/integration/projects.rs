@@ -65,7 +65,8 @@ fn make_project_cold_clean_warm() {
     make(&sb, "build/app");
     let run = sb.bare("proj", &["./build/app"]);
     assert_eq!(String::from_utf8_lossy(&run.stdout), "1.0 12 14\n");
-    assert_eq!((sb.hits(), sb.misses()), (0, 11));
+    // 11 objects and the link.
+    assert_eq!((sb.hits(), sb.misses()), (0, 12));
     let cold_objects: Vec<Vec<u8>> = (0..8)
         .map(|i| sb.read(&format!("proj/build/extra{i}.o")))
         .collect();
@@ -74,8 +75,8 @@ fn make_project_cold_clean_warm() {
     make(&sb, "build/app");
     assert_eq!(
         (sb.hits(), sb.misses()),
-        (11, 11),
-        "warm build must be all hits"
+        (12, 12),
+        "warm build must be all hits, the link included"
     );
     let run = sb.bare("proj", &["./build/app"]);
     assert_eq!(String::from_utf8_lossy(&run.stdout), "1.0 12 14\n");
@@ -135,6 +136,7 @@ fn cmake_build(sb: &Sandbox, build: &str) {
             "-DCMAKE_CXX_COMPILER=clang++",
         ])
         .arg(format!("-DCMAKE_CXX_COMPILER_LAUNCHER={ZCCACHE}"))
+        .arg(format!("-DCMAKE_CXX_LINKER_LAUNCHER={ZCCACHE}"))
         .env("ZCCACHE_CACHE_DIR", &sb.cache)
         .current_dir(&sb.work)
         .output()
@@ -157,7 +159,10 @@ fn cmake_ninja_project_cold_clean_warm() {
     let run = sb.bare(".", &["build/demo"]);
     assert_eq!(String::from_utf8_lossy(&run.stdout), "two 49\n");
     let cold_misses = sb.misses();
-    assert!(cold_misses >= 3, "{cold_misses}");
+    assert!(
+        cold_misses >= 4,
+        "3 translation units and the link: {cold_misses}"
+    );
     let hits_before = sb.hits();
     let clean = Command::new("ninja")
         .args(["-C", "build", "clean"])
@@ -168,8 +173,8 @@ fn cmake_ninja_project_cold_clean_warm() {
     cmake_build(&sb, "build");
     assert_eq!(
         sb.hits() - hits_before,
-        3,
-        "every translation unit is a hit"
+        4,
+        "every translation unit and the link are hits"
     );
     assert_eq!(sb.misses(), cold_misses);
     let run = sb.bare(".", &["build/demo"]);
@@ -188,5 +193,7 @@ fn cmake_ninja_project_cold_clean_warm() {
     );
     // A fresh build directory elsewhere: also served from the cache (no -g in the default build).
     cmake_build(&sb, "build2");
-    assert_eq!(sb.hits() - hits_before, 6);
+    assert_eq!(sb.hits() - hits_before, 8);
+    let run = sb.bare(".", &["build2/demo"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "two 49\n");
 }
