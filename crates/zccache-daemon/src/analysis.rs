@@ -25,7 +25,7 @@ use zccache_core::paths::absolute;
 use zccache_core::Hash;
 use zccache_protocol::Response;
 
-/// What the daemon remembers about analysers and compilation databases.
+/// What the daemon remembers about tools it has probed and compilation databases it read.
 #[derive(Default)]
 pub(crate) struct AnalysisCache {
     /// By tool path and binary digest.
@@ -34,6 +34,9 @@ pub(crate) struct AnalysisCache {
     databases: DashMap<PathBuf, (Hash, Arc<CompileDatabase>)>,
     /// By `ar` path and binary digest: whether it writes deterministic archives by default.
     pub ar_deterministic: DashMap<(PathBuf, Hash), bool>,
+    /// rustfmt identities already probed, keyed by the binary and what selects a toolchain,
+    /// so a hit runs no process.
+    pub rustfmt_probes: DashMap<Hash, crate::rustfmt::Probed>,
 }
 
 /// An analyser's identity and the clang that reads sources the way it does.

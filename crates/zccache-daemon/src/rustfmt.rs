@@ -21,7 +21,6 @@
 use crate::exec::Ran;
 use crate::pipeline::{exit_code, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::Daemon;
-use dashmap::DashMap;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -29,7 +28,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use zccache_artifact::{Delivery, DepDigest, Store};
 use zccache_core::paths::absolute;
@@ -183,16 +182,9 @@ impl FilePart {
 /// What identifies a rustfmt for a call: the hash, and for a rustup proxy the toolchain binary
 /// it ran (whose digest must still match for the remembered identity to be used).
 #[derive(Clone)]
-struct Probed {
+pub(crate) struct Probed {
     identity: Hash,
     real: Option<(PathBuf, Hash)>,
-}
-
-/// Identities already probed, keyed by the binary and what selects a toolchain, so a hit runs
-/// no process.
-fn probes() -> &'static DashMap<Hash, Probed> {
-    static PROBES: OnceLock<DashMap<Hash, Probed>> = OnceLock::new();
-    PROBES.get_or_init(DashMap::new)
 }
 
 impl Daemon {
@@ -391,7 +383,7 @@ impl Daemon {
             }
         }
         let probe_key = probe_key.finish();
-        if let Some(known) = probes().get(&probe_key).map(|p| p.clone()) {
+        if let Some(known) = self.analysis.rustfmt_probes.get(&probe_key).map(|p| p.clone()) {
             let still = match &known.real {
                 None => true,
                 Some((path, hash)) => call.digest(&self.fs, path).is_ok_and(|d| d.hash == *hash),
@@ -434,10 +426,10 @@ impl Daemon {
             identity: identity.finish(),
             real,
         };
-        if probes().len() >= MAX_PROBES {
-            probes().clear();
+        if self.analysis.rustfmt_probes.len() >= MAX_PROBES {
+            self.analysis.rustfmt_probes.clear();
         }
-        probes().insert(probe_key, probed.clone());
+        self.analysis.rustfmt_probes.insert(probe_key, probed.clone());
         Ok(probed.identity)
     }
 
