@@ -383,7 +383,12 @@ impl Daemon {
             }
         }
         let probe_key = probe_key.finish();
-        if let Some(known) = self.analysis.rustfmt_probes.get(&probe_key).map(|p| p.clone()) {
+        if let Some(known) = self
+            .analysis
+            .rustfmt_probes
+            .get(&probe_key)
+            .map(|p| p.clone())
+        {
             let still = match &known.real {
                 None => true,
                 Some((path, hash)) => call.digest(&self.fs, path).is_ok_and(|d| d.hash == *hash),
@@ -429,7 +434,9 @@ impl Daemon {
         if self.analysis.rustfmt_probes.len() >= MAX_PROBES {
             self.analysis.rustfmt_probes.clear();
         }
-        self.analysis.rustfmt_probes.insert(probe_key, probed.clone());
+        self.analysis
+            .rustfmt_probes
+            .insert(probe_key, probed.clone());
         Ok(probed.identity)
     }
 
