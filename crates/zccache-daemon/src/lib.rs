@@ -41,6 +41,8 @@ pub(crate) struct Daemon {
     toolchains: Toolchains,
     /// Analysers' identities and the compilation databases they read.
     analysis: analysis::AnalysisCache,
+    /// Each in-memory entry's would-be shadowing headers, worked out on first need.
+    derived_shadows: search::DerivedMemo,
     stats: Stats,
     sessions: session::Sessions,
     journal: journal::Journal,

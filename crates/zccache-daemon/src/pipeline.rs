@@ -424,14 +424,18 @@ impl Daemon {
                 }
             }
             if let Some(check) = &entry.shadow {
-                let deps = || {
+                let deps = || -> Vec<PathBuf> {
                     entry
                         .deps
                         .iter()
                         .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
                         .collect()
                 };
-                if !crate::search::no_shadowing(check, &call.cwd, &deps, listings) {
+                let derived = || {
+                    self.derived_shadows
+                        .get_or_derive(&manifest, index, || crate::search::derive(check, &deps()))
+                };
+                if !crate::search::no_shadowing(check, &call.cwd, &deps, &derived, listings) {
                     continue 'entries;
                 }
             }

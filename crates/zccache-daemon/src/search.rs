@@ -5,9 +5,9 @@
 //! would-be paths ("candidates") are many — every header times every earlier directory — so an
 //! entry does not list them: it records the directories whose listings decide that they are
 //! absent (for each candidate, its deepest existing ancestor) with their stat signatures. A hit
-//! re-stats those few directories; only when one has changed are the candidates under it
-//! derived again (from the search path and the dependencies, both stored) and checked one by
-//! one. Directory timestamps follow the same trust rule as file digests: a directory changed
+//! re-stats those few directories; only when one has changed are the candidates it decides
+//! looked for, one by one (the candidates are derived from the search path and the
+//! dependencies, both stored, once per entry in memory). Directory timestamps follow the same trust rule as file digests: a directory changed
 //! within the safety margin of the store is always re-checked.
 
 use std::collections::{HashMap, HashSet};
@@ -32,35 +32,27 @@ pub struct SearchPath {
 /// Every path that would shadow one of `deps` if it existed, as written (relative to the cwd
 /// unless absolute) and absolute. `user` starts with the source's directory (searched first for
 /// `#include "..."`).
-///
-/// Only candidates under a directory for which `wanted` is true are produced: a hit re-derives
-/// just those below directories that changed.
 fn candidates(
     user: &[PathBuf],
     system: &[PathBuf],
     cwd: &Path,
     deps: &[PathBuf],
-    wanted: &dyn Fn(&Path) -> bool,
 ) -> Vec<(PathBuf, PathBuf)> {
-    // This runs on hits whenever a watched directory changed (an in-source build changes the
-    // source's directory with every object it writes), over every header times every search
-    // directory: paths are compared as bytes (they are lexically normalized) rather than
-    // component by component.
+    // Every header times every search directory: paths are compared as bytes (they are
+    // lexically normalized) rather than component by component.
     let system_abs: Vec<PathBuf> = system.iter().map(|d| absolute(cwd, d)).collect();
     let is_system = |path: &Path| system_abs.iter().any(|dir| under(path, dir).is_some());
     let dir_of = |p: &Path| match p.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    // Search directories as written and absolute, whether candidates are wanted there, and
-    // whether they are system directories.
-    let mut ordered: Vec<(PathBuf, PathBuf, bool, bool)> = Vec::new();
+    // Search directories as written and absolute, and whether they are system directories.
+    let mut ordered: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
     for dir in user.iter().chain(system.iter()) {
         let abs = absolute(cwd, dir);
-        if !ordered.iter().any(|(_, a, _, _)| *a == abs) {
-            let wanted_here = wanted(&abs);
+        if !ordered.iter().any(|(_, a, _)| *a == abs) {
             let system_here = system_abs.contains(&abs);
-            ordered.push((dir.clone(), abs, wanted_here, system_here));
+            ordered.push((dir.clone(), abs, system_here));
         }
     }
     // A "..." include in a header first searches that header's own directory, so for user
@@ -71,13 +63,10 @@ fn candidates(
     for ((dep, abs), system) in deps.iter().zip(&dep_abs).zip(&dep_system) {
         if !system {
             let dir = (dir_of(dep), dir_of(abs));
-            if wanted(&dir.1) && !includers.iter().any(|(_, a)| *a == dir.1) {
+            if !includers.iter().any(|(_, a)| *a == dir.1) {
                 includers.push(dir);
             }
         }
-    }
-    if !ordered.iter().any(|o| o.2) && includers.is_empty() {
-        return Vec::new();
     }
     let dep_set: HashSet<&PathBuf> = dep_abs.iter().collect();
     let mut seen = HashSet::new();
@@ -89,7 +78,7 @@ fn candidates(
     };
     for (abs, &system) in dep_abs.iter().zip(&dep_system) {
         let own_dir = dir_of(abs);
-        for (k, (_, dir_abs, _, dir_is_system)) in ordered.iter().enumerate() {
+        for (k, (_, dir_abs, dir_is_system)) in ordered.iter().enumerate() {
             let Some(rel) = under(abs, dir_abs) else {
                 continue;
             };
@@ -99,10 +88,8 @@ fn candidates(
                 continue;
             }
             let rel = Path::new(std::ffi::OsStr::from_bytes(rel));
-            for (written, earlier, wanted_here, _) in &ordered[..k] {
-                if *wanted_here {
-                    push(written.join(rel), earlier.join(rel));
-                }
+            for (written, earlier, _) in &ordered[..k] {
+                push(written.join(rel), earlier.join(rel));
             }
             if system {
                 // ...and through the first system directory that holds it.
@@ -158,7 +145,7 @@ pub fn shadow_check(
     };
     let mut watched: HashSet<PathBuf> = HashSet::new();
     let mut existing: Vec<Vec<u8>> = Vec::new();
-    for (written, candidate) in candidates(&user, &search.system, cwd, deps, &|_| true) {
+    for (written, candidate) in candidates(&user, &search.system, cwd, deps) {
         if exists(&candidate) {
             // Not a real alternative (the compiler passed it by for another file), but it is
             // remembered so that only new files count as shadowing.
@@ -219,15 +206,16 @@ pub fn no_shadowing(
     check: &ShadowCheck,
     cwd: &Path,
     deps: &dyn Fn() -> Vec<PathBuf>,
+    derived: &dyn Fn() -> Arc<Derived>,
     listings: &Listings,
 ) -> bool {
     let bytes_path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
     let same_cwd = check.cwd == cwd.as_os_str().as_bytes();
-    let mut changed: Vec<PathBuf> = Vec::new();
     if same_cwd {
-        for dir in &check.watched {
-            let path = bytes_path(&dir.path);
-            let now = StatSig::of(&path).ok().map(|sig| DirStamp {
+        let mut changed_at = vec![false; check.watched.len()];
+        for (index, dir) in check.watched.iter().enumerate() {
+            let path = Path::new(std::ffi::OsStr::from_bytes(&dir.path));
+            let now = StatSig::of(path).ok().map(|sig| DirStamp {
                 ino: sig.ino,
                 size: sig.size,
                 mtime_ns: sig.mtime_ns,
@@ -237,45 +225,95 @@ pub fn no_shadowing(
                 // The directory is gone: nothing can have appeared under it.
                 (_, None) => {}
                 (Some(then), Some(now)) if *then == now => {}
-                _ => changed.push(path),
+                _ => changed_at[index] = true,
             }
         }
-        if changed.is_empty() {
+        if !changed_at.contains(&true) {
             return true;
         }
+        // Only the candidates a changed directory decides are looked for; which those are was
+        // worked out once for this entry.
+        return derived()
+            .items
+            .iter()
+            .filter(|(decider, _)| changed_at[*decider])
+            .all(|(_, candidate)| !exists_listed(listings, candidate));
     }
+    // From another directory, relative search paths resolve elsewhere: every candidate is
+    // derived and looked for.
     let user: Vec<PathBuf> = check.user.iter().map(|d| bytes_path(d)).collect();
     let system: Vec<PathBuf> = check.system.iter().map(|d| bytes_path(d)).collect();
     let existed: HashSet<&[u8]> = check.existing.iter().map(Vec::as_slice).collect();
-    // A changed directory only matters to the candidates it decided: those whose nearest
-    // watched ancestor it is. Candidates are derived only for search directories at or above
-    // a changed one.
-    let watched: HashSet<PathBuf> = check.watched.iter().map(|w| bytes_path(&w.path)).collect();
-    let changed: HashSet<PathBuf> = changed.into_iter().collect();
-    // A search directory's candidates can be affected by a change at or below it, or — when
-    // it did not exist at the store — by a change to the ancestor that stood for it.
-    let wanted = |dir: &Path| {
-        !same_cwd
-            || changed.iter().any(|c| c == dir || under(c, dir).is_some())
-            || dir
-                .ancestors()
-                .find(|a| watched.contains(*a))
-                .is_some_and(|a| a != dir && changed.contains(a))
-    };
-    let affected = |candidate: &Path| {
-        !same_cwd
-            || candidate
-                .ancestors()
-                .skip(1)
-                .find(|a| watched.contains(*a))
-                .is_some_and(|a| changed.contains(a))
-    };
-    candidates(&user, &system, cwd, &deps(), &wanted)
+    candidates(&user, &system, cwd, &deps())
         .into_iter()
-        .filter(|(_, abs)| affected(abs))
         .all(|(written, abs)| {
             existed.contains(written.as_os_str().as_bytes()) || !exists_listed(listings, &abs)
         })
+}
+
+/// An entry's would-be shadows, worked out once per entry in memory (an in-source build changes
+/// the source's directory with every object, so hits would otherwise derive them every time):
+/// each candidate that did not exist at the store, with the index in `ShadowCheck::watched` of
+/// the directory whose change may reveal it.
+pub struct Derived {
+    items: Vec<(usize, PathBuf)>,
+}
+
+/// [`Derived`] for an entry stored in `check.cwd`.
+pub fn derive(check: &ShadowCheck, deps: &[PathBuf]) -> Derived {
+    let cwd = Path::new(std::ffi::OsStr::from_bytes(&check.cwd));
+    let bytes_path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
+    let user: Vec<PathBuf> = check.user.iter().map(|d| bytes_path(d)).collect();
+    let system: Vec<PathBuf> = check.system.iter().map(|d| bytes_path(d)).collect();
+    let existed: HashSet<&[u8]> = check.existing.iter().map(Vec::as_slice).collect();
+    let watched: HashMap<&[u8], usize> = check
+        .watched
+        .iter()
+        .enumerate()
+        .map(|(index, dir)| (dir.path.as_slice(), index))
+        .collect();
+    let items = candidates(&user, &system, cwd, deps)
+        .into_iter()
+        .filter(|(written, _)| !existed.contains(written.as_os_str().as_bytes()))
+        .filter_map(|(_, candidate)| {
+            let decider = candidate
+                .ancestors()
+                .skip(1)
+                .find_map(|dir| watched.get(dir.as_os_str().as_bytes()).copied())?;
+            Some((decider, candidate))
+        })
+        .collect();
+    Derived { items }
+}
+
+/// [`Derived`] per in-memory manifest entry. Keyed by the manifest's address and the entry's
+/// index; each value holds the manifest, so an address is never reused while it is a key.
+#[derive(Default)]
+pub struct DerivedMemo(
+    dashmap::DashMap<(usize, usize), (Arc<zccache_artifact::Manifest>, Arc<Derived>)>,
+);
+
+/// Entries whose candidates are kept (a few KB each); past this the memo starts over.
+const MAX_DERIVED: usize = 4096;
+
+impl DerivedMemo {
+    pub fn get_or_derive(
+        &self,
+        manifest: &Arc<zccache_artifact::Manifest>,
+        index: usize,
+        derive: impl FnOnce() -> Derived,
+    ) -> Arc<Derived> {
+        let key = (Arc::as_ptr(manifest) as usize, index);
+        if let Some(found) = self.0.get(&key) {
+            return found.1.clone();
+        }
+        let derived = Arc::new(derive());
+        if self.0.len() >= MAX_DERIVED {
+            self.0.clear();
+        }
+        self.0.insert(key, (manifest.clone(), derived.clone()));
+        derived
+    }
 }
 
 /// Whether `path` exists, reading each parent directory once per check rather than stating
@@ -342,6 +380,8 @@ mod tests {
         };
         let deps = vec![PathBuf::from("b/x.h"), cwd.join("sys/s.h")];
         let check = shadow_check(&search, cwd, Path::new("main.c"), &deps);
+        // Derived once, before any shadow exists, and reused by every check below.
+        let derived = Arc::new(derive(&check, &deps));
         let watched: Vec<String> = check
             .watched
             .iter()
@@ -356,6 +396,7 @@ mod tests {
             &check,
             cwd,
             &|| deps.clone(),
+            &|| derived.clone(),
             &Listings::default()
         ));
         // An unrelated file in a watched directory: re-checked, still fine.
@@ -364,12 +405,19 @@ mod tests {
             &check,
             cwd,
             &|| deps.clone(),
+            &|| derived.clone(),
             &Listings::default()
         ));
         for shadow in ["a/x.h", "x.h", "a/s.h", "b/s.h"] {
             std::fs::write(cwd.join(shadow), "").unwrap();
             assert!(
-                !no_shadowing(&check, cwd, &|| deps.clone(), &Listings::default()),
+                !no_shadowing(
+                    &check,
+                    cwd,
+                    &|| deps.clone(),
+                    &|| derived.clone(),
+                    &Listings::default()
+                ),
                 "{shadow} must be noticed"
             );
             std::fs::remove_file(cwd.join(shadow)).unwrap();
@@ -378,6 +426,7 @@ mod tests {
             &check,
             cwd,
             &|| deps.clone(),
+            &|| derived.clone(),
             &Listings::default()
         ));
         // From another directory everything is derived again.
@@ -386,6 +435,7 @@ mod tests {
             &check,
             elsewhere.path(),
             &Vec::new,
+            &|| derived.clone(),
             &Listings::default()
         ));
     }

@@ -97,6 +97,7 @@ pub fn run(options: DaemonOptions) -> i32 {
         fs: file_cache(&root),
         toolchains: Toolchains::default(),
         analysis: Default::default(),
+        derived_shadows: Default::default(),
         stats: Stats::default(),
         sessions: Sessions::new(options.session_timeout, output_mode),
         journal: Journal::start(&root, options.journal_max_size),
