@@ -10,6 +10,7 @@
 //! dependencies, both stored, once per entry in memory). Directory timestamps follow the same trust rule as file digests: a directory changed
 //! within the safety margin of the store is always re-checked.
 
+use rustc_hash::FxBuildHasher;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -198,7 +199,10 @@ fn stamp(dir: &Path, now: SystemTime) -> Option<DirStamp> {
 
 /// Directory listings read during one request, shared by the sources of a multi-file call.
 #[derive(Default)]
-pub struct Listings(parking_lot::Mutex<HashMap<PathBuf, Option<Arc<HashSet<OsString>>>>>);
+pub struct Listings(parking_lot::Mutex<HashMap<Box<[u8]>, Option<Arc<Names>>, FxBuildHasher>>);
+
+/// A directory's entry names.
+type Names = HashSet<OsString, FxBuildHasher>;
 
 /// True while no file that would shadow a dependency exists, for a call in `cwd`. `deps` (the
 /// dependency paths as written) is only built when a watched directory changed.
@@ -233,11 +237,12 @@ pub fn no_shadowing(
         }
         // Only the candidates a changed directory decides are looked for; which those are was
         // worked out once for this entry.
-        return derived()
+        let derived = derived();
+        return derived
             .items
             .iter()
-            .filter(|(decider, _)| changed_at[*decider])
-            .all(|(_, candidate)| !exists_listed(listings, candidate));
+            .filter(|(decider, _, _)| changed_at[*decider])
+            .all(|(_, parent, name)| !listed(listings, &derived.parents[*parent], name));
     }
     // From another directory, relative search paths resolve elsewhere: every candidate is
     // derived and looked for.
@@ -256,7 +261,10 @@ pub fn no_shadowing(
 /// each candidate that did not exist at the store, with the index in `ShadowCheck::watched` of
 /// the directory whose change may reveal it.
 pub struct Derived {
-    items: Vec<(usize, PathBuf)>,
+    /// The candidates' directories, each once.
+    parents: Vec<PathBuf>,
+    /// Per candidate: the deciding watched directory, its directory in `parents`, its name.
+    items: Vec<(usize, usize, OsString)>,
 }
 
 /// [`Derived`] for an entry stored in `check.cwd`.
@@ -272,18 +280,30 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf]) -> Derived {
         .enumerate()
         .map(|(index, dir)| (dir.path.as_slice(), index))
         .collect();
-    let items = candidates(&user, &system, cwd, deps)
-        .into_iter()
-        .filter(|(written, _)| !existed.contains(written.as_os_str().as_bytes()))
-        .filter_map(|(_, candidate)| {
-            let decider = candidate
-                .ancestors()
-                .skip(1)
-                .find_map(|dir| watched.get(dir.as_os_str().as_bytes()).copied())?;
-            Some((decider, candidate))
-        })
-        .collect();
-    Derived { items }
+    let mut parents: Vec<PathBuf> = Vec::new();
+    let mut parent_index: HashMap<PathBuf, usize> = HashMap::new();
+    let mut items = Vec::new();
+    for (written, candidate) in candidates(&user, &system, cwd, deps) {
+        if existed.contains(written.as_os_str().as_bytes()) {
+            continue;
+        }
+        let Some(decider) = candidate
+            .ancestors()
+            .skip(1)
+            .find_map(|dir| watched.get(dir.as_os_str().as_bytes()).copied())
+        else {
+            continue;
+        };
+        let (Some(parent), Some(name)) = (candidate.parent(), candidate.file_name()) else {
+            continue;
+        };
+        let parent = *parent_index.entry(parent.to_path_buf()).or_insert_with(|| {
+            parents.push(parent.to_path_buf());
+            parents.len() - 1
+        });
+        items.push((decider, parent, name.to_os_string()));
+    }
+    Derived { parents, items }
 }
 
 /// [`Derived`] per in-memory manifest entry. Keyed by the manifest's address and the entry's
@@ -322,17 +342,20 @@ fn exists_listed(listings: &Listings, path: &Path) -> bool {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return std::fs::symlink_metadata(path).is_ok();
     };
-    let known = listings.0.lock().get(parent).cloned();
+    listed(listings, parent, name)
+}
+
+/// Whether `parent` holds an entry `name`, by its listing (read once per check).
+fn listed(listings: &Listings, parent: &Path, name: &std::ffi::OsStr) -> bool {
+    let key = parent.as_os_str().as_bytes();
+    let known = listings.0.lock().get(key).cloned();
     let listing = match known {
         Some(listing) => listing,
         None => {
             let listing = std::fs::read_dir(parent)
                 .ok()
                 .map(|entries| Arc::new(entries.flatten().map(|e| e.file_name()).collect()));
-            listings
-                .0
-                .lock()
-                .insert(parent.to_path_buf(), listing.clone());
+            listings.0.lock().insert(key.into(), listing.clone());
             listing
         }
     };
