@@ -199,7 +199,10 @@ fn stamp(dir: &Path, now: SystemTime) -> Option<DirStamp> {
 
 /// Directory listings read during one request, shared by the sources of a multi-file call.
 #[derive(Default)]
-pub struct Listings(parking_lot::Mutex<HashMap<Box<[u8]>, Option<Arc<Names>>, FxBuildHasher>>);
+pub struct Listings(parking_lot::Mutex<ListingMap>);
+
+/// Directory (as bytes) → its names, or `None` when it cannot be read.
+type ListingMap = HashMap<Box<[u8]>, Option<Arc<Names>>, FxBuildHasher>;
 
 /// A directory's entry names.
 type Names = HashSet<OsString, FxBuildHasher>;
