@@ -11,7 +11,6 @@ use crate::Daemon;
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
-use std::sync::Arc;
 use zccache_artifact::ManifestEntry;
 use zccache_compiler::{detect_tool, ToolKind};
 use zccache_core::paths::absolute;
@@ -203,13 +202,8 @@ impl Daemon {
         }
         if let Some(check) = &entry.shadow {
             let listings = crate::search::Listings::default();
-            if !crate::search::no_shadowing(
-                check,
-                &call.cwd,
-                &|| deps.clone(),
-                &|| Arc::new(crate::search::derive(check, &deps)),
-                &listings,
-            ) {
+            if !crate::search::no_shadowing(check, &call.cwd, &|| deps.clone(), &|| None, &listings)
+            {
                 changes.push(format!(
                     "a {noun} added to the include path would now be found before one it used"
                 ));

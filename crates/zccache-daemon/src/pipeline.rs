@@ -433,7 +433,7 @@ impl Daemon {
                 };
                 let derived = || {
                     self.derived_shadows
-                        .get_or_derive(&manifest, index, || crate::search::derive(check, &deps()))
+                        .get_or_derive(&manifest, index, check, &deps)
                 };
                 if !crate::search::no_shadowing(check, &call.cwd, &deps, &derived, listings) {
                     continue 'entries;

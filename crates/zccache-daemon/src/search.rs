@@ -33,27 +33,35 @@ pub struct SearchPath {
 /// Every path that would shadow one of `deps` if it existed, as written (relative to the cwd
 /// unless absolute) and absolute. `user` starts with the source's directory (searched first for
 /// `#include "..."`).
+///
+/// Only candidates under a directory for which `wanted` is true are produced: a hit re-derives
+/// just those below directories that changed.
 fn candidates(
     user: &[PathBuf],
     system: &[PathBuf],
     cwd: &Path,
     deps: &[PathBuf],
+    wanted: &dyn Fn(&Path) -> bool,
 ) -> Vec<(PathBuf, PathBuf)> {
-    // Every header times every search directory: paths are compared as bytes (they are
-    // lexically normalized) rather than component by component.
+    // This runs on hits whenever a watched directory changed (an in-source build changes the
+    // source's directory with every object it writes), over every header times every search
+    // directory: paths are compared as bytes (they are lexically normalized) rather than
+    // component by component.
     let system_abs: Vec<PathBuf> = system.iter().map(|d| absolute(cwd, d)).collect();
     let is_system = |path: &Path| system_abs.iter().any(|dir| under(path, dir).is_some());
     let dir_of = |p: &Path| match p.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    // Search directories as written and absolute, and whether they are system directories.
-    let mut ordered: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
+    // Search directories as written and absolute, whether candidates are wanted there, and
+    // whether they are system directories.
+    let mut ordered: Vec<(PathBuf, PathBuf, bool, bool)> = Vec::new();
     for dir in user.iter().chain(system.iter()) {
         let abs = absolute(cwd, dir);
-        if !ordered.iter().any(|(_, a, _)| *a == abs) {
+        if !ordered.iter().any(|(_, a, _, _)| *a == abs) {
+            let wanted_here = wanted(&abs);
             let system_here = system_abs.contains(&abs);
-            ordered.push((dir.clone(), abs, system_here));
+            ordered.push((dir.clone(), abs, wanted_here, system_here));
         }
     }
     // A "..." include in a header first searches that header's own directory, so for user
@@ -64,10 +72,13 @@ fn candidates(
     for ((dep, abs), system) in deps.iter().zip(&dep_abs).zip(&dep_system) {
         if !system {
             let dir = (dir_of(dep), dir_of(abs));
-            if !includers.iter().any(|(_, a)| *a == dir.1) {
+            if wanted(&dir.1) && !includers.iter().any(|(_, a)| *a == dir.1) {
                 includers.push(dir);
             }
         }
+    }
+    if !ordered.iter().any(|o| o.2) && includers.is_empty() {
+        return Vec::new();
     }
     let dep_set: HashSet<&PathBuf> = dep_abs.iter().collect();
     let mut seen = HashSet::new();
@@ -79,7 +90,7 @@ fn candidates(
     };
     for (abs, &system) in dep_abs.iter().zip(&dep_system) {
         let own_dir = dir_of(abs);
-        for (k, (_, dir_abs, dir_is_system)) in ordered.iter().enumerate() {
+        for (k, (_, dir_abs, _, dir_is_system)) in ordered.iter().enumerate() {
             let Some(rel) = under(abs, dir_abs) else {
                 continue;
             };
@@ -89,8 +100,10 @@ fn candidates(
                 continue;
             }
             let rel = Path::new(std::ffi::OsStr::from_bytes(rel));
-            for (written, earlier, _) in &ordered[..k] {
-                push(written.join(rel), earlier.join(rel));
+            for (written, earlier, wanted_here, _) in &ordered[..k] {
+                if *wanted_here {
+                    push(written.join(rel), earlier.join(rel));
+                }
             }
             if system {
                 // ...and through the first system directory that holds it.
@@ -146,7 +159,7 @@ pub fn shadow_check(
     };
     let mut watched: HashSet<PathBuf> = HashSet::new();
     let mut existing: Vec<Vec<u8>> = Vec::new();
-    for (written, candidate) in candidates(&user, &search.system, cwd, deps) {
+    for (written, candidate) in candidates(&user, &search.system, cwd, deps, &|_| true) {
         if exists(&candidate) {
             // Not a real alternative (the compiler passed it by for another file), but it is
             // remembered so that only new files count as shadowing.
@@ -213,11 +226,12 @@ pub fn no_shadowing(
     check: &ShadowCheck,
     cwd: &Path,
     deps: &dyn Fn() -> Vec<PathBuf>,
-    derived: &dyn Fn() -> Arc<Derived>,
+    derived: &dyn Fn() -> Option<Arc<Derived>>,
     listings: &Listings,
 ) -> bool {
     let bytes_path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
     let same_cwd = check.cwd == cwd.as_os_str().as_bytes();
+    let mut changed: Vec<PathBuf> = Vec::new();
     if same_cwd {
         let mut changed_at = vec![false; check.watched.len()];
         for (index, dir) in check.watched.iter().enumerate() {
@@ -232,28 +246,57 @@ pub fn no_shadowing(
                 // The directory is gone: nothing can have appeared under it.
                 (_, None) => {}
                 (Some(then), Some(now)) if *then == now => {}
-                _ => changed_at[index] = true,
+                _ => {
+                    changed_at[index] = true;
+                    changed.push(path.to_path_buf());
+                }
             }
         }
-        if !changed_at.contains(&true) {
+        if changed.is_empty() {
             return true;
         }
         // Only the candidates a changed directory decides are looked for; which those are was
-        // worked out once for this entry.
-        let derived = derived();
-        return derived
-            .items
-            .iter()
-            .filter(|(decider, _, _)| changed_at[*decider])
-            .all(|(_, parent, name)| !listed(listings, &derived.parents[*parent], name));
+        // worked out once for this entry, unless it has too many to keep.
+        if let Some(derived) = derived() {
+            return derived
+                .items
+                .iter()
+                .filter(|(decider, _, _)| changed_at[*decider as usize])
+                .all(|(_, parent, name)| {
+                    let parent = &derived.parents[*parent as usize];
+                    !listed(listings, parent, &derived.names[*name as usize])
+                });
+        }
     }
-    // From another directory, relative search paths resolve elsewhere: every candidate is
-    // derived and looked for.
     let user: Vec<PathBuf> = check.user.iter().map(|d| bytes_path(d)).collect();
     let system: Vec<PathBuf> = check.system.iter().map(|d| bytes_path(d)).collect();
     let existed: HashSet<&[u8]> = check.existing.iter().map(Vec::as_slice).collect();
-    candidates(&user, &system, cwd, &deps())
+    // A changed directory only matters to the candidates it decided: those whose nearest
+    // watched ancestor it is. Candidates are derived only for search directories at or above
+    // a changed one. From another directory, everything is derived.
+    let watched: HashSet<PathBuf> = check.watched.iter().map(|w| bytes_path(&w.path)).collect();
+    let changed: HashSet<PathBuf> = changed.into_iter().collect();
+    // A search directory's candidates can be affected by a change at or below it, or — when
+    // it did not exist at the store — by a change to the ancestor that stood for it.
+    let wanted = |dir: &Path| {
+        !same_cwd
+            || changed.iter().any(|c| c == dir || under(c, dir).is_some())
+            || dir
+                .ancestors()
+                .find(|a| watched.contains(*a))
+                .is_some_and(|a| a != dir && changed.contains(a))
+    };
+    let affected = |candidate: &Path| {
+        !same_cwd
+            || candidate
+                .ancestors()
+                .skip(1)
+                .find(|a| watched.contains(*a))
+                .is_some_and(|a| changed.contains(a))
+    };
+    candidates(&user, &system, cwd, &deps(), &wanted)
         .into_iter()
+        .filter(|(_, abs)| affected(abs))
         .all(|(written, abs)| {
             existed.contains(written.as_os_str().as_bytes()) || !exists_listed(listings, &abs)
         })
@@ -264,10 +307,12 @@ pub fn no_shadowing(
 /// each candidate that did not exist at the store, with the index in `ShadowCheck::watched` of
 /// the directory whose change may reveal it.
 pub struct Derived {
-    /// The candidates' directories, each once.
+    /// The candidates' directories and file names, each once (an entry with 50 search
+    /// directories has thousands of candidates made of a few hundred of each).
     parents: Vec<PathBuf>,
-    /// Per candidate: the deciding watched directory, its directory in `parents`, its name.
-    items: Vec<(usize, usize, OsString)>,
+    names: Vec<OsString>,
+    /// Per candidate: the deciding watched directory, its directory and its name, as indices.
+    items: Vec<(u32, u32, u32)>,
 }
 
 /// [`Derived`] for an entry stored in `check.cwd`.
@@ -284,9 +329,11 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf]) -> Derived {
         .map(|(index, dir)| (dir.path.as_slice(), index))
         .collect();
     let mut parents: Vec<PathBuf> = Vec::new();
-    let mut parent_index: HashMap<PathBuf, usize> = HashMap::new();
+    let mut parent_index: HashMap<PathBuf, u32> = HashMap::new();
+    let mut names: Vec<OsString> = Vec::new();
+    let mut name_index: HashMap<OsString, u32> = HashMap::new();
     let mut items = Vec::new();
-    for (written, candidate) in candidates(&user, &system, cwd, deps) {
+    for (written, candidate) in candidates(&user, &system, cwd, deps, &|_| true) {
         if existed.contains(written.as_os_str().as_bytes()) {
             continue;
         }
@@ -302,39 +349,68 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf]) -> Derived {
         };
         let parent = *parent_index.entry(parent.to_path_buf()).or_insert_with(|| {
             parents.push(parent.to_path_buf());
-            parents.len() - 1
+            (parents.len() - 1) as u32
         });
-        items.push((decider, parent, name.to_os_string()));
+        let name = *name_index.entry(name.to_os_string()).or_insert_with(|| {
+            names.push(name.to_os_string());
+            (names.len() - 1) as u32
+        });
+        items.push((decider as u32, parent, name));
     }
-    Derived { parents, items }
+    Derived {
+        parents,
+        names,
+        items,
+    }
 }
 
 /// [`Derived`] per in-memory manifest entry. Keyed by the manifest's address and the entry's
 /// index; each value holds the manifest, so an address is never reused while it is a key.
 #[derive(Default)]
-pub struct DerivedMemo(
-    dashmap::DashMap<(usize, usize), (Arc<zccache_artifact::Manifest>, Arc<Derived>)>,
-);
+pub struct DerivedMemo {
+    entries: dashmap::DashMap<(usize, usize), MemoEntry>,
+    /// Candidates held, over all entries.
+    items: std::sync::atomic::AtomicUsize,
+}
 
-/// Entries whose candidates are kept (a few KB each); past this the memo starts over.
+/// The manifest (kept alive so its address stays unique) and the entry's candidates, if kept.
+type MemoEntry = (Arc<zccache_artifact::Manifest>, Option<Arc<Derived>>);
+
+/// Entries, and candidates over all of them (12 bytes each), the memo keeps; past either it
+/// starts over. Bounds its memory to ~20 MB however many search directories builds use.
 const MAX_DERIVED: usize = 4096;
+const MAX_DERIVED_ITEMS: usize = 1_500_000;
+/// Headers times search directories of one entry beyond which its candidates are not kept
+/// (see [`DerivedMemo::get_or_derive`]).
+const MAX_ITEMS_PER_ENTRY: usize = 4096;
 
 impl DerivedMemo {
+    /// The entry's derived candidates, or `None` when it has too many to keep (a search path
+    /// of dozens of directories): such entries derive just the candidates under a changed
+    /// directory on each check, as before.
     pub fn get_or_derive(
         &self,
         manifest: &Arc<zccache_artifact::Manifest>,
         index: usize,
-        derive: impl FnOnce() -> Derived,
-    ) -> Arc<Derived> {
+        check: &ShadowCheck,
+        deps: &dyn Fn() -> Vec<PathBuf>,
+    ) -> Option<Arc<Derived>> {
+        use std::sync::atomic::Ordering;
         let key = (Arc::as_ptr(manifest) as usize, index);
-        if let Some(found) = self.0.get(&key) {
+        if let Some(found) = self.entries.get(&key) {
             return found.1.clone();
         }
-        let derived = Arc::new(derive());
-        if self.0.len() >= MAX_DERIVED {
-            self.0.clear();
+        let entry = &manifest.entries[index];
+        let estimate = entry.deps.len() * (check.user.len() + check.system.len());
+        let derived = (estimate <= MAX_ITEMS_PER_ENTRY).then(|| Arc::new(derive(check, &deps())));
+        let size = derived.as_ref().map_or(0, |d| d.items.len());
+        let held = self.items.fetch_add(size, Ordering::Relaxed);
+        if self.entries.len() >= MAX_DERIVED || held + size > MAX_DERIVED_ITEMS {
+            self.entries.clear();
+            self.items.store(size, Ordering::Relaxed);
         }
-        self.0.insert(key, (manifest.clone(), derived.clone()));
+        self.entries
+            .insert(key, (manifest.clone(), derived.clone()));
         derived
     }
 }
@@ -422,7 +498,7 @@ mod tests {
             &check,
             cwd,
             &|| deps.clone(),
-            &|| derived.clone(),
+            &|| Some(derived.clone()),
             &Listings::default()
         ));
         // An unrelated file in a watched directory: re-checked, still fine.
@@ -431,7 +507,7 @@ mod tests {
             &check,
             cwd,
             &|| deps.clone(),
-            &|| derived.clone(),
+            &|| Some(derived.clone()),
             &Listings::default()
         ));
         for shadow in ["a/x.h", "x.h", "a/s.h", "b/s.h"] {
@@ -441,10 +517,21 @@ mod tests {
                     &check,
                     cwd,
                     &|| deps.clone(),
-                    &|| derived.clone(),
+                    &|| Some(derived.clone()),
                     &Listings::default()
                 ),
                 "{shadow} must be noticed"
+            );
+            // Also by an entry whose candidates are not kept (derived per check).
+            assert!(
+                !no_shadowing(
+                    &check,
+                    cwd,
+                    &|| deps.clone(),
+                    &|| None,
+                    &Listings::default()
+                ),
+                "{shadow} must be noticed without the memo"
             );
             std::fs::remove_file(cwd.join(shadow)).unwrap();
         }
@@ -452,7 +539,7 @@ mod tests {
             &check,
             cwd,
             &|| deps.clone(),
-            &|| derived.clone(),
+            &|| Some(derived.clone()),
             &Listings::default()
         ));
         // From another directory everything is derived again.
@@ -461,7 +548,7 @@ mod tests {
             &check,
             elsewhere.path(),
             &Vec::new,
-            &|| derived.clone(),
+            &|| Some(derived.clone()),
             &Listings::default()
         ));
     }
