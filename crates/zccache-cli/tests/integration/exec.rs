@@ -1,7 +1,7 @@
 //! `zccache exec`: any tool, cached by its declared inputs, outputs and variables.
 
 use crate::sandbox::*;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::process::{Output, Stdio};
 
 /// `zccache exec <args>` in the work dir with extra variables; never asserts success.
@@ -21,14 +21,6 @@ fn exec_env(sb: &Sandbox, env: &[(&str, &str)], args: &[&str]) -> Output {
 
 fn exec(sb: &Sandbox, args: &[&str]) -> Output {
     exec_env(sb, &[], args)
-}
-
-fn mode(sb: &Sandbox, rel: &str) -> u32 {
-    std::fs::metadata(sb.path(rel))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777
 }
 
 /// Sorts the words of `in.txt` into `sorted.txt`, writes an executable script, and prints
@@ -59,7 +51,7 @@ fn exec_cold_then_warm_restores_outputs_and_replays_streams() {
     let sorted = sb.read("sorted.txt");
     assert_eq!(sorted, b"apple\nfig\npear\n");
     let script = sb.read("bin/run.sh");
-    let (sorted_mode, script_mode) = (mode(&sb, "sorted.txt"), mode(&sb, "bin/run.sh"));
+    let (sorted_mode, script_mode) = (sb.mode("sorted.txt"), sb.mode("bin/run.sh"));
     assert_eq!(script_mode, 0o755);
 
     std::fs::remove_file(sb.path("sorted.txt")).unwrap();
@@ -71,8 +63,8 @@ fn exec_cold_then_warm_restores_outputs_and_replays_streams() {
     assert_eq!(warm.stderr, cold.stderr);
     assert_eq!(sb.read("sorted.txt"), sorted);
     assert_eq!(sb.read("bin/run.sh"), script);
-    assert_eq!(mode(&sb, "sorted.txt"), sorted_mode);
-    assert_eq!(mode(&sb, "bin/run.sh"), 0o755);
+    assert_eq!(sb.mode("sorted.txt"), sorted_mode);
+    assert_eq!(sb.mode("bin/run.sh"), 0o755);
     // Restored by copy: a file of its own, not a link into the store.
     assert_eq!(std::fs::metadata(sb.path("bin/run.sh")).unwrap().nlink(), 1);
     let ran = sb.bare(".", &["./bin/run.sh"]);

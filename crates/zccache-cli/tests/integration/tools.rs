@@ -3,7 +3,6 @@
 //! and every input that matters (source, header, library, configuration) missing when edited.
 
 use crate::sandbox::{assert_success, Sandbox};
-use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
 /// Runs `args` through zccache and bare in `dir`; asserts the same exit code, stdout and
@@ -34,21 +33,13 @@ fn counts(sb: &Sandbox) -> (u64, u64) {
     (sb.hits(), sb.misses())
 }
 
-fn mode(sb: &Sandbox, rel: &str) -> u32 {
-    std::fs::metadata(sb.path(rel))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777
-}
-
 /// Links `args` bare into the named output, then through zccache (a miss), then again after
 /// removing the outputs (a hit); every output byte-identical to the bare link's each time.
 fn link_cold_and_warm(sb: &Sandbox, args: &[&str], outputs: &[&str]) {
     let before = counts(sb);
     let bare = sb.bare(".", args);
     assert_success(&bare, args);
-    let expected: Vec<(Vec<u8>, u32)> = outputs.iter().map(|o| (sb.read(o), mode(sb, o))).collect();
+    let expected: Vec<(Vec<u8>, u32)> = outputs.iter().map(|o| (sb.read(o), sb.mode(o))).collect();
     for (round, outcome) in [(0, "miss"), (1, "hit")] {
         for output in outputs {
             std::fs::remove_file(sb.path(output)).unwrap();
@@ -56,7 +47,7 @@ fn link_cold_and_warm(sb: &Sandbox, args: &[&str], outputs: &[&str]) {
         sb.ok(args);
         for (output, (bytes, mode_bits)) in outputs.iter().zip(&expected) {
             assert!(sb.read(output) == *bytes, "{output} differs ({outcome})");
-            assert_eq!(mode(sb, output), *mode_bits, "mode of {output} ({outcome})");
+            assert_eq!(sb.mode(output), *mode_bits, "mode of {output} ({outcome})");
         }
         let (hits, misses) = counts(sb);
         assert_eq!(
@@ -95,11 +86,7 @@ fn gcc_and_clang_links_are_cached_with_libraries_maps_and_modes() {
             "-Wl,-Map=prog.map",
         ];
         link_cold_and_warm(&sb, &link, &["prog", "prog.map"]);
-        assert_eq!(
-            mode(&sb, "prog") & 0o111,
-            0o111,
-            "the program is executable"
-        );
+        assert_eq!(sb.mode("prog") & 0o111, 0o111, "the program is executable");
         assert_eq!(sb.bare(".", &["./prog"]).stdout, b"1 10\n");
 
         // A shared library, linked and restored with its mode.
