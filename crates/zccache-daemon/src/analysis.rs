@@ -140,14 +140,14 @@ impl Daemon {
             let path = dir.join(".clang-tidy");
             extra.push((
                 format!("config {}", path.display()),
-                file_digest_or_absent(&path),
+                self.digest_or_absent(call, &path),
             ));
         }
         if let Some(config) = &tidy.config_file {
             let path = absolute(&call.cwd, config);
             extra.push((
                 format!("config file {}", path.display()),
-                file_digest_or_absent(&path),
+                self.digest_or_absent(call, &path),
             ));
         }
         let (base_args, compile_dir) = match &tidy.fixed_args {
@@ -192,6 +192,15 @@ impl Daemon {
             compile_dir,
             extra,
         })
+    }
+
+    /// A configuration file's digest as a key part (from the file cache, so a hit reads
+    /// nothing the watcher vouches for), or a marker that it does not exist.
+    fn digest_or_absent(&self, call: &Call, path: &Path) -> Vec<u8> {
+        match call.digest(&self.fs, path) {
+            Ok(digest) => digest.hash.to_vec(),
+            Err(_) => b"(absent)".to_vec(),
+        }
     }
 
     /// The entry for `source` in the database at `path`, from memory while the file is
@@ -417,14 +426,6 @@ fn single_source(args: &[OsString]) -> Result<PathBuf, NotCacheable> {
             detail: String::new(),
         }),
         Parsed::NotCacheable(refused) => Err(refused),
-    }
-}
-
-/// A file's content digest, or a marker that it does not exist.
-fn file_digest_or_absent(path: &Path) -> Vec<u8> {
-    match std::fs::read(path) {
-        Ok(bytes) => blake3::hash(&bytes).as_bytes().to_vec(),
-        Err(_) => b"(absent)".to_vec(),
     }
 }
 

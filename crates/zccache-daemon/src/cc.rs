@@ -76,15 +76,6 @@ impl Daemon {
             parsed,
         } = match parse_call(call) {
             Ok(parsed) => parsed,
-            Err(("link", _)) => {
-                let toolchain = match self.identify_cc(call) {
-                    Ok(toolchain) => toolchain,
-                    Err(response) => return *response,
-                };
-                let expanded = rsp::expand(&call.args, &call.cwd, &mut |path| std::fs::read(path));
-                let args = expanded.map_or_else(|| call.args.clone(), |e| e.args);
-                return self.compile_link(call, &args, &toolchain);
-            }
             Err((reason, detail)) => {
                 tracing::debug!("not cacheable ({reason}): {detail}");
                 return self.run_locally(call, reason);
@@ -108,7 +99,8 @@ impl Daemon {
                 }
                 return for_caller_terminal(response, colour_explicit, call.stderr_is_tty);
             }
-            Parsed::NotCacheable(_) => unreachable!("refused by parse_call"),
+            // parse_call lets only links through: their own front end takes them.
+            Parsed::NotCacheable(_) => return self.compile_link(call, &args, &toolchain),
         };
         let response = self.compile_cc_single(
             call,
@@ -142,7 +134,7 @@ impl Daemon {
         let units: Vec<&CompileInvocation> = match &parsed {
             Parsed::Cacheable(invocation) => vec![invocation],
             Parsed::Multi(multi) => multi.units.iter().collect(),
-            Parsed::NotCacheable(_) => unreachable!("refused by parse_call"),
+            Parsed::NotCacheable(link) => return Err(not_cacheable(link.reason, &link.detail)),
         };
         let toolchain = self
             .toolchains
@@ -720,7 +712,7 @@ struct ParsedCall<'a> {
     /// Borrowed when no response file was involved.
     args: Cow<'a, [OsString]>,
     from_response_files: bool,
-    /// Cacheable: one unit or several.
+    /// Cacheable: one unit or several; or a link, for the link front end.
     parsed: Parsed,
 }
 
@@ -734,8 +726,17 @@ fn parse_call(call: &Call) -> Result<ParsedCall<'_>, (&'static str, String)> {
         None => Cow::Borrowed(&call.args),
     };
     let parsed = parse_gcc(&call.compiler, &args);
-    if let Parsed::NotCacheable(nc) = &parsed {
-        return Err((nc.reason, nc.detail.clone()));
+    match &parsed {
+        // A link goes on, with its expanded arguments, to the link front end.
+        Parsed::NotCacheable(nc) if nc.reason == "link" => {
+            return Ok(ParsedCall {
+                args,
+                from_response_files,
+                parsed,
+            })
+        }
+        Parsed::NotCacheable(nc) => return Err((nc.reason, nc.detail.clone())),
+        _ => {}
     }
     if DEPFILE_ENV.iter().any(|name| call.env_var(name).is_some()) {
         return Err(("depfile_env", String::new()));

@@ -7,8 +7,7 @@
 //! no other file and no other variable (`PATH`, `HOME`, locale…) that changes its result.
 //! Failed runs are stored too, without outputs, and replayed with their exit code.
 
-use crate::pipeline::{Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
-use crate::stats::Stats;
+use crate::pipeline::{Call, Captured, CapturedOutput, Found, KeyHasher, Miss, Ran};
 use crate::Daemon;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -16,62 +15,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use zccache_artifact::{Delivery, Store, StoredResult};
+use zccache_artifact::{Delivery, Store};
 use zccache_core::paths::absolute;
 use zccache_fscache::{FileDigest, StatSig};
-use zccache_protocol::{CompileReply, Outcome, Response};
+use zccache_protocol::Response;
 
 const KEY_DOMAIN: &str = "zccache exec v1";
 
-/// A tool run a front end has already shaped (its stdout possibly rewritten), ready to be
-/// replied with and, if `captured` says so, stored.
-pub(crate) struct Ran {
-    pub started_at: SystemTime,
-    pub compile_ms: u64,
-    pub exit_code: i32,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-}
-
 impl Daemon {
-    /// Counts a miss, queues the result for storing unless `captured` names the reason not to,
-    /// and builds the reply. For front ends that decide what to keep only once the tool's exit
-    /// status is known, or that reply with other than its raw output.
-    pub(crate) fn reply_miss(
-        self: &Arc<Self>,
-        call: &Call,
-        miss: Miss,
-        ran: Ran,
-        captured: Result<Captured, &'static str>,
-    ) -> Response {
-        self.count(call, Stats::miss);
-        let outcome = match captured {
-            Ok(captured) => {
-                let result = StoredResult {
-                    outputs: Vec::new(),
-                    stdout: ran.stdout.clone(),
-                    stderr: ran.stderr.clone(),
-                    compile_ms: ran.compile_ms,
-                    exit_code: ran.exit_code,
-                };
-                self.store_unit(call, miss, ran.started_at, captured, result);
-                Outcome::Miss
-            }
-            Err(reason) => {
-                self.count(call, |stats| stats.not_stored(reason));
-                Outcome::NotStored {
-                    reason: reason.into(),
-                }
-            }
-        };
-        Response::Compiled(CompileReply {
-            exit_code: ran.exit_code,
-            stdout: ran.stdout,
-            stderr: ran.stderr,
-            outcome,
-        })
-    }
-
     /// A declared tool call: served from the cache, or run and stored.
     pub(crate) fn run_exec(self: &Arc<Self>, call: &Call) -> Response {
         let Some(store) = self.store.as_ref() else {

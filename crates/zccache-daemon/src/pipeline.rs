@@ -272,6 +272,16 @@ pub(crate) struct Miss {
     pub parts: Vec<(String, String)>,
 }
 
+/// A tool run a front end has already shaped (its stdout possibly rewritten), ready to be
+/// replied with and, if `captured` says so, stored.
+pub(crate) struct Ran {
+    pub started_at: SystemTime,
+    pub compile_ms: u64,
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
 /// A compile result waiting to be checked and stored after the reply.
 struct StoreJob {
     key: Hash,
@@ -496,33 +506,57 @@ impl Daemon {
             }
         };
         let compile_ms = started.elapsed().as_millis() as u64;
-        self.count(call, Stats::miss);
         let captured = if output.status.success() || miss.store_failures {
             capture()
         } else {
             Err("compile_failed")
         };
-        let captured = match captured {
-            Ok(captured) => captured,
-            Err(reason) => {
-                self.count(call, |stats| stats.not_stored(reason));
-                return reply(
-                    &output,
-                    Outcome::NotStored {
-                        reason: reason.into(),
-                    },
-                );
-            }
-        };
-        let result = StoredResult {
-            outputs: Vec::new(),
-            stdout: output.stdout.clone(),
-            stderr: output.stderr.clone(),
+        let ran = Ran {
+            started_at,
             compile_ms,
             exit_code: exit_code(&output.status),
+            stdout: output.stdout,
+            stderr: output.stderr,
         };
-        self.store_unit(call, miss, started_at, captured, result);
-        reply(&output, Outcome::Miss)
+        self.reply_miss(call, miss, ran, captured)
+    }
+
+    /// Counts a miss, queues the result for storing unless `captured` names the reason not to,
+    /// and builds the reply. For front ends that decide what to keep only once the tool's exit
+    /// status is known, or that reply with other than its raw output.
+    pub(crate) fn reply_miss(
+        self: &Arc<Self>,
+        call: &Call,
+        miss: Miss,
+        ran: Ran,
+        captured: Result<Captured, &'static str>,
+    ) -> Response {
+        self.count(call, Stats::miss);
+        let outcome = match captured {
+            Ok(captured) => {
+                let result = StoredResult {
+                    outputs: Vec::new(),
+                    stdout: ran.stdout.clone(),
+                    stderr: ran.stderr.clone(),
+                    compile_ms: ran.compile_ms,
+                    exit_code: ran.exit_code,
+                };
+                self.store_unit(call, miss, ran.started_at, captured, result);
+                Outcome::Miss
+            }
+            Err(reason) => {
+                self.count(call, |stats| stats.not_stored(reason));
+                Outcome::NotStored {
+                    reason: reason.into(),
+                }
+            }
+        };
+        Response::Compiled(CompileReply {
+            exit_code: ran.exit_code,
+            stdout: ran.stdout,
+            stderr: ran.stderr,
+            outcome,
+        })
     }
 
     /// Queues one compiled unit for checking and storing, after the reply.
@@ -734,16 +768,6 @@ fn source_record(call: &Call, key: Hash, parts: Vec<(String, String)>) -> Source
             .unwrap_or(0),
         parts,
     }
-}
-
-/// The reply for a tool run whose result is (or will be) stored, or not.
-pub(crate) fn reply(output: &std::process::Output, outcome: Outcome) -> Response {
-    Response::Compiled(CompileReply {
-        exit_code: exit_code(&output.status),
-        stdout: output.stdout.clone(),
-        stderr: output.stderr.clone(),
-        outcome,
-    })
 }
 
 pub(crate) fn exit_code(status: &std::process::ExitStatus) -> i32 {

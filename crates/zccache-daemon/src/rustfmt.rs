@@ -18,8 +18,7 @@
 //! with the file's own mode) and replays stdout, stderr and the exit code, `--check`'s diffs
 //! and exit code 1 included.
 
-use crate::exec::Ran;
-use crate::pipeline::{exit_code, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
+use crate::pipeline::{exit_code, Call, Captured, CapturedOutput, Found, KeyHasher, Miss, Ran};
 use crate::Daemon;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
