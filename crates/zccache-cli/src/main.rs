@@ -6,6 +6,13 @@
 //! for a tool the call describes (`exec.rs`). Everything else (`start`, `stop`, `status`,
 //! `clear`, sessions, `analyze`, `inspect`, `--version`) is a subcommand (`commands.rs`).
 
+// Every cache hit starts this program, so it skips the Rust runtime's start-up (reading
+// /proc/self/maps for the stack guard, the alternate signal stack, ignoring SIGPIPE): about
+// 0.1 ms of a ~1.4 ms hit on the reference machine. Arguments still come from std (glibc
+// passes them to std's initializer); SIGPIPE keeps its default, as for the bare compiler, and
+// socket writes use MSG_NOSIGNAL.
+#![no_main]
+
 mod analyze;
 mod client;
 mod commands;
@@ -16,13 +23,21 @@ mod wrapper;
 
 use std::ffi::OsString;
 
-fn main() {
-    let args: Vec<OsString> = std::env::args_os().collect();
-    let code = match args.get(1).map(|a| a.to_str()) {
-        Some(Some("exec")) => exec::main(&args),
-        Some(Some(word)) if !commands::is_command(word) => wrapper::main(&args),
-        Some(None) => wrapper::main(&args),
-        _ => commands::main(&args),
-    };
+#[no_mangle]
+extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    // A panic must not unwind into C: report it as std's runtime would (exit 101).
+    let code = std::panic::catch_unwind(|| {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        match args.get(1).map(|a| a.to_str()) {
+            Some(Some("exec")) => exec::main(&args),
+            Some(Some(word)) if !commands::is_command(word) => wrapper::main(&args),
+            Some(None) => wrapper::main(&args),
+            _ => commands::main(&args),
+        }
+    })
+    .unwrap_or(101);
     std::process::exit(code);
 }
