@@ -202,8 +202,15 @@ impl Daemon {
         }
         if let Some(check) = &entry.shadow {
             let listings = crate::search::Listings::default();
-            if !crate::search::no_shadowing(check, &call.cwd, &|| deps.clone(), &|| None, &listings)
-            {
+            let stat = |dir: &std::path::Path| zccache_fscache::StatSig::of(dir).ok();
+            if !crate::search::no_shadowing(
+                check,
+                &call.cwd,
+                &stat,
+                &|| deps.clone(),
+                &|| None,
+                &listings,
+            ) {
                 changes.push(format!(
                     "a {noun} added to the include path would now be found before one it used"
                 ));

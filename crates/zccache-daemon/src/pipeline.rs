@@ -91,6 +91,12 @@ impl Call {
         fs.digest_synced(path, synced)
     }
 
+    /// A directory's signature for this call, on the same terms as [`Call::digest`].
+    pub fn dir_signature(&self, fs: &FsCache, dir: &Path) -> Option<StatSig> {
+        let synced = *self.synced.get_or_init(|| fs.sync());
+        fs.dir_signature(dir, synced).ok()
+    }
+
     /// Marks the call as a link, for the journal.
     pub fn mark_link(&self) {
         self.link.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -445,7 +451,10 @@ impl Daemon {
                     self.derived_shadows
                         .get_or_derive(&manifest, index, check, &deps)
                 };
-                if !crate::search::no_shadowing(check, &call.cwd, &deps, &derived, listings) {
+                let signature = |dir: &Path| call.dir_signature(&self.fs, dir);
+                if !crate::search::no_shadowing(
+                    check, &call.cwd, &signature, &deps, &derived, listings,
+                ) {
                     continue 'entries;
                 }
             }

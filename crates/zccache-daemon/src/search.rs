@@ -220,11 +220,13 @@ type ListingMap = HashMap<Box<[u8]>, Option<Arc<Names>>, FxBuildHasher>;
 /// A directory's entry names.
 type Names = HashSet<OsString, FxBuildHasher>;
 
-/// True while no file that would shadow a dependency exists, for a call in `cwd`. `deps` (the
-/// dependency paths as written) is only built when a watched directory changed.
+/// True while no file that would shadow a dependency exists, for a call in `cwd`. `signature`
+/// gives a directory's current stat signature; `deps` (the dependency paths as written) is
+/// only built when a watched directory changed.
 pub fn no_shadowing(
     check: &ShadowCheck,
     cwd: &Path,
+    signature: &dyn Fn(&Path) -> Option<StatSig>,
     deps: &dyn Fn() -> Vec<PathBuf>,
     derived: &dyn Fn() -> Option<Arc<Derived>>,
     listings: &Listings,
@@ -236,7 +238,7 @@ pub fn no_shadowing(
         let mut changed_at = vec![false; check.watched.len()];
         for (index, dir) in check.watched.iter().enumerate() {
             let path = Path::new(std::ffi::OsStr::from_bytes(&dir.path));
-            let now = StatSig::of(path).ok().map(|sig| DirStamp {
+            let now = signature(path).map(|sig| DirStamp {
                 ino: sig.ino,
                 size: sig.size,
                 mtime_ns: sig.mtime_ns,
@@ -262,9 +264,12 @@ pub fn no_shadowing(
                 .items
                 .iter()
                 .filter(|(decider, _, _)| changed_at[*decider as usize])
-                .all(|(_, parent, name)| {
+                .all(|(decider, parent, name)| {
+                    let decider = Path::new(std::ffi::OsStr::from_bytes(
+                        &check.watched[*decider as usize].path,
+                    ));
                     let parent = &derived.parents[*parent as usize];
-                    !listed(listings, parent, &derived.names[*name as usize])
+                    !listed_under(listings, decider, parent, &derived.names[*name as usize])
                 });
         }
     }
@@ -298,7 +303,16 @@ pub fn no_shadowing(
         .into_iter()
         .filter(|(_, abs)| affected(abs))
         .all(|(written, abs)| {
-            existed.contains(written.as_os_str().as_bytes()) || !exists_listed(listings, &abs)
+            if existed.contains(written.as_os_str().as_bytes()) {
+                return true;
+            }
+            let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+                return std::fs::symlink_metadata(&abs).is_err();
+            };
+            match abs.ancestors().skip(1).find(|a| watched.contains(*a)) {
+                Some(decider) => !listed_under(listings, decider, parent, name),
+                None => !listed(listings, parent, name),
+            }
         })
 }
 
@@ -415,12 +429,23 @@ impl DerivedMemo {
     }
 }
 
-/// Whether `path` exists, reading each parent directory once per check rather than stating
-/// every candidate.
-fn exists_listed(listings: &Listings, path: &Path) -> bool {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return std::fs::symlink_metadata(path).is_ok();
-    };
+/// Whether `parent` (at or below `decider`, a directory that exists) holds `name`. Each
+/// directory between them is looked up in its parent's listing first, so a candidate below a
+/// directory that does not exist (`src/bits/…` for a system header) costs no system call.
+fn listed_under(
+    listings: &Listings,
+    decider: &Path,
+    parent: &Path,
+    name: &std::ffi::OsStr,
+) -> bool {
+    if parent != decider && under(parent, decider).is_some() {
+        let (Some(grandparent), Some(parent_name)) = (parent.parent(), parent.file_name()) else {
+            return listed(listings, parent, name);
+        };
+        if !listed_under(listings, decider, grandparent, parent_name) {
+            return false;
+        }
+    }
     listed(listings, parent, name)
 }
 
@@ -482,6 +507,7 @@ mod tests {
         };
         let deps = vec![PathBuf::from("b/x.h"), cwd.join("sys/s.h")];
         let check = shadow_check(&search, cwd, Path::new("main.c"), &deps);
+        let stat = |dir: &Path| StatSig::of(dir).ok();
         // Derived once, before any shadow exists, and reused by every check below.
         let derived = Arc::new(derive(&check, &deps));
         let watched: Vec<String> = check
@@ -497,6 +523,7 @@ mod tests {
         assert!(no_shadowing(
             &check,
             cwd,
+            &stat,
             &|| deps.clone(),
             &|| Some(derived.clone()),
             &Listings::default()
@@ -506,6 +533,7 @@ mod tests {
         assert!(no_shadowing(
             &check,
             cwd,
+            &stat,
             &|| deps.clone(),
             &|| Some(derived.clone()),
             &Listings::default()
@@ -516,6 +544,7 @@ mod tests {
                 !no_shadowing(
                     &check,
                     cwd,
+                    &stat,
                     &|| deps.clone(),
                     &|| Some(derived.clone()),
                     &Listings::default()
@@ -527,6 +556,7 @@ mod tests {
                 !no_shadowing(
                     &check,
                     cwd,
+                    &stat,
                     &|| deps.clone(),
                     &|| None,
                     &Listings::default()
@@ -538,6 +568,7 @@ mod tests {
         assert!(no_shadowing(
             &check,
             cwd,
+            &stat,
             &|| deps.clone(),
             &|| Some(derived.clone()),
             &Listings::default()
@@ -547,6 +578,7 @@ mod tests {
         assert!(no_shadowing(
             &check,
             elsewhere.path(),
+            &stat,
             &Vec::new,
             &|| Some(derived.clone()),
             &Listings::default()

@@ -94,7 +94,7 @@ pub fn run(options: DaemonOptions) -> i32 {
     let daemon = Arc::new(Daemon {
         root: root.clone(),
         store,
-        fs: file_cache(&root),
+        fs: file_cache(),
         toolchains: Toolchains::default(),
         analysis: Default::default(),
         derived_shadows: Default::default(),
@@ -131,8 +131,9 @@ pub fn run(options: DaemonOptions) -> i32 {
 }
 
 /// The file cache, with an inotify watcher unless `ZCCACHE_WATCH=0`.
-/// `ZCCACHE_TEST_WATCH_DELAY_MS` slows the watcher's event handling, for tests.
-fn file_cache(root: &CacheRoot) -> FsCache {
+/// `ZCCACHE_TEST_WATCH_DELAY_MS` holds the watcher's own thread back, for tests: requests
+/// read the events they depend on themselves.
+fn file_cache() -> FsCache {
     let off =
         std::env::var("ZCCACHE_WATCH").is_ok_and(|v| matches!(v.as_str(), "0" | "off" | "no"));
     if off {
@@ -143,7 +144,7 @@ fn file_cache(root: &CacheRoot) -> FsCache {
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
         .unwrap_or_default();
-    FsCache::with_watcher(&root.tmp_dir(), delay)
+    FsCache::with_watcher(delay)
 }
 
 /// Asks daemons of older protocol versions serving this root to stop, so this one can use

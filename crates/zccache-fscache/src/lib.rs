@@ -101,6 +101,9 @@ struct Entry {
 #[derive(Default)]
 pub struct FsCache {
     entries: DashMap<Box<[u8]>, Entry, rustc_hash::FxBuildHasher>,
+    /// Directory → its signature and the watcher's snapshot taken before that stat.
+    #[cfg(target_os = "linux")]
+    dirs: DashMap<Box<[u8]>, (StatSig, watch::ArmedDir), rustc_hash::FxBuildHasher>,
     #[cfg(target_os = "linux")]
     watcher: Option<watch::Watcher>,
 }
@@ -119,23 +122,22 @@ impl FsCache {
         FsCache::default()
     }
 
-    /// A cache whose digests can be vouched for by an inotify watcher. Cookies (files the
-    /// watcher uses to know it has caught up) are created in `cookie_dir`. `delay` slows the
-    /// watcher's event handling down, for tests. Without inotify this is [`FsCache::new`].
-    pub fn with_watcher(cookie_dir: &Path, delay: Duration) -> FsCache {
+    /// A cache whose digests can be vouched for by an inotify watcher. `delay` holds the
+    /// watcher's own thread back, for tests. Without inotify this is [`FsCache::new`].
+    pub fn with_watcher(delay: Duration) -> FsCache {
         #[cfg(target_os = "linux")]
         {
-            match watch::Watcher::start(cookie_dir, delay) {
+            match watch::Watcher::start(delay) {
                 Ok(watcher) => {
                     return FsCache {
-                        entries: DashMap::default(),
                         watcher: Some(watcher),
+                        ..FsCache::default()
                     }
                 }
                 Err(e) => tracing::warn!("file watcher unavailable, using stat only: {e}"),
             }
         }
-        let _ = (cookie_dir, delay);
+        let _ = delay;
         FsCache::new()
     }
 
@@ -228,6 +230,41 @@ impl FsCache {
         Ok(digest)
     }
 
+    /// A directory's stat signature, which changes whenever a name in it does: from memory
+    /// while the watcher proves no name in it changed since it was taken (after
+    /// [`FsCache::sync`]), otherwise stat'ed now. Shadowing checks compare it with the
+    /// signature recorded when a result was stored.
+    pub fn dir_signature(&self, dir: &Path, synced: Synced) -> io::Result<StatSig> {
+        #[cfg(target_os = "linux")]
+        if let Some(watcher) = &self.watcher {
+            let key = dir.as_os_str().as_bytes();
+            if synced.0 {
+                if let Some(known) = self.dirs.get(key) {
+                    if watcher.valid_dir(&known.1) {
+                        return Ok(known.0);
+                    }
+                }
+            }
+            // The snapshot comes before the stat it will vouch for.
+            let armed = watcher.arm_dir(dir);
+            let sig = StatSig::of(dir)?;
+            match armed {
+                Some(armed) => {
+                    if self.dirs.len() >= MAX_ENTRIES {
+                        self.dirs.clear();
+                    }
+                    self.dirs.insert(key.into(), (sig, armed));
+                }
+                None => {
+                    self.dirs.remove(key);
+                }
+            }
+            return Ok(sig);
+        }
+        let _ = synced;
+        StatSig::of(dir)
+    }
+
     /// Forgets a path (a watcher hint, or a file we know we just wrote).
     pub fn invalidate(&self, path: &Path) {
         self.entries.remove(path.as_os_str().as_bytes());
@@ -292,6 +329,73 @@ pub fn mentions_time_macro(text: &[u8]) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_directory_signature_from_memory_follows_every_name_change() {
+        let fs = FsCache::with_watcher(Duration::ZERO);
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let dir = root.join("inc");
+        std::fs::create_dir(&dir).unwrap();
+        let touch_attributes = |path: &Path| {
+            let old = SystemTime::now() - Duration::from_secs(3600);
+            std::fs::File::open(path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        };
+        let check = |what: &str, previous: StatSig| {
+            let now = fs.dir_signature(&dir, fs.sync()).unwrap();
+            assert_eq!(now, StatSig::of(&dir).unwrap(), "{what}: must match stat");
+            assert_ne!(now, previous, "{what}: must change");
+            now
+        };
+        touch_attributes(&dir);
+        let mut sig = fs.dir_signature(&dir, fs.sync()).unwrap();
+        std::fs::write(root.join("outside.h"), "").unwrap();
+        // No name in it changed: the signature comes from memory, so an attribute change
+        // (which creates no file) is not even seen.
+        touch_attributes(&dir);
+        assert_eq!(fs.dir_signature(&dir, fs.sync()).unwrap(), sig);
+        assert_ne!(StatSig::of(&dir).unwrap(), sig);
+        type Change = fn(&Path);
+        let changes: [(&str, Change); 6] = [
+            ("a name created", |d| {
+                std::fs::write(d.join("a.h"), "").unwrap()
+            }),
+            ("a name renamed", |d| {
+                std::fs::rename(d.join("a.h"), d.join("b.h")).unwrap()
+            }),
+            ("a name moved in", |d| {
+                std::fs::rename(d.parent().unwrap().join("outside.h"), d.join("c.h")).unwrap()
+            }),
+            ("a name removed", |d| {
+                std::fs::remove_file(d.join("b.h")).unwrap()
+            }),
+            ("a subdirectory created", |d| {
+                std::fs::create_dir(d.join("sub")).unwrap()
+            }),
+            ("the directory replaced", |d| {
+                std::fs::rename(d, d.parent().unwrap().join("old")).unwrap();
+                std::fs::create_dir(d).unwrap();
+            }),
+        ];
+        for (what, change) in changes {
+            // Whatever the file system clock's granularity, the change shows in mtime/ctime.
+            touch_attributes(&dir);
+            sig = StatSig::of(&dir).unwrap();
+            fs.dirs.clear();
+            assert_eq!(fs.dir_signature(&dir, fs.sync()).unwrap(), sig);
+            change(&dir);
+            sig = check(what, sig);
+            assert_eq!(
+                fs.dir_signature(&dir, fs.sync()).unwrap(),
+                sig,
+                "{what}: kept"
+            );
+        }
+    }
 
     #[test]
     fn time_macros_are_found() {

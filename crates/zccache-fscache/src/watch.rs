@@ -12,30 +12,31 @@
 //!   that concern it. A snapshot of the count is taken *before* the file is stat'ed; the
 //!   digest stays trusted only while the count is unchanged (and no queue overflow, watch
 //!   loss or mount change bumped the global epoch in between).
-//! - **Every event that happened before the request has been read.** Events arrive
-//!   asynchronously. Before trusting anything, a request creates a cookie file in a watched
-//!   directory and waits until the watcher thread has read the cookie's event: inotify queues
-//!   the events of one instance in order, so every change made before the request started has
-//!   been counted by then. If the cookie does not arrive, nothing is trusted.
+//! - **Every event that happened before the request has been read.** The kernel queues an
+//!   inotify event inside the system call that makes the change (`write`, `rename`, `unlink`…
+//!   return only after it is queued), so every change made before a request was sent is in the
+//!   queue when the request arrives. Before trusting anything, the request itself reads the
+//!   queue until it is empty (under the lock the watcher thread also drains it with) and counts
+//!   what it finds. A read error or a lost queue means nothing is trusted. (Earlier versions
+//!   had the thread read the events and made each request wait for a "cookie" file's event to
+//!   come through: two more file operations and two thread switches per hit.)
 //!
 //! Anything short of that proof falls back to `stat` (and re-hashing when the signature
 //! changed), which is what correctness rests on without a watcher.
 
 use dashmap::DashMap;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How long a request waits for its cookie before giving up on the watcher for that request.
-const COOKIE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Watches beyond this many are not added (the kernel's own limit may be lower).
 const MAX_WATCHES: usize = 100_000;
@@ -49,8 +50,6 @@ const LOCAL_FS: &[i64] = &[
     0x0102_1994, // tmpfs
     0xF2F5_2010, // f2fs
 ];
-
-const COOKIE_PREFIX: &str = "watch-cookie-";
 
 /// What a file's inode watch reports: any change to its content or metadata, its deletion or
 /// its move. (Not IN_OPEN: reading changes nothing.)
@@ -75,7 +74,10 @@ const DIR_EVENTS: WatchMask = WatchMask::CREATE
 /// A watched directory and the count of events that concern it.
 pub(crate) struct DirWatch {
     path: Box<[u8]>,
+    /// Events concerning the watched files in it (and the directory itself).
     events: AtomicU64,
+    /// Names created, removed or renamed in it: its listing changed.
+    names: AtomicU64,
     usable: AtomicBool,
 }
 
@@ -87,7 +89,17 @@ impl DirWatch {
     fn retire(&self) {
         self.usable.store(false, Ordering::SeqCst);
         self.bump();
+        self.names.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// What must still hold for a directory's signature (its listing) to be reused without a
+/// `stat`: no name in it changed and it is still the directory at that path.
+#[derive(Clone)]
+pub(crate) struct ArmedDir {
+    dir: Arc<DirWatch>,
+    names: u64,
+    epoch: u64,
 }
 
 /// What must still hold for a digest to be reused without a `stat`.
@@ -111,55 +123,56 @@ struct State {
     files: DashMap<Box<[u8]>, WatchDescriptor, FxBuildHasher>,
     /// Bumped when anything may have been missed: queue overflow, a read error, a mount change.
     epoch: AtomicU64,
-    cookie_seen: Mutex<u64>,
-    cookie_arrived: Condvar,
-    cookie_dir: Box<[u8]>,
     alive: AtomicBool,
-    /// Test hook: delay before each batch of events is handled.
+    /// The inotify queue, drained by whichever thread holds it: a request before it trusts
+    /// anything, or the watcher thread when events wait and no request comes.
+    queue: Mutex<Queue>,
+    /// Test hook: how long the watcher thread waits before draining events it was woken for.
     delay: Duration,
 }
 
-/// The watcher: a thread reading inotify events, and the maps request threads consult.
+/// The inotify instance (non-blocking), a handle to remove watches, and a read buffer.
+struct Queue {
+    inotify: Inotify,
+    watches: Watches,
+    buffer: Vec<u8>,
+}
+
+/// The watcher: the maps request threads consult, and a thread that keeps the queue short.
 pub(crate) struct Watcher {
     watches: Mutex<Watches>,
     state: Arc<State>,
-    cookie_dir: PathBuf,
-    next_cookie: AtomicU64,
     mounts: Mutex<Option<std::fs::File>>,
 }
 
 impl Watcher {
-    /// Starts watching; cookies are created in `cookie_dir` (a private directory).
-    pub fn start(cookie_dir: &Path, delay: Duration) -> io::Result<Watcher> {
+    /// Starts watching. `delay` holds the watcher thread back before it handles events (a
+    /// test hook: requests must not depend on that thread).
+    pub fn start(delay: Duration) -> io::Result<Watcher> {
         let inotify = Inotify::init()?;
         let watches = inotify.watches();
-        let cookie_dir = std::fs::canonicalize(cookie_dir)?;
+        let fd = inotify.as_raw_fd();
         let state = Arc::new(State {
             targets: Mutex::new(HashMap::new()),
             dirs: DashMap::default(),
             files: DashMap::default(),
             epoch: AtomicU64::new(0),
-            cookie_seen: Mutex::new(0),
-            cookie_arrived: Condvar::new(),
-            cookie_dir: cookie_dir.as_os_str().as_bytes().into(),
             alive: AtomicBool::new(true),
+            queue: Mutex::new(Queue {
+                inotify,
+                watches: watches.clone(),
+                buffer: vec![0u8; 64 * 1024],
+            }),
             delay,
         });
         let watcher = Watcher {
             watches: Mutex::new(watches),
             state: state.clone(),
-            cookie_dir,
-            next_cookie: AtomicU64::new(1),
             mounts: Mutex::new(std::fs::File::open("/proc/self/mountinfo").ok()),
         };
-        watcher
-            .dir_watch(&watcher.cookie_dir)
-            .ok_or_else(|| io::Error::other("cannot watch the cookie directory"))?;
-        let reader_state = state.clone();
-        let reader_watches = watcher.watches.lock().clone();
         std::thread::Builder::new()
             .name("zccache-watch".into())
-            .spawn(move || read_events(inotify, reader_watches, reader_state))?;
+            .spawn(move || keep_draining(fd, state))?;
         Ok(watcher)
     }
 
@@ -170,34 +183,7 @@ impl Watcher {
             return false;
         }
         self.check_mounts();
-        let n = self.next_cookie.fetch_add(1, Ordering::SeqCst);
-        let cookie = self
-            .cookie_dir
-            .join(format!("{COOKIE_PREFIX}{}-{n}", std::process::id()));
-        if std::fs::File::create(&cookie).is_err() {
-            return false;
-        }
-        let arrived = {
-            let mut seen = self.state.cookie_seen.lock();
-            let deadline = std::time::Instant::now() + COOKIE_TIMEOUT;
-            while *seen < n {
-                if self
-                    .state
-                    .cookie_arrived
-                    .wait_until(&mut seen, deadline)
-                    .timed_out()
-                {
-                    break;
-                }
-            }
-            *seen >= n
-        };
-        let _ = std::fs::remove_file(&cookie);
-        if !arrived {
-            tracing::warn!("file watcher did not deliver its cookie; checking files with stat");
-            self.state.alive.store(false, Ordering::SeqCst);
-        }
-        arrived
+        drain(&self.state, &mut self.state.queue.lock())
     }
 
     /// Watches `path` (a regular file, not a symlink), its directory and their ancestors, and
@@ -239,6 +225,28 @@ impl Watcher {
         })
     }
 
+    /// Watches directory `dir` and its ancestors and snapshots the count of name changes in
+    /// it. Call before the `stat` whose result the snapshot will vouch for.
+    pub fn arm_dir(&self, dir: &Path) -> Option<ArmedDir> {
+        if !self.state.alive.load(Ordering::SeqCst) {
+            return None;
+        }
+        let watch = self.dir_watch(dir)?;
+        Some(ArmedDir {
+            names: watch.names.load(Ordering::SeqCst),
+            epoch: self.state.epoch.load(Ordering::SeqCst),
+            dir: watch,
+        })
+    }
+
+    /// No name in the armed directory has changed since its snapshot (as of the last sync).
+    pub fn valid_dir(&self, armed: &ArmedDir) -> bool {
+        armed.dir.usable.load(Ordering::SeqCst)
+            && armed.dir.names.load(Ordering::SeqCst) == armed.names
+            && self.state.epoch.load(Ordering::SeqCst) == armed.epoch
+            && self.state.alive.load(Ordering::SeqCst)
+    }
+
     /// Nothing concerning the armed file has happened since its snapshot (as of the last sync).
     pub fn valid(&self, armed: &Armed) -> bool {
         armed.dir.usable.load(Ordering::SeqCst)
@@ -272,6 +280,7 @@ impl Watcher {
         let watch = Arc::new(DirWatch {
             path: key.into(),
             events: AtomicU64::new(0),
+            names: AtomicU64::new(0),
             usable: AtomicBool::new(true),
         });
         let mut targets = self.state.targets.lock();
@@ -331,64 +340,63 @@ fn local_fs(dir: &Path) -> bool {
     LOCAL_FS.contains(&(stat.f_type as i64))
 }
 
-/// The watcher thread: reads events in order and bumps what they concern.
-fn read_events(mut inotify: Inotify, mut watches: Watches, state: Arc<State>) {
-    let mut buffer = vec![0u8; 64 * 1024];
+/// Reads the queue until it is empty, counting every event. False (and the watcher is dead
+/// from then on) when it cannot be read.
+fn drain(state: &State, queue: &mut Queue) -> bool {
+    if !state.alive.load(Ordering::SeqCst) {
+        return false;
+    }
+    let Queue {
+        inotify,
+        watches,
+        buffer,
+    } = queue;
     loop {
-        let events = match inotify.read_events_blocking(&mut buffer) {
-            Ok(events) => events,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
+        match inotify.read_events(buffer) {
+            Ok(events) => {
+                for event in events {
+                    if event.mask.contains(EventMask::Q_OVERFLOW) {
+                        state.epoch.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    let name = event.name.map(OsStr::as_bytes);
+                    handle(state, watches, &event.wd, event.mask, name);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!("file watcher failed ({e}); checking files with stat");
                 state.alive.store(false, Ordering::SeqCst);
                 state.epoch.fetch_add(1, Ordering::SeqCst);
-                state.cookie_arrived.notify_all();
-                return;
+                return false;
             }
-        };
-        if !state.delay.is_zero() {
-            std::thread::sleep(state.delay);
-        }
-        let mut newest_cookie = 0;
-        for event in events {
-            if event.mask.contains(EventMask::Q_OVERFLOW) {
-                state.epoch.fetch_add(1, Ordering::SeqCst);
-                continue;
-            }
-            let name = event.name.map(OsStr::as_bytes);
-            if let Some(n) = cookie_number(&state, &event.wd, event.mask, name) {
-                newest_cookie = newest_cookie.max(n);
-                continue;
-            }
-            handle(&state, &mut watches, &event.wd, event.mask, name);
-        }
-        if newest_cookie > 0 {
-            let mut seen = state.cookie_seen.lock();
-            *seen = (*seen).max(newest_cookie);
-            state.cookie_arrived.notify_all();
         }
     }
 }
 
-/// The number of one of our cookies created in the cookie directory.
-fn cookie_number(
-    state: &State,
-    wd: &WatchDescriptor,
-    mask: EventMask,
-    name: Option<&[u8]>,
-) -> Option<u64> {
-    if !mask.contains(EventMask::CREATE) {
-        return None;
-    }
-    let name = std::str::from_utf8(name?).ok()?;
-    let rest = name.strip_prefix(COOKIE_PREFIX)?;
-    let (pid, n) = rest.split_once('-')?;
-    if pid != std::process::id().to_string() {
-        return None;
-    }
-    let targets = state.targets.lock();
-    match targets.get(&wd.get_watch_descriptor_id()) {
-        Some(Target::Dir(dir)) if dir.path == state.cookie_dir => n.parse().ok(),
-        _ => None,
+/// The watcher thread: drains the queue whenever events wait, so it never overflows between
+/// requests.
+fn keep_draining(fd: std::os::unix::io::RawFd, state: Arc<State>) {
+    while state.alive.load(Ordering::SeqCst) {
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the descriptor lives as long as `state` holds the queue.
+        let ready = unsafe { libc::poll(&mut poll, 1, -1) };
+        if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            state.alive.store(false, Ordering::SeqCst);
+            state.epoch.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        if ready > 0 {
+            if !state.delay.is_zero() {
+                std::thread::sleep(state.delay);
+            }
+            drain(&state, &mut state.queue.lock());
+        }
     }
 }
 
@@ -422,6 +430,9 @@ fn handle(
         }
         Some(Target::Dir(dir)) => {
             let dir = dir.clone();
+            if name.is_some() {
+                dir.names.fetch_add(1, Ordering::SeqCst);
+            }
             match name {
                 // A name in the directory was removed or renamed (away or over): a file watched
                 // under that name now names another inode or nothing, and directories at or
@@ -530,13 +541,39 @@ fn retire_under(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn setup() -> (tempfile::TempDir, Watcher, PathBuf) {
+        setup_with_delay(Duration::ZERO)
+    }
+
+    fn setup_with_delay(delay: Duration) -> (tempfile::TempDir, Watcher, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
-        std::fs::create_dir(root.join("cookies")).unwrap();
-        let watcher = Watcher::start(&root.join("cookies"), Duration::ZERO).unwrap();
+        let watcher = Watcher::start(delay).unwrap();
         (dir, watcher, root)
+    }
+
+    #[test]
+    fn a_request_sees_every_earlier_change_without_the_watcher_thread() {
+        // The thread is held back for an hour once woken: only the requests' own draining
+        // can account for the events below.
+        let (_dir, watcher, root) = setup_with_delay(Duration::from_secs(3600));
+        let header = root.join("a.h");
+        std::fs::write(&header, "1").unwrap();
+        let armed = watcher.arm(&header).expect("armed");
+        assert!(watcher.sync());
+        assert!(watcher.valid(&armed));
+        for round in 0..20 {
+            std::fs::write(&header, format!("{round}")).unwrap();
+            assert!(watcher.sync(), "round {round}");
+            assert!(
+                !watcher.valid(&armed),
+                "round {round}: the write must be seen at once"
+            );
+            let armed = watcher.arm(&header).expect("re-armed");
+            assert!(watcher.sync() && watcher.valid(&armed), "round {round}");
+        }
     }
 
     #[test]
