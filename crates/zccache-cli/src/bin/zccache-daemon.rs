@@ -5,6 +5,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 use zccache_daemon::{run, DaemonOptions};
 
+/// std's `Command` starts a process with `posix_spawn` (vfork-like: no copy of the daemon's
+/// page tables) only when it finds `posix_spawn_file_actions_addchdir_np`, which it references
+/// weakly; every compile sets a working directory. In a static build a weak reference does not
+/// pull the function out of libc.a, so std would fork the whole daemon for every miss. This
+/// strong reference links it in.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[used]
+static LINK_ADDCHDIR: unsafe extern "C" fn(
+    *mut libc::posix_spawn_file_actions_t,
+    *const libc::c_char,
+) -> libc::c_int = libc::posix_spawn_file_actions_addchdir_np;
+
 fn main() {
     let mut cache_dir: Option<PathBuf> = None;
     let mut idle_timeout: Option<Option<Duration>> = None;
