@@ -202,11 +202,10 @@ impl Daemon {
         }
         if let Some(check) = &entry.shadow {
             let listings = crate::search::Listings::default();
-            let stat = |dir: &std::path::Path| zccache_fscache::StatSig::of(dir).ok();
             if !crate::search::no_shadowing(
                 check,
                 &call.cwd,
-                &stat,
+                &crate::search::Uncached,
                 &|| deps.clone(),
                 &|| None,
                 &listings,

@@ -87,14 +87,12 @@ impl Call {
     /// The digest of `path` for this call: the watcher's word once it has caught up with the
     /// call, otherwise checked with `stat`.
     pub fn digest(&self, fs: &FsCache, path: &Path) -> std::io::Result<FileDigest> {
-        let synced = *self.synced.get_or_init(|| fs.sync());
-        fs.digest_synced(path, synced)
+        fs.digest_synced(path, self.synced(fs))
     }
 
-    /// A directory's signature for this call, on the same terms as [`Call::digest`].
-    pub fn dir_signature(&self, fs: &FsCache, dir: &Path) -> Option<StatSig> {
-        let synced = *self.synced.get_or_init(|| fs.sync());
-        fs.dir_signature(dir, synced).ok()
+    /// Whether this call may take the watcher's word (syncing with it the first time).
+    pub fn synced(&self, fs: &FsCache) -> Synced {
+        *self.synced.get_or_init(|| fs.sync())
     }
 
     /// Marks the call as a link, for the journal.
@@ -127,6 +125,23 @@ impl Call {
             )
             .stdin(Stdio::null())
             .output()
+    }
+}
+
+/// Directory signatures and listings for a call's shadowing checks, on the same terms as
+/// [`Call::digest`]: the watcher's word once it has caught up with the call.
+struct CallDirs<'a> {
+    fs: &'a FsCache,
+    call: &'a Call,
+}
+
+impl crate::search::DirState for CallDirs<'_> {
+    fn signature(&self, dir: &Path) -> Option<StatSig> {
+        self.fs.dir_signature(dir, self.call.synced(self.fs)).ok()
+    }
+
+    fn contains(&self, dir: &Path, name: &OsStr) -> Option<bool> {
+        self.fs.dir_contains(dir, name, self.call.synced(self.fs))
     }
 }
 
@@ -451,10 +466,9 @@ impl Daemon {
                     self.derived_shadows
                         .get_or_derive(&manifest, index, check, &deps)
                 };
-                let signature = |dir: &Path| call.dir_signature(&self.fs, dir);
-                if !crate::search::no_shadowing(
-                    check, &call.cwd, &signature, &deps, &derived, listings,
-                ) {
+                let dirs = CallDirs { fs: &self.fs, call };
+                if !crate::search::no_shadowing(check, &call.cwd, &dirs, &deps, &derived, listings)
+                {
                     continue 'entries;
                 }
             }

@@ -210,6 +210,29 @@ fn stamp(dir: &Path, now: SystemTime) -> Option<DirStamp> {
     })
 }
 
+/// What the shadowing check asks of the file system. The daemon answers from its file cache,
+/// where the watcher vouches for directory signatures and listings; [`Uncached`] asks the
+/// file system every time.
+pub trait DirState {
+    /// A directory's stat signature; `None` when it cannot be stat'ed.
+    fn signature(&self, dir: &Path) -> Option<StatSig>;
+    /// Whether `dir` has an entry `name`, when known without reading the directory.
+    fn contains(&self, dir: &Path, name: &std::ffi::OsStr) -> Option<bool>;
+}
+
+/// [`DirState`] straight from system calls.
+pub struct Uncached;
+
+impl DirState for Uncached {
+    fn signature(&self, dir: &Path) -> Option<StatSig> {
+        StatSig::of(dir).ok()
+    }
+
+    fn contains(&self, _: &Path, _: &std::ffi::OsStr) -> Option<bool> {
+        None
+    }
+}
+
 /// Directory listings read during one request, shared by the sources of a multi-file call.
 #[derive(Default)]
 pub struct Listings(parking_lot::Mutex<ListingMap>);
@@ -220,13 +243,12 @@ type ListingMap = HashMap<Box<[u8]>, Option<Arc<Names>>, FxBuildHasher>;
 /// A directory's entry names.
 type Names = HashSet<OsString, FxBuildHasher>;
 
-/// True while no file that would shadow a dependency exists, for a call in `cwd`. `signature`
-/// gives a directory's current stat signature; `deps` (the dependency paths as written) is
-/// only built when a watched directory changed.
+/// True while no file that would shadow a dependency exists, for a call in `cwd`. `deps` (the
+/// dependency paths as written) is only built when a watched directory changed.
 pub fn no_shadowing(
     check: &ShadowCheck,
     cwd: &Path,
-    signature: &dyn Fn(&Path) -> Option<StatSig>,
+    dirs: &dyn DirState,
     deps: &dyn Fn() -> Vec<PathBuf>,
     derived: &dyn Fn() -> Option<Arc<Derived>>,
     listings: &Listings,
@@ -238,7 +260,7 @@ pub fn no_shadowing(
         let mut changed_at = vec![false; check.watched.len()];
         for (index, dir) in check.watched.iter().enumerate() {
             let path = Path::new(std::ffi::OsStr::from_bytes(&dir.path));
-            let now = signature(path).map(|sig| DirStamp {
+            let now = dirs.signature(path).map(|sig| DirStamp {
                 ino: sig.ino,
                 size: sig.size,
                 mtime_ns: sig.mtime_ns,
@@ -269,7 +291,8 @@ pub fn no_shadowing(
                         &check.watched[*decider as usize].path,
                     ));
                     let parent = &derived.parents[*parent as usize];
-                    !listed_under(listings, decider, parent, &derived.names[*name as usize])
+                    let name = &derived.names[*name as usize];
+                    !listed_under(dirs, listings, decider, parent, name)
                 });
         }
     }
@@ -310,8 +333,8 @@ pub fn no_shadowing(
                 return std::fs::symlink_metadata(&abs).is_err();
             };
             match abs.ancestors().skip(1).find(|a| watched.contains(*a)) {
-                Some(decider) => !listed_under(listings, decider, parent, name),
-                None => !listed(listings, parent, name),
+                Some(decider) => !listed_under(dirs, listings, decider, parent, name),
+                None => !listed(dirs, listings, parent, name),
             }
         })
 }
@@ -433,6 +456,7 @@ impl DerivedMemo {
 /// directory between them is looked up in its parent's listing first, so a candidate below a
 /// directory that does not exist (`src/bits/…` for a system header) costs no system call.
 fn listed_under(
+    dirs: &dyn DirState,
     listings: &Listings,
     decider: &Path,
     parent: &Path,
@@ -440,17 +464,21 @@ fn listed_under(
 ) -> bool {
     if parent != decider && under(parent, decider).is_some() {
         let (Some(grandparent), Some(parent_name)) = (parent.parent(), parent.file_name()) else {
-            return listed(listings, parent, name);
+            return listed(dirs, listings, parent, name);
         };
-        if !listed_under(listings, decider, grandparent, parent_name) {
+        if !listed_under(dirs, listings, decider, grandparent, parent_name) {
             return false;
         }
     }
-    listed(listings, parent, name)
+    listed(dirs, listings, parent, name)
 }
 
-/// Whether `parent` holds an entry `name`, by its listing (read once per check).
-fn listed(listings: &Listings, parent: &Path, name: &std::ffi::OsStr) -> bool {
+/// Whether `parent` holds an entry `name`: from `dirs` when it knows, else by the directory's
+/// listing (read once per check).
+fn listed(dirs: &dyn DirState, listings: &Listings, parent: &Path, name: &std::ffi::OsStr) -> bool {
+    if let Some(found) = dirs.contains(parent, name) {
+        return found;
+    }
     let key = parent.as_os_str().as_bytes();
     let known = listings.0.lock().get(key).cloned();
     let listing = match known {
@@ -507,7 +535,6 @@ mod tests {
         };
         let deps = vec![PathBuf::from("b/x.h"), cwd.join("sys/s.h")];
         let check = shadow_check(&search, cwd, Path::new("main.c"), &deps);
-        let stat = |dir: &Path| StatSig::of(dir).ok();
         // Derived once, before any shadow exists, and reused by every check below.
         let derived = Arc::new(derive(&check, &deps));
         let watched: Vec<String> = check
@@ -523,7 +550,7 @@ mod tests {
         assert!(no_shadowing(
             &check,
             cwd,
-            &stat,
+            &Uncached,
             &|| deps.clone(),
             &|| Some(derived.clone()),
             &Listings::default()
@@ -533,7 +560,7 @@ mod tests {
         assert!(no_shadowing(
             &check,
             cwd,
-            &stat,
+            &Uncached,
             &|| deps.clone(),
             &|| Some(derived.clone()),
             &Listings::default()
@@ -544,7 +571,7 @@ mod tests {
                 !no_shadowing(
                     &check,
                     cwd,
-                    &stat,
+                    &Uncached,
                     &|| deps.clone(),
                     &|| Some(derived.clone()),
                     &Listings::default()
@@ -556,7 +583,7 @@ mod tests {
                 !no_shadowing(
                     &check,
                     cwd,
-                    &stat,
+                    &Uncached,
                     &|| deps.clone(),
                     &|| None,
                     &Listings::default()
@@ -568,7 +595,7 @@ mod tests {
         assert!(no_shadowing(
             &check,
             cwd,
-            &stat,
+            &Uncached,
             &|| deps.clone(),
             &|| Some(derived.clone()),
             &Listings::default()
@@ -578,7 +605,7 @@ mod tests {
         assert!(no_shadowing(
             &check,
             elsewhere.path(),
-            &stat,
+            &Uncached,
             &Vec::new,
             &|| Some(derived.clone()),
             &Listings::default()

@@ -265,6 +265,18 @@ impl FsCache {
         StatSig::of(dir)
     }
 
+    /// Whether directory `dir` has an entry `name`, from a listing the watcher keeps current
+    /// (after [`FsCache::sync`]); `None` when it cannot vouch for one, and the caller reads the
+    /// directory itself.
+    pub fn dir_contains(&self, dir: &Path, name: &std::ffi::OsStr, synced: Synced) -> Option<bool> {
+        #[cfg(target_os = "linux")]
+        if let (Some(watcher), true) = (&self.watcher, synced.0) {
+            return watcher.contains(dir, name.as_bytes());
+        }
+        let _ = (dir, name, synced);
+        None
+    }
+
     /// Forgets a path (a watcher hint, or a file we know we just wrote).
     pub fn invalidate(&self, path: &Path) {
         self.entries.remove(path.as_os_str().as_bytes());
@@ -329,6 +341,60 @@ pub fn mentions_time_macro(text: &[u8]) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_kept_listing_follows_every_name_change_even_with_the_watcher_thread_held_back() {
+        for delay in [Duration::ZERO, Duration::from_secs(3600)] {
+            let fs = FsCache::with_watcher(delay);
+            let tmp = tempfile::tempdir().unwrap();
+            let root = std::fs::canonicalize(tmp.path()).unwrap();
+            let dir = root.join("src");
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("main.c"), "").unwrap();
+            std::fs::write(root.join("outside.h"), "").unwrap();
+            let names = ["main.c", "a.h", "b.h", "outside.h", "sub", "main.o"];
+            let agree = |what: &str| {
+                let synced = fs.sync();
+                for name in names {
+                    let real = dir.join(name).symlink_metadata().is_ok();
+                    let kept = fs.dir_contains(&dir, name.as_ref(), synced);
+                    assert_eq!(kept, Some(real), "{what}: {name} ({delay:?})");
+                }
+            };
+            agree("first read");
+            type Change = fn(&Path);
+            let changes: [(&str, Change); 7] = [
+                ("created", |d| std::fs::write(d.join("a.h"), "").unwrap()),
+                ("renamed", |d| {
+                    std::fs::rename(d.join("a.h"), d.join("b.h")).unwrap()
+                }),
+                ("moved in", |d| {
+                    std::fs::rename(d.parent().unwrap().join("outside.h"), d.join("outside.h"))
+                        .unwrap()
+                }),
+                ("moved out", |d| {
+                    std::fs::rename(d.join("outside.h"), d.parent().unwrap().join("outside.h"))
+                        .unwrap()
+                }),
+                ("removed", |d| std::fs::remove_file(d.join("b.h")).unwrap()),
+                ("directory created", |d| {
+                    std::fs::create_dir(d.join("sub")).unwrap()
+                }),
+                ("hardlinked in", |d| {
+                    std::fs::hard_link(d.join("main.c"), d.join("main.o")).unwrap()
+                }),
+            ];
+            for (what, change) in changes {
+                change(&dir);
+                agree(what);
+            }
+            // Unsynced calls and directories it cannot vouch for are left to the caller.
+            assert_eq!(fs.dir_contains(&dir, "a.h".as_ref(), Synced::NO), None);
+            let missing = root.join("missing");
+            assert_eq!(fs.dir_contains(&missing, "a.h".as_ref(), fs.sync()), None);
+        }
+    }
 
     #[cfg(target_os = "linux")]
     #[test]

@@ -79,7 +79,18 @@ pub(crate) struct DirWatch {
     /// Names created, removed or renamed in it: its listing changed.
     names: AtomicU64,
     usable: AtomicBool,
+    /// Its entry names, kept current by its events once a request has read them.
+    listing: Mutex<Option<Listing>>,
 }
+
+/// A directory's entry names and the epoch they belong to.
+struct Listing {
+    names: std::collections::HashSet<Box<[u8]>, FxBuildHasher>,
+    epoch: u64,
+}
+
+/// Directories with more entries than this are not kept in memory (read each time instead).
+const MAX_LISTING: usize = 20_000;
 
 impl DirWatch {
     fn bump(&self) {
@@ -247,6 +258,45 @@ impl Watcher {
             && self.state.alive.load(Ordering::SeqCst)
     }
 
+    /// Whether directory `dir` has an entry `name`, as of the last sync: from its listing,
+    /// read once and then kept current by its events. `None` when the watcher cannot vouch
+    /// for it (not a canonical local directory, too large, watcher lost): the caller reads
+    /// the directory itself.
+    pub fn contains(&self, dir: &Path, name: &[u8]) -> Option<bool> {
+        if !self.state.alive.load(Ordering::SeqCst) {
+            return None;
+        }
+        let watch = self.dir_watch(dir)?;
+        let current = |watch: &DirWatch| -> Option<bool> {
+            let listing = watch.listing.lock();
+            let listing = listing.as_ref()?;
+            (watch.usable.load(Ordering::SeqCst)
+                && listing.epoch == self.state.epoch.load(Ordering::SeqCst))
+            .then(|| listing.names.contains(name))
+        };
+        if let Some(found) = current(&watch) {
+            return Some(found);
+        }
+        // Read it while holding the queue: every event before the read has been applied, and
+        // every event after it is applied to the listing installed here (applying one the
+        // read already reflects changes nothing: creations add, removals take away, in order).
+        let mut queue = self.state.queue.lock();
+        if !drain(&self.state, &mut queue) {
+            return None;
+        }
+        let epoch = self.state.epoch.load(Ordering::SeqCst);
+        let mut names = std::collections::HashSet::default();
+        for entry in std::fs::read_dir(dir).ok()? {
+            if names.len() >= MAX_LISTING {
+                return None;
+            }
+            names.insert(entry.ok()?.file_name().as_bytes().into());
+        }
+        *watch.listing.lock() = Some(Listing { names, epoch });
+        drop(queue);
+        current(&watch)
+    }
+
     /// Nothing concerning the armed file has happened since its snapshot (as of the last sync).
     pub fn valid(&self, armed: &Armed) -> bool {
         armed.dir.usable.load(Ordering::SeqCst)
@@ -282,6 +332,7 @@ impl Watcher {
             events: AtomicU64::new(0),
             names: AtomicU64::new(0),
             usable: AtomicBool::new(true),
+            listing: Mutex::new(None),
         });
         let mut targets = self.state.targets.lock();
         match targets.get(&wd.get_watch_descriptor_id()) {
@@ -430,8 +481,15 @@ fn handle(
         }
         Some(Target::Dir(dir)) => {
             let dir = dir.clone();
-            if name.is_some() {
+            if let Some(child) = name {
                 dir.names.fetch_add(1, Ordering::SeqCst);
+                if let Some(listing) = dir.listing.lock().as_mut() {
+                    if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+                        listing.names.insert(child.into());
+                    } else if mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
+                        listing.names.remove(child);
+                    }
+                }
             }
             match name {
                 // A name in the directory was removed or renamed (away or over): a file watched

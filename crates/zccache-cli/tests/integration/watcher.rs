@@ -51,7 +51,7 @@ fn edits_right_before_a_compile_are_seen_with_the_watcher() {
 
 #[test]
 fn edits_are_seen_when_events_arrive_late() {
-    // The watcher handles each batch of events 40 ms late: requests wait for it to catch up.
+    // The watcher thread handles events 40 ms late: requests read the queue themselves.
     edits_right_before_compiles_are_seen(&[("ZCCACHE_TEST_WATCH_DELAY_MS", "40")]);
 }
 
@@ -110,4 +110,67 @@ fn a_project_moved_aside_and_replaced_is_seen() {
     let bare = sb.bare("proj", &["gcc", "-Iinc", "-c", "s.c", "-o", "bare.o"]);
     assert_success(&bare, &["bare"]);
     assert_eq!(sb.read("proj/s.o"), sb.read("proj/bare.o"));
+}
+
+/// Headers that would be found first, created right before hits in the source's directory
+/// (which changes with every object written, so its listing is what decides): each must miss
+/// and give the compiler's own object, with the watcher, with its events late, and without it.
+fn shadowing_headers_created_right_before_hits_are_seen(env: &[(&str, &str)]) {
+    let sb = Sandbox::new();
+    sb.write_old("inc/v.h", "#define V 1\n");
+    sb.write_old("inc/deep/w.h", "#define W 10\n");
+    sb.write_old(
+        "s.c",
+        "#include \"v.h\"\n#include \"deep/w.h\"\nint v(void) { return V + W; }\n",
+    );
+    let args = ["gcc", "-Iinc", "-c", "s.c", "-o", "s.o"];
+    sb.ok_env(env, &["start"]);
+    for _ in 0..3 {
+        sb.ok(&args);
+    }
+    assert_eq!(sb.hits(), 2);
+    // `hit`: whether it must be a hit (`None`: either; a header written an instant ago may
+    // be too fresh to store a result for).
+    let expect = |sb: &Sandbox, what: &str, hit: Option<bool>| {
+        let before = sb.hits();
+        sb.ok(&args);
+        assert_eq!(sb.read("s.o"), sb.bare_object(&args), "{what}");
+        if let Some(hit) = hit {
+            assert_eq!(
+                sb.hits(),
+                before + u64::from(hit),
+                "{what}: hit expected: {hit}"
+            );
+        }
+    };
+    // Created beside the source (searched first for "..." includes).
+    sb.write("v.h", "#define V 2\n");
+    expect(&sb, "v.h created beside the source", Some(false));
+    expect(&sb, "the same again", None);
+    std::fs::remove_file(sb.path("v.h")).unwrap();
+    expect(&sb, "v.h removed: the first result again", Some(true));
+    // A new directory with a shadowing header in it.
+    sb.write("deep/w.h", "#define W 20\n");
+    expect(&sb, "deep/w.h created beside the source", Some(false));
+    std::fs::remove_dir_all(sb.path("deep")).unwrap();
+    expect(&sb, "deep/ removed", Some(true));
+    // Renamed into place, as editors and build tools do.
+    sb.write("inc2/staged.h", "#define V 3\n");
+    std::fs::rename(sb.path("inc2/staged.h"), sb.path("v.h")).unwrap();
+    expect(&sb, "v.h renamed into place", Some(false));
+}
+
+#[test]
+fn shadowing_headers_right_before_hits_are_seen_with_the_watcher() {
+    shadowing_headers_created_right_before_hits_are_seen(&[]);
+}
+
+#[test]
+fn shadowing_headers_right_before_hits_are_seen_when_events_arrive_late() {
+    shadowing_headers_created_right_before_hits_are_seen(&[("ZCCACHE_TEST_WATCH_DELAY_MS", "40")]);
+}
+
+#[test]
+fn shadowing_headers_right_before_hits_are_seen_with_the_watcher_off() {
+    shadowing_headers_created_right_before_hits_are_seen(&[("ZCCACHE_WATCH", "0")]);
 }
