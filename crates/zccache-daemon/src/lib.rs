@@ -43,6 +43,8 @@ pub(crate) struct Daemon {
     analysis: analysis::AnalysisCache,
     /// Each in-memory entry's would-be shadowing headers, worked out on first need.
     derived_shadows: search::DerivedMemo,
+    /// Entries whose dependencies the watcher vouches for (see [`pipeline::VerifiedMemo`]).
+    verified: pipeline::VerifiedMemo,
     stats: Stats,
     sessions: session::Sessions,
     journal: journal::Journal,

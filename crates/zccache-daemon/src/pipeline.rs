@@ -24,7 +24,7 @@ use zccache_artifact::{
 use zccache_compiler::{detect_tool, ToolKind};
 use zccache_core::paths::{absolute, absolute_cow};
 use zccache_core::Hash;
-use zccache_fscache::{FileDigest, FsCache, StatSig, Synced};
+use zccache_fscache::{FileDigest, FsCache, StatSig, Synced, Voucher, Vouchers};
 use zccache_protocol::{CompileReply, CompileRequest, Outcome, Response};
 
 /// Names the session a compile is counted to.
@@ -88,6 +88,11 @@ impl Call {
     /// call, otherwise checked with `stat`.
     pub fn digest(&self, fs: &FsCache, path: &Path) -> std::io::Result<FileDigest> {
         fs.digest_synced(path, self.synced(fs))
+    }
+
+    /// [`Call::digest`], with the watcher's voucher for it when there is one.
+    fn digest_vouched(&self, fs: &FsCache, path: &Path) -> Option<(FileDigest, Option<Voucher>)> {
+        fs.digest_vouched(path, self.synced(fs)).ok()
     }
 
     /// Whether this call may take the watcher's word (syncing with it the first time).
@@ -223,19 +228,80 @@ impl KeyHasher {
 /// their headers and search directories, so each is stat'ed, hashed and listed once.
 #[derive(Default)]
 pub(crate) struct LookupMemo {
-    digests: dashmap::DashMap<Box<[u8]>, Option<FileDigest>, rustc_hash::FxBuildHasher>,
+    digests: dashmap::DashMap<Box<[u8]>, Option<DigestVouched>, rustc_hash::FxBuildHasher>,
     listings: Listings,
 }
 
+/// A digest and the watcher's voucher for it, if any.
+type DigestVouched = (FileDigest, Option<Voucher>);
+
 impl LookupMemo {
-    fn digest(&self, fs: &FsCache, call: &Call, path: &Path) -> Option<FileDigest> {
+    fn digest_vouched(&self, fs: &FsCache, call: &Call, path: &Path) -> Option<DigestVouched> {
         let key = path.as_os_str().as_bytes();
         if let Some(known) = self.digests.get(key) {
-            return *known;
+            return known.clone();
         }
-        let digest = call.digest(fs, path).ok();
-        self.digests.insert(key.into(), digest);
+        let digest = call.digest_vouched(fs, path);
+        self.digests.insert(key.into(), digest.clone());
         digest
+    }
+}
+
+/// Entries whose dependencies were all found unchanged on the watcher's word, with its
+/// vouchers (one per directory): a later lookup checks those instead of a digest per file.
+/// Keyed by the manifest's address and the entry's index; each value holds the manifest, so
+/// an address is never reused while it is a key.
+#[derive(Default)]
+pub(crate) struct VerifiedMemo(
+    dashmap::DashMap<(usize, usize), Verified, rustc_hash::FxBuildHasher>,
+);
+
+/// See [`VerifiedMemo`].
+struct Verified {
+    _manifest: Arc<Manifest>,
+    /// Dependencies may be relative: they were resolved from this directory.
+    cwd: PathBuf,
+    vouchers: Vouchers,
+    newest_input_ns: i128,
+}
+
+/// Entries the memo holds before it starts over.
+const MAX_VERIFIED: usize = 16_384;
+
+impl VerifiedMemo {
+    /// The newest input mtime of entry `index` when all its dependencies are still vouched for.
+    fn check(
+        &self,
+        fs: &FsCache,
+        call: &Call,
+        manifest: &Arc<Manifest>,
+        index: usize,
+    ) -> Option<i128> {
+        let found = self.0.get(&(Arc::as_ptr(manifest) as usize, index))?;
+        (found.cwd == call.cwd && fs.still_vouched(&found.vouchers, call.synced(fs)))
+            .then_some(found.newest_input_ns)
+    }
+
+    fn remember(
+        &self,
+        call: &Call,
+        manifest: &Arc<Manifest>,
+        index: usize,
+        vouchers: Vouchers,
+        newest_input_ns: i128,
+    ) {
+        if self.0.len() >= MAX_VERIFIED {
+            self.0.clear();
+        }
+        self.0.insert(
+            (Arc::as_ptr(manifest) as usize, index),
+            Verified {
+                _manifest: manifest.clone(),
+                cwd: call.cwd.clone(),
+                vouchers,
+                newest_input_ns,
+            },
+        );
     }
 }
 
@@ -433,17 +499,30 @@ impl Daemon {
         };
         'entries: for (index, entry) in manifest.entries.iter().enumerate() {
             let mut newest_input_ns = i128::MIN;
-            for dep in &entry.deps {
-                let path = absolute_cow(&call.cwd, Path::new(OsStr::from_bytes(&dep.path)));
-                let digest = match memo {
-                    Some(memo) => memo.digest(&self.fs, call, &path),
-                    None => call.digest(&self.fs, &path).ok(),
-                };
-                match digest {
-                    Some(digest) if digest.hash == dep.hash => {
-                        newest_input_ns = newest_input_ns.max(digest.sig.mtime_ns);
+            if let Some(newest) = self.verified.check(&self.fs, call, &manifest, index) {
+                newest_input_ns = newest;
+            } else {
+                let mut vouchers = Some(Vouchers::default());
+                for dep in &entry.deps {
+                    let path = absolute_cow(&call.cwd, Path::new(OsStr::from_bytes(&dep.path)));
+                    let digest = match memo {
+                        Some(memo) => memo.digest_vouched(&self.fs, call, &path),
+                        None => call.digest_vouched(&self.fs, &path),
+                    };
+                    match digest {
+                        Some((digest, voucher)) if digest.hash == dep.hash => {
+                            newest_input_ns = newest_input_ns.max(digest.sig.mtime_ns);
+                            match (voucher, vouchers.as_mut()) {
+                                (Some(voucher), Some(all)) => all.add(voucher),
+                                _ => vouchers = None,
+                            }
+                        }
+                        _ => continue 'entries,
                     }
-                    _ => continue 'entries,
+                }
+                if let Some(vouchers) = vouchers {
+                    self.verified
+                        .remember(call, &manifest, index, vouchers, newest_input_ns);
                 }
             }
             for var in &entry.env {

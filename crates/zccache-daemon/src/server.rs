@@ -98,6 +98,7 @@ pub fn run(options: DaemonOptions) -> i32 {
         toolchains: Toolchains::default(),
         analysis: Default::default(),
         derived_shadows: Default::default(),
+        verified: Default::default(),
         stats: Stats::default(),
         sessions: Sessions::new(options.session_timeout, output_mode),
         journal: Journal::start(&root, options.journal_max_size),

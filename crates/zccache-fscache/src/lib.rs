@@ -108,6 +108,46 @@ pub struct FsCache {
     watcher: Option<watch::Watcher>,
 }
 
+/// The watcher's word that a file has not changed since its digest was taken: the snapshot
+/// of its directory's event count.
+#[derive(Clone)]
+pub struct Voucher {
+    #[cfg(target_os = "linux")]
+    armed: watch::Armed,
+}
+
+#[cfg(target_os = "linux")]
+impl From<&watch::Armed> for Voucher {
+    fn from(armed: &watch::Armed) -> Voucher {
+        Voucher {
+            armed: armed.clone(),
+        }
+    }
+}
+
+/// Vouchers for a set of files. Files in one directory share one snapshot, so a set of
+/// hundreds of headers holds a voucher per directory.
+#[derive(Clone, Default)]
+pub struct Vouchers(Vec<Voucher>);
+
+impl Vouchers {
+    pub fn add(&mut self, voucher: Voucher) {
+        #[cfg(target_os = "linux")]
+        if self.0.iter().any(|v| v.armed.same(&voucher.armed)) {
+            return;
+        }
+        self.0.push(voucher);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Whether a request may reuse digests on the watcher's word (see [`FsCache::sync`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Synced(bool);
@@ -170,6 +210,17 @@ impl FsCache {
     /// [`FsCache::digest`] for a request that called [`FsCache::sync`]: a digest the watcher
     /// vouches for is returned without touching the file system.
     pub fn digest_synced(&self, path: &Path, synced: Synced) -> io::Result<FileDigest> {
+        self.digest_vouched(path, synced).map(|(digest, _)| digest)
+    }
+
+    /// [`FsCache::digest_synced`], with the watcher's word that the file keeps this content
+    /// for as long as the voucher stays good (see [`FsCache::still_vouched`]); `None` when
+    /// the watcher cannot vouch for the file.
+    pub fn digest_vouched(
+        &self,
+        path: &Path,
+        synced: Synced,
+    ) -> io::Result<(FileDigest, Option<Voucher>)> {
         let key = path.as_os_str().as_bytes();
         #[cfg(target_os = "linux")]
         let mut armed = None;
@@ -178,7 +229,7 @@ impl FsCache {
             if let Some(entry) = self.entries.get(key) {
                 if let Some(vouched) = entry.armed.as_ref().filter(|a| watcher.valid(a)) {
                     if synced.0 {
-                        return Ok(entry.digest);
+                        return Ok((entry.digest, Some(Voucher::from(vouched))));
                     }
                     armed = Some(vouched.clone());
                 }
@@ -193,9 +244,12 @@ impl FsCache {
             if entry.trusted && entry.digest.sig == sig {
                 #[cfg(target_os = "linux")]
                 {
+                    let voucher = armed.as_ref().map(Voucher::from);
                     entry.armed = armed;
+                    return Ok((entry.digest, voucher));
                 }
-                return Ok(entry.digest);
+                #[cfg(not(target_os = "linux"))]
+                return Ok((entry.digest, None));
             }
         }
         let hashed_at = SystemTime::now();
@@ -218,16 +272,34 @@ impl FsCache {
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
         }
+        #[cfg(target_os = "linux")]
+        let armed = armed.filter(|_| trusted);
+        #[cfg(target_os = "linux")]
+        let voucher = armed.as_ref().map(Voucher::from);
+        #[cfg(not(target_os = "linux"))]
+        let voucher = None;
         self.entries.insert(
             key.into(),
             Entry {
                 digest,
                 trusted,
                 #[cfg(target_os = "linux")]
-                armed: armed.filter(|_| trusted),
+                armed,
             },
         );
-        Ok(digest)
+        Ok((digest, voucher))
+    }
+
+    /// True while every file behind `vouchers` keeps the content it had when its voucher was
+    /// given (for a request that called [`FsCache::sync`]): a few atomic loads for a whole
+    /// set of headers, where checking each digest costs a lookup per file.
+    pub fn still_vouched(&self, vouchers: &Vouchers, synced: Synced) -> bool {
+        #[cfg(target_os = "linux")]
+        if let (Some(watcher), true) = (&self.watcher, synced.0) {
+            return vouchers.0.iter().all(|v| watcher.valid(&v.armed));
+        }
+        let _ = (vouchers, synced);
+        false
     }
 
     /// A directory's stat signature, which changes whenever a name in it does: from memory
@@ -341,6 +413,57 @@ pub fn mentions_time_macro(text: &[u8]) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn vouchers_hold_one_snapshot_per_directory_until_a_file_changes() {
+        let fs = FsCache::with_watcher(Duration::ZERO);
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let files = ["inc/a.h", "inc/b.h", "sys/c.h"].map(|f| root.join(f));
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        for file in &files {
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, "1").unwrap();
+            std::fs::File::open(file)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        // Their ctime is now: past the safety margin they are trusted.
+        std::thread::sleep(TIMESTAMP_MARGIN * 2);
+        let vouch_all = || {
+            let synced = fs.sync();
+            let mut vouchers = Vouchers::default();
+            for file in &files {
+                let (_, voucher) = fs.digest_vouched(file, synced).unwrap();
+                vouchers.add(voucher.expect("a settled file on a local file system"));
+            }
+            vouchers
+        };
+        let vouchers = vouch_all();
+        assert_eq!(vouchers.len(), 2, "one per directory");
+        assert!(fs.still_vouched(&vouchers, fs.sync()));
+        assert!(
+            !fs.still_vouched(&vouchers, Synced::NO),
+            "only after a sync"
+        );
+        // Reading, or a new unrelated file beside them, changes nothing.
+        let _ = std::fs::read(&files[0]).unwrap();
+        std::fs::write(root.join("inc/unrelated.h"), "").unwrap();
+        assert!(fs.still_vouched(&vouchers, fs.sync()));
+        for (i, file) in files.iter().enumerate() {
+            let vouchers = vouch_all();
+            assert!(fs.still_vouched(&vouchers, fs.sync()));
+            std::fs::write(file, format!("edited {i}")).unwrap();
+            assert!(
+                !fs.still_vouched(&vouchers, fs.sync()),
+                "{}",
+                file.display()
+            );
+            std::thread::sleep(TIMESTAMP_MARGIN * 2);
+        }
+    }
 
     #[cfg(target_os = "linux")]
     #[test]

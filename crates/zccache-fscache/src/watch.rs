@@ -121,6 +121,15 @@ pub(crate) struct Armed {
     epoch: u64,
 }
 
+impl Armed {
+    /// The same snapshot of the same directory (files there share it).
+    pub fn same(&self, other: &Armed) -> bool {
+        Arc::ptr_eq(&self.dir, &other.dir)
+            && self.events == other.events
+            && self.epoch == other.epoch
+    }
+}
+
 /// What a watch descriptor stands for.
 enum Target {
     Dir(Arc<DirWatch>),
