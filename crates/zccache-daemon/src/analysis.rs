@@ -251,7 +251,13 @@ impl Daemon {
         }
         let identity = self
             .toolchains
-            .identify_with(&self.fs, &call.compiler, &call.env, &["--version"])
+            .identify_with(
+                &self.fs,
+                &call.compiler,
+                &call.env,
+                &["--version"],
+                call.synced(&self.fs),
+            )
             .map_err(|_| "compiler_unidentified")?;
         let banner = run_for_text(&call.compiler, &["--version"], call);
         let major = clang_major(&banner);
@@ -370,7 +376,7 @@ impl Daemon {
         let parsed = depfile::parse(&String::from_utf8_lossy(&text)).ok_or("depfile_unreadable")?;
         let toolchain = self
             .toolchains
-            .identify(&self.fs, &analyser.clang, &call.env)
+            .identify(&self.fs, &analyser.clang, &call.env, call.synced(&self.fs))
             .map_err(|_| "compiler_unidentified")?;
         let system_dirs = self
             .toolchains

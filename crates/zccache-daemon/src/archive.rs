@@ -27,10 +27,13 @@ impl Daemon {
         let Some(store) = self.store.as_ref() else {
             return self.run_locally(call, "store_unavailable");
         };
-        let Ok(identity) =
-            self.toolchains
-                .identify_with(&self.fs, &call.compiler, &call.env, &["--version"])
-        else {
+        let Ok(identity) = self.toolchains.identify_with(
+            &self.fs,
+            &call.compiler,
+            &call.env,
+            &["--version"],
+            call.synced(&self.fs),
+        ) else {
             return self.run_locally(call, "compiler_unidentified");
         };
         if !ar.deterministic && !self.ar_is_deterministic(call) {

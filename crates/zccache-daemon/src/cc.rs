@@ -119,7 +119,7 @@ impl Daemon {
     /// The compiler's identity, or the reply that runs it uncached.
     fn identify_cc(&self, call: &Call) -> Result<Arc<Toolchain>, Box<Response>> {
         self.toolchains
-            .identify(&self.fs, &call.compiler, &call.env)
+            .identify(&self.fs, &call.compiler, &call.env, call.synced(&self.fs))
             .map_err(|why| {
                 tracing::info!("compiler not identified: {why}");
                 Box::new(self.run_locally(call, "compiler_unidentified"))
@@ -138,7 +138,7 @@ impl Daemon {
         };
         let toolchain = self
             .toolchains
-            .identify(&self.fs, &call.compiler, &call.env)
+            .identify(&self.fs, &call.compiler, &call.env, call.synced(&self.fs))
             .map_err(|why| format!("compiler_unidentified ({why})"))?;
         units
             .into_iter()

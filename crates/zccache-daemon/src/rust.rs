@@ -159,7 +159,7 @@ impl Daemon {
     ) -> Result<(), &'static str> {
         let identify = |path: &Path| {
             self.toolchains
-                .identify_with(&self.fs, path, &call.env, &["-vV"])
+                .identify_with(&self.fs, path, &call.env, &["-vV"], call.synced(&self.fs))
                 .map_err(|why| {
                     tracing::info!("toolchain not identified: {why}");
                     "compiler_unidentified"
@@ -232,7 +232,7 @@ impl Daemon {
             let linker = which(call, &linker).ok_or("unmodelled_link_input")?;
             let identity = self
                 .toolchains
-                .identify(&self.fs, &linker, &call.env)
+                .identify(&self.fs, &linker, &call.env, call.synced(&self.fs))
                 .map_err(|_| "unmodelled_link_input")?;
             key.field(b"--linker--");
             key.digest_part("linker identity", &identity.hash);

@@ -282,17 +282,19 @@ pub fn no_shadowing(
         // Only the candidates a changed directory decides are looked for; which those are was
         // worked out once for this entry, unless it has too many to keep.
         if let Some(derived) = derived() {
+            let mut known = vec![None; derived.parents.len()];
             return derived
                 .items
                 .iter()
                 .filter(|(decider, _, _)| changed_at[*decider as usize])
-                .all(|(decider, parent, name)| {
-                    let decider = Path::new(std::ffi::OsStr::from_bytes(
-                        &check.watched[*decider as usize].path,
-                    ));
-                    let parent = &derived.parents[*parent as usize];
-                    let name = &derived.names[*name as usize];
-                    !listed_under(dirs, listings, decider, parent, name)
+                .all(|(_, parent, name)| {
+                    !(derived.exists(*parent, &mut known, dirs, listings)
+                        && listed(
+                            dirs,
+                            listings,
+                            &derived.parents[*parent as usize],
+                            &derived.names[*name as usize],
+                        ))
                 });
         }
     }
@@ -348,8 +350,82 @@ pub struct Derived {
     /// directories has thousands of candidates made of a few hundred of each).
     parents: Vec<PathBuf>,
     names: Vec<OsString>,
+    /// Per directory in `parents`: for one below its deciding watched directory, its own
+    /// directory and name (also in `parents` and `names`), so that a missing directory rules
+    /// out every candidate under it from one listing.
+    up: Vec<Option<(u32, u32)>>,
     /// Per candidate: the deciding watched directory, its directory and its name, as indices.
     items: Vec<(u32, u32, u32)>,
+}
+
+impl Derived {
+    /// Whether directory `index` exists, by its ancestors' listings up to the deciding
+    /// directory (which exists); `known` remembers answers within one check.
+    fn exists(
+        &self,
+        index: u32,
+        known: &mut [Option<bool>],
+        dirs: &dyn DirState,
+        listings: &Listings,
+    ) -> bool {
+        if let Some(answer) = known[index as usize] {
+            return answer;
+        }
+        let answer = match self.up[index as usize] {
+            None => true,
+            Some((parent, name)) => {
+                self.exists(parent, known, dirs, listings)
+                    && listed(
+                        dirs,
+                        listings,
+                        &self.parents[parent as usize],
+                        &self.names[name as usize],
+                    )
+            }
+        };
+        known[index as usize] = Some(answer);
+        answer
+    }
+}
+
+/// Builds [`Derived`]'s tables, each directory and name once.
+#[derive(Default)]
+struct Interner {
+    parents: Vec<PathBuf>,
+    parent_index: HashMap<PathBuf, u32>,
+    up: Vec<Option<(u32, u32)>>,
+    names: Vec<OsString>,
+    name_index: HashMap<OsString, u32>,
+}
+
+impl Interner {
+    fn name(&mut self, name: &std::ffi::OsStr) -> u32 {
+        if let Some(found) = self.name_index.get(name) {
+            return *found;
+        }
+        self.names.push(name.to_os_string());
+        let index = (self.names.len() - 1) as u32;
+        self.name_index.insert(name.to_os_string(), index);
+        index
+    }
+
+    /// Directory `dir`, at or below `decider`.
+    fn dir(&mut self, dir: &Path, decider: &Path) -> u32 {
+        if let Some(found) = self.parent_index.get(dir) {
+            return *found;
+        }
+        let up = match (dir.parent(), dir.file_name()) {
+            (Some(parent), Some(name)) if dir != decider && under(dir, decider).is_some() => {
+                Some((self.dir(parent, decider), self.name(name)))
+            }
+            _ => None,
+        };
+        self.parents.push(dir.to_path_buf());
+        self.up.push(up);
+        let index = (self.parents.len() - 1) as u32;
+        self.parent_index.insert(dir.to_path_buf(), index);
+        index
+    }
 }
 
 /// [`Derived`] for an entry stored in `check.cwd`.
@@ -365,10 +441,7 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf]) -> Derived {
         .enumerate()
         .map(|(index, dir)| (dir.path.as_slice(), index))
         .collect();
-    let mut parents: Vec<PathBuf> = Vec::new();
-    let mut parent_index: HashMap<PathBuf, u32> = HashMap::new();
-    let mut names: Vec<OsString> = Vec::new();
-    let mut name_index: HashMap<OsString, u32> = HashMap::new();
+    let mut tables = Interner::default();
     let mut items = Vec::new();
     for (written, candidate) in candidates(&user, &system, cwd, deps, &|_| true) {
         if existed.contains(written.as_os_str().as_bytes()) {
@@ -384,19 +457,15 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf]) -> Derived {
         let (Some(parent), Some(name)) = (candidate.parent(), candidate.file_name()) else {
             continue;
         };
-        let parent = *parent_index.entry(parent.to_path_buf()).or_insert_with(|| {
-            parents.push(parent.to_path_buf());
-            (parents.len() - 1) as u32
-        });
-        let name = *name_index.entry(name.to_os_string()).or_insert_with(|| {
-            names.push(name.to_os_string());
-            (names.len() - 1) as u32
-        });
+        let decider_path = Path::new(std::ffi::OsStr::from_bytes(&check.watched[decider].path));
+        let parent = tables.dir(parent, decider_path);
+        let name = tables.name(name);
         items.push((decider as u32, parent, name));
     }
     Derived {
-        parents,
-        names,
+        parents: tables.parents,
+        names: tables.names,
+        up: tables.up,
         items,
     }
 }
@@ -524,8 +593,10 @@ mod tests {
             std::fs::create_dir(cwd.join(dir)).unwrap();
         }
         std::fs::write(cwd.join("b/x.h"), "").unwrap();
+        std::fs::create_dir(cwd.join("b/sub")).unwrap();
+        std::fs::write(cwd.join("b/sub/y.h"), "").unwrap();
         std::fs::write(cwd.join("sys/s.h"), "").unwrap();
-        for p in ["b/x.h", "sys/s.h"] {
+        for p in ["b/x.h", "b/sub/y.h", "sys/s.h"] {
             old(&cwd.join(p));
         }
         std::thread::sleep(Duration::from_millis(120));
@@ -533,7 +604,11 @@ mod tests {
             user: vec!["a".into(), "b".into()],
             system: vec![cwd.join("sys")],
         };
-        let deps = vec![PathBuf::from("b/x.h"), cwd.join("sys/s.h")];
+        let deps = vec![
+            PathBuf::from("b/x.h"),
+            PathBuf::from("b/sub/y.h"),
+            cwd.join("sys/s.h"),
+        ];
         let check = shadow_check(&search, cwd, Path::new("main.c"), &deps);
         // Derived once, before any shadow exists, and reused by every check below.
         let derived = Arc::new(derive(&check, &deps));
@@ -565,7 +640,20 @@ mod tests {
             &|| Some(derived.clone()),
             &Listings::default()
         ));
-        for shadow in ["a/x.h", "x.h", "a/s.h", "b/s.h"] {
+        // A directory that would hold a shadow, but does not: still fine.
+        std::fs::create_dir(cwd.join("a/other")).unwrap();
+        assert!(no_shadowing(
+            &check,
+            cwd,
+            &Uncached,
+            &|| deps.clone(),
+            &|| Some(derived.clone()),
+            &Listings::default()
+        ));
+        for shadow in ["a/x.h", "x.h", "a/s.h", "b/s.h", "a/sub/y.h", "sub/y.h"] {
+            let shadow_dir = cwd.join(shadow).parent().unwrap().to_path_buf();
+            let new_dir = !shadow_dir.exists();
+            std::fs::create_dir_all(&shadow_dir).unwrap();
             std::fs::write(cwd.join(shadow), "").unwrap();
             assert!(
                 !no_shadowing(
@@ -591,6 +679,19 @@ mod tests {
                 "{shadow} must be noticed without the memo"
             );
             std::fs::remove_file(cwd.join(shadow)).unwrap();
+            if new_dir {
+                std::fs::remove_dir(&shadow_dir).unwrap();
+            } else {
+                // The directory alone, left behind, shadows nothing.
+                assert!(no_shadowing(
+                    &check,
+                    cwd,
+                    &Uncached,
+                    &|| deps.clone(),
+                    &|| Some(derived.clone()),
+                    &Listings::default()
+                ));
+            }
         }
         assert!(no_shadowing(
             &check,

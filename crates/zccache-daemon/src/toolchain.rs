@@ -9,7 +9,7 @@ use std::sync::Arc;
 use zccache_compiler::{Family, Language};
 use zccache_core::paths::absolute;
 use zccache_core::Hash;
-use zccache_fscache::FsCache;
+use zccache_fscache::{FsCache, Synced};
 
 /// What identifies a compiler for the cache.
 #[derive(Debug)]
@@ -48,9 +48,10 @@ impl Toolchains {
         fs: &FsCache,
         path: &Path,
         env: &[(OsString, OsString)],
+        synced: Synced,
     ) -> Result<Arc<Toolchain>, String> {
         let digest = fs
-            .digest(path)
+            .digest_synced(path, synced)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let key = (path.to_path_buf(), digest.hash, "--version");
         if let Some(found) = self.by_binary.get(&key) {
@@ -88,9 +89,10 @@ impl Toolchains {
         path: &Path,
         env: &[(OsString, OsString)],
         probes: &'static [&'static str],
+        synced: Synced,
     ) -> Result<Hash, String> {
         let digest = fs
-            .digest(path)
+            .digest_synced(path, synced)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let key = (
             path.to_path_buf(),
