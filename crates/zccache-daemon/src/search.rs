@@ -622,85 +622,41 @@ mod tests {
             check.watched.iter().all(|w| w.stamp.is_some()),
             "settled dirs are trusted"
         );
-        assert!(no_shadowing(
-            &check,
-            cwd,
-            &Uncached,
-            &|| deps.clone(),
-            &|| Some(derived.clone()),
-            &Listings::default()
-        ));
+        // No shadow, with the candidates kept (`memo`) or derived per check.
+        let clean = |memo: bool| {
+            let kept = || memo.then(|| derived.clone());
+            no_shadowing(
+                &check,
+                cwd,
+                &Uncached,
+                &|| deps.clone(),
+                &kept,
+                &Listings::default(),
+            )
+        };
+        assert!(clean(true));
         // An unrelated file in a watched directory: re-checked, still fine.
         std::fs::write(cwd.join("a/unrelated.h"), "").unwrap();
-        assert!(no_shadowing(
-            &check,
-            cwd,
-            &Uncached,
-            &|| deps.clone(),
-            &|| Some(derived.clone()),
-            &Listings::default()
-        ));
+        assert!(clean(true));
         // A directory that would hold a shadow, but does not: still fine.
         std::fs::create_dir(cwd.join("a/other")).unwrap();
-        assert!(no_shadowing(
-            &check,
-            cwd,
-            &Uncached,
-            &|| deps.clone(),
-            &|| Some(derived.clone()),
-            &Listings::default()
-        ));
+        assert!(clean(true) && clean(false));
         for shadow in ["a/x.h", "x.h", "a/s.h", "b/s.h", "a/sub/y.h", "sub/y.h"] {
             let shadow_dir = cwd.join(shadow).parent().unwrap().to_path_buf();
             let new_dir = !shadow_dir.exists();
             std::fs::create_dir_all(&shadow_dir).unwrap();
             std::fs::write(cwd.join(shadow), "").unwrap();
-            assert!(
-                !no_shadowing(
-                    &check,
-                    cwd,
-                    &Uncached,
-                    &|| deps.clone(),
-                    &|| Some(derived.clone()),
-                    &Listings::default()
-                ),
-                "{shadow} must be noticed"
-            );
-            // Also by an entry whose candidates are not kept (derived per check).
-            assert!(
-                !no_shadowing(
-                    &check,
-                    cwd,
-                    &Uncached,
-                    &|| deps.clone(),
-                    &|| None,
-                    &Listings::default()
-                ),
-                "{shadow} must be noticed without the memo"
-            );
+            assert!(!clean(true), "{shadow} must be noticed");
+            assert!(!clean(false), "{shadow} must be noticed without the memo");
             std::fs::remove_file(cwd.join(shadow)).unwrap();
             if new_dir {
                 std::fs::remove_dir(&shadow_dir).unwrap();
             } else {
                 // The directory alone, left behind, shadows nothing.
-                assert!(no_shadowing(
-                    &check,
-                    cwd,
-                    &Uncached,
-                    &|| deps.clone(),
-                    &|| Some(derived.clone()),
-                    &Listings::default()
-                ));
+                assert!(clean(true) && clean(false), "{shadow} removed");
             }
         }
-        assert!(no_shadowing(
-            &check,
-            cwd,
-            &Uncached,
-            &|| deps.clone(),
-            &|| Some(derived.clone()),
-            &Listings::default()
-        ));
+        assert!(clean(true));
         // From another directory everything is derived again.
         let elsewhere = tempfile::tempdir().unwrap();
         assert!(no_shadowing(
