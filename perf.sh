@@ -9,7 +9,8 @@
 #   ./perf.sh --only A,B       only these workloads (cpp-single, cpp-multi, rsp-single,
 #                              rsp-multi, c-gcc, rust-build, rust-check)
 #
-# Workloads are generated into a temp dir. Tools run interleaved, run by run; cold runs start
+# Workloads are generated into a temp dir, one copy per tool (so no daemon sees another
+# tool's writes). Tools run interleaved, run by run; cold runs start
 # from an empty cache, warm runs remove the outputs first so they must be restored. Every warm
 # output is compared byte for byte with the cold one. Timings are wall-clock medians.
 set -euo pipefail
@@ -20,7 +21,7 @@ args=()
 for arg in "$@"; do
   case "$arg" in
     --install-peers) install_peers=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done
@@ -122,7 +123,19 @@ def age(root):
             os.utime(os.path.join(dirpath, n), (old, old))
 
 
-class CWorkload:
+class Workload:
+    """Generated once into `dir`, then copied for each tool (timestamps kept): every tool
+    builds its own copy, so no tool's file watcher sees another tool's writes. In real use one
+    cache serves a tree; a peer's daemon reacting to our outputs would be measured as ours."""
+
+    def copy_for(self, tool):
+        shutil.copytree(self.dir, self.at(tool), symlinks=True)
+
+    def at(self, tool):
+        return os.path.join(work, "trees", tool.name, self.name)
+
+
+class CWorkload(Workload):
     """`files` translation units compiled one call each, or all in one call."""
 
     def __init__(self, name, compiler, ext, multi, rsp):
@@ -153,11 +166,11 @@ class CWorkload:
     def flags(self):
         return ["@all.rsp"] if self.rsp else ["-O1"]
 
-    def outputs(self):
-        return [os.path.join(self.dir, f"src{i}.o") for i in range(files)]
+    def outputs(self, tool):
+        return [os.path.join(self.at(tool), f"src{i}.o") for i in range(files)]
 
     def clean(self, tool):
-        for p in self.outputs():
+        for p in self.outputs(tool):
             if os.path.exists(p):
                 os.remove(p)
 
@@ -165,13 +178,13 @@ class CWorkload:
         env = tool.env()
         prefix = [tool.wrapper] if tool.wrapper else []
         if self.multi:
-            run(prefix + [self.compiler, "-c"] + self.flags() + [f"src{i}.{self.ext}" for i in range(files)], self.dir, env)
+            run(prefix + [self.compiler, "-c"] + self.flags() + [f"src{i}.{self.ext}" for i in range(files)], self.at(tool), env)
         else:
             for i in range(files):
-                run(prefix + [self.compiler, "-c"] + self.flags() + [f"src{i}.{self.ext}", "-o", f"src{i}.o"], self.dir, env)
+                run(prefix + [self.compiler, "-c"] + self.flags() + [f"src{i}.{self.ext}", "-o", f"src{i}.o"], self.at(tool), env)
 
 
-class RustWorkload:
+class RustWorkload(Workload):
     """A generated cargo workspace: a chain of library crates and a binary."""
 
     def __init__(self, mode):
@@ -192,22 +205,21 @@ class RustWorkload:
         write(os.path.join(self.dir, "app/src/main.rs"), f"fn main() {{ println!(\"{{}}\", c{crates-1}::value()); }}\n")
         age(self.dir)
 
-    def outputs(self):
-        name = "app" if self.mode == "build" else None
-        if name:
-            return [os.path.join(self.dir, "target", "debug", "app")]
-        deps = os.path.join(self.dir, "target", "debug", "deps")
+    def outputs(self, tool):
+        if self.mode == "build":
+            return [os.path.join(self.at(tool), "target", "debug", "app")]
+        deps = os.path.join(self.at(tool), "target", "debug", "deps")
         return sorted(os.path.join(deps, n) for n in os.listdir(deps) if n.endswith(".rmeta")) if os.path.isdir(deps) else []
 
     def clean(self, tool):
-        shutil.rmtree(os.path.join(self.dir, "target"), ignore_errors=True)
+        shutil.rmtree(os.path.join(self.at(tool), "target"), ignore_errors=True)
 
     def run(self, tool):
         env = tool.env()
         if tool.wrapper:
             env["RUSTC_WRAPPER"] = tool.wrapper
         env["CARGO_INCREMENTAL"] = "0"
-        run(["cargo", self.mode, "--offline", "-q"], self.dir, env)
+        run(["cargo", self.mode, "--offline", "-q"], self.at(tool), env)
 
 
 workloads = []
@@ -266,19 +278,24 @@ def timed(workload, tool):
 
 for workload in workloads:
     workload.setup()
+    for tool in tools:
+        workload.copy_for(tool)
     print(f"==> {workload.name}", file=sys.stderr)
     entry = results[workload.name] = {"units": workload.units, "tools": {}}
+    # One unmeasured bare build first: the first measured tool must not pay for bringing the
+    # toolchain into the page cache.
+    timed(workload, tools[0])
     cold_digest = {}
     for tool in tools:
         tool.clear()
         seconds = timed(workload, tool)
-        cold_digest[tool.name] = digest(workload.outputs())
+        cold_digest[tool.name] = digest(workload.outputs(tool))
         entry["tools"][tool.name] = {"cold": seconds, "warm_runs": []}
     for rep in range(reps):
         for tool in tools:
             seconds = timed(workload, tool)
             entry["tools"][tool.name]["warm_runs"].append(seconds)
-            if digest(workload.outputs()) != cold_digest[tool.name]:
+            if digest(workload.outputs(tool)) != cold_digest[tool.name]:
                 raise SystemExit(f"{workload.name}/{tool.name}: warm outputs differ from cold ones")
     for tool in tools:
         mem = daemon_memory(tool)
@@ -295,9 +312,10 @@ for tool in tools:
 
 
 def floor(cmd):
+    """Milliseconds per run of `cmd`, started exactly as the compiles are (`run`)."""
     start = time.perf_counter()
     for _ in range(50):
-        subprocess.run(cmd, stdout=subprocess.DEVNULL)
+        run(cmd, work, tools[0].env())
     return (time.perf_counter() - start) / 50 * 1000
 
 
