@@ -43,11 +43,14 @@ pub fn main(args: &[OsString]) -> i32 {
         return exec(&compiler, compiler_arg, compiler_args);
     }
     let request = Request::Compile(compile_request(&compiler, compiler_arg, compiler_args, cwd));
+    let Ok(frame) = zccache_ipc::encode_request(&request) else {
+        return exec(&compiler, compiler_arg, compiler_args);
+    };
     let endpoint = Endpoint::new(&config);
     let Ok(mut connection) = endpoint.connect_or_start() else {
         return exec(&compiler, compiler_arg, compiler_args);
     };
-    match connection.call::<_, Response>(&request) {
+    match connection.call_encoded::<Response>(&frame) {
         Ok(Response::Compiled(reply)) => {
             let _ = std::io::stdout().write_all(&reply.stdout);
             let _ = std::io::stderr().write_all(&reply.stderr);

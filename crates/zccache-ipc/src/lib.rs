@@ -43,6 +43,12 @@ fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream) -> io::Resu
     decode_payload(&payload).map(Some).map_err(invalid)
 }
 
+/// Encodes a request ahead of [`Connection::call_encoded`], so that nothing stands between
+/// connecting and sending.
+pub fn encode_request<T: Serialize>(message: &T) -> io::Result<Vec<u8>> {
+    encode(message).map_err(invalid)
+}
+
 /// A connection from a client to the daemon.
 pub struct Connection {
     stream: UnixStream,
@@ -66,7 +72,15 @@ impl Connection {
         &mut self,
         request: &Req,
     ) -> io::Result<Resp> {
-        write_frame(&mut self.stream, request)?;
+        self.call_encoded(&encode_request(request)?)
+    }
+
+    /// [`Connection::call`] with a request from [`encode_request`].
+    pub fn call_encoded<Resp: for<'de> Deserialize<'de>>(
+        &mut self,
+        frame: &[u8],
+    ) -> io::Result<Resp> {
+        self.stream.write_all(frame)?;
         read_frame(&mut self.stream)?.ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
     }
 }
