@@ -50,14 +50,50 @@ pub fn main(args: &[OsString]) -> i32 {
     let Ok(mut connection) = endpoint.connect_or_start() else {
         return exec(&compiler, compiler_arg, compiler_args);
     };
-    match connection.call_encoded::<Response>(&frame) {
+    let mut reply = connection.call_encoded::<Response>(&frame);
+    // A rustc miss sends its stderr as rustc writes it (cargo acts on it at once).
+    let mut streamed = Vec::new();
+    while let Ok(Response::Progress { stderr }) = &reply {
+        let _ = std::io::stderr().write_all(stderr);
+        streamed.extend_from_slice(stderr);
+        reply = connection.next_reply();
+    }
+    match reply {
         Ok(Response::Compiled(reply)) => {
             let _ = std::io::stdout().write_all(&reply.stdout);
             let _ = std::io::stderr().write_all(&reply.stderr);
             reply.exit_code
         }
         // Not cacheable, a daemon error, or a lost connection: the compiler runs here.
-        _ => exec(&compiler, compiler_arg, compiler_args),
+        _ if streamed.is_empty() => exec(&compiler, compiler_arg, compiler_args),
+        _ => rerun_after(&compiler, compiler_arg, compiler_args, &streamed),
+    }
+}
+
+/// Runs the compiler here after the daemon went away in the middle of a compile whose stderr
+/// was partly printed: what the rerun repeats of it is not printed twice (cargo must not see
+/// rustc's metadata notice twice).
+fn rerun_after(compiler: &Path, name: &OsStr, args: &[OsString], printed: &[u8]) -> i32 {
+    let output = Command::new(compiler)
+        .arg0(name)
+        .args(args)
+        .stdin(std::process::Stdio::inherit())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::piped())
+        .output();
+    match output {
+        Ok(output) => {
+            let rest = output
+                .stderr
+                .strip_prefix(printed)
+                .unwrap_or(&output.stderr);
+            let _ = std::io::stderr().write_all(rest);
+            zccache_core::exit_code(&output.status)
+        }
+        Err(error) => {
+            eprintln!("zccache: cannot run {}: {error}", compiler.display());
+            127
+        }
     }
 }
 

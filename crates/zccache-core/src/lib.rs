@@ -19,6 +19,15 @@ pub use root::{CacheRoot, RootError};
 /// The version of zccache, shown by `--version` and `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The exit code a shell reports for a process that ended with `status` (128 + the signal
+/// when it was killed), which the client passes on as the compiler's own.
+pub fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
 /// A 32-byte blake3 digest, the unit of identity for files, keys and blobs.
 pub type Hash = [u8; 32];
 

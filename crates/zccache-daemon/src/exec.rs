@@ -109,6 +109,7 @@ impl Daemon {
             exit_code: crate::pipeline::exit_code(&output.status),
             stdout: output.stdout,
             stderr: output.stderr,
+            stderr_sent: 0,
         };
         let captured = if output.status.code().is_none() {
             // Killed by a signal: a result of the moment, not of the inputs.

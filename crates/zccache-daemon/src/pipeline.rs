@@ -13,7 +13,6 @@ use crate::Daemon;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -58,6 +57,9 @@ pub(crate) struct Call {
     /// Set on first use: the file watcher has caught up with every change made before this
     /// call, so digests it vouches for need no `stat`.
     synced: std::sync::OnceLock<Synced>,
+    /// Where a miss sends the tool's stderr while it runs (rustc: cargo starts dependent
+    /// crates as soon as rustc reports their metadata written, long before rustc exits).
+    pub progress: Option<zccache_ipc::FrameSink>,
 }
 
 impl Call {
@@ -81,6 +83,7 @@ impl Call {
             exec: request.exec,
             link: std::sync::atomic::AtomicBool::new(false),
             synced: std::sync::OnceLock::new(),
+            progress: None,
         })
     }
 
@@ -116,8 +119,13 @@ impl Call {
 
     /// Runs `program args` in the caller's directory and environment, stdin closed.
     pub fn run(&self, program: &Path, args: &[OsString]) -> std::io::Result<std::process::Output> {
+        self.command(program, args).output()
+    }
+
+    fn command(&self, program: &Path, args: &[OsString]) -> Command {
         use std::os::unix::process::CommandExt;
-        Command::new(program)
+        let mut command = Command::new(program);
+        command
             .arg0(&self.name)
             .args(args)
             .current_dir(&self.cwd)
@@ -128,8 +136,68 @@ impl Call {
                     .filter(|(k, _)| !JOBSERVER_ENV.iter().any(|j| k == j))
                     .map(|(k, v)| (k, v)),
             )
-            .stdin(Stdio::null())
-            .output()
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// [`Call::run`], sending stderr to the client as it comes when the call has a progress
+    /// sink. Returns the whole output and how many bytes of its stderr were already sent.
+    pub fn run_streaming(
+        &self,
+        program: &Path,
+        args: &[OsString],
+    ) -> std::io::Result<(std::process::Output, usize)> {
+        use std::io::Read;
+        let Some(progress) = &self.progress else {
+            return Ok((self.run(program, args)?, 0));
+        };
+        let mut child = self
+            .command(program, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut child_stdout = child.stdout.take().expect("piped stdout");
+        let mut child_stderr = child.stderr.take().expect("piped stderr");
+        let mut stderr = Vec::new();
+        let mut sent = 0;
+        let stdout = std::thread::scope(|scope| {
+            let reader = scope.spawn(move || {
+                let mut stdout = Vec::new();
+                child_stdout.read_to_end(&mut stdout).map(|_| stdout)
+            });
+            let mut chunk = vec![0u8; 16 * 1024];
+            let mut client_gone = false;
+            loop {
+                match child_stderr.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        stderr.extend_from_slice(&chunk[..n]);
+                        // A client that went away still gets its result stored.
+                        if !client_gone {
+                            let message = Response::Progress {
+                                stderr: chunk[..n].to_vec(),
+                            };
+                            client_gone = progress.send(&message).is_err();
+                            if !client_gone {
+                                sent = stderr.len();
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            reader.join().expect("stdout reader")
+        })?;
+        let status = child.wait()?;
+        Ok((
+            std::process::Output {
+                status,
+                stdout,
+                stderr,
+            },
+            sent,
+        ))
     }
 }
 
@@ -367,6 +435,8 @@ pub(crate) struct Ran {
     pub exit_code: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// How much of `stderr` the client already has (see [`Call::run_streaming`]).
+    pub stderr_sent: usize,
 }
 
 /// A compile result waiting to be checked and stored after the reply.
@@ -385,7 +455,13 @@ struct StoreJob {
 
 impl Daemon {
     /// Handles one compile request from start to reply.
-    pub(crate) fn compile(self: &Arc<Self>, request: CompileRequest) -> Response {
+    /// Serves a compile request. `progress` reaches the client ahead of the reply; rustc
+    /// misses send their stderr through it as rustc writes it.
+    pub(crate) fn compile(
+        self: &Arc<Self>,
+        request: CompileRequest,
+        progress: Option<zccache_ipc::FrameSink>,
+    ) -> Response {
         let at = SystemTime::now();
         let Some(mut call) = Call::decode(request) else {
             return Response::Error("empty argv".into());
@@ -400,7 +476,11 @@ impl Daemon {
                 tracing::debug!("{SESSION_ENV}={id} names no open session");
             }
         }
-        let response = match detect_tool(&call.compiler) {
+        let tool = detect_tool(&call.compiler);
+        if matches!(tool, Some(ToolKind::Rustc | ToolKind::ClippyDriver)) {
+            call.progress = progress;
+        }
+        let response = match tool {
             _ if call.exec.is_some() => self.run_exec(&call),
             Some(ToolKind::GccLike) => self.compile_cc(&call),
             Some(ToolKind::Rustc) => self.compile_rust(&call, false),
@@ -600,8 +680,8 @@ impl Daemon {
             "miss: {} us before the tool starts",
             call.received.elapsed().as_micros()
         );
-        let output = match call.run(&call.compiler, args) {
-            Ok(output) => output,
+        let (output, stderr_sent) = match call.run_streaming(&call.compiler, args) {
+            Ok(ran) => ran,
             Err(e) => {
                 tracing::info!("cannot run {}: {e}", call.compiler.display());
                 return self.run_locally(call, "compiler_spawn_failed");
@@ -619,6 +699,7 @@ impl Daemon {
             exit_code: exit_code(&output.status),
             stdout: output.stdout,
             stderr: output.stderr,
+            stderr_sent,
         };
         self.reply_miss(call, miss, ran, captured)
     }
@@ -653,10 +734,12 @@ impl Daemon {
                 }
             }
         };
+        let mut stderr = ran.stderr;
+        stderr.drain(..ran.stderr_sent);
         Response::Compiled(CompileReply {
             exit_code: ran.exit_code,
             stdout: ran.stdout,
-            stderr: ran.stderr,
+            stderr,
             outcome,
         })
     }
@@ -872,11 +955,7 @@ fn source_record(call: &Call, key: Hash, parts: Vec<(String, String)>) -> Source
     }
 }
 
-pub(crate) fn exit_code(status: &std::process::ExitStatus) -> i32 {
-    status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-}
+pub(crate) use zccache_core::exit_code;
 
 /// Resolves a program name the way the caller's shell would: through the caller's PATH.
 pub(crate) fn which(call: &Call, program: &Path) -> Option<PathBuf> {

@@ -510,6 +510,7 @@ impl Daemon {
             exit_code: exit_code(&output.status),
             stdout: output.stdout,
             stderr: output.stderr,
+            stderr_sent: 0,
         };
         self.reply_miss(call, miss, ran, captured)
     }

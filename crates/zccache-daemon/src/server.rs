@@ -356,8 +356,9 @@ fn handle_connection(daemon: &Arc<Daemon>, mut connection: ServerConnection, act
             return;
         }
         let shutdown = matches!(request, Request::Shutdown);
-        let handled =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| daemon.handle(request)));
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            daemon.handle(request, &connection)
+        }));
         let response = handled.unwrap_or_else(|_| {
             tracing::error!("request handler panicked");
             daemon.stats.error();
@@ -382,9 +383,9 @@ fn unknown_session(id: &str) -> String {
 }
 
 impl Daemon {
-    fn handle(self: &Arc<Self>, request: Request) -> Response {
+    fn handle(self: &Arc<Self>, request: Request, connection: &ServerConnection) -> Response {
         match request {
-            Request::Compile(compile) => self.compile(compile),
+            Request::Compile(compile) => self.compile(compile, Some(connection.sink())),
             Request::Status => Response::Status(self.status()),
             Request::Ping => Response::Pong {
                 version: zccache_core::VERSION.to_string(),

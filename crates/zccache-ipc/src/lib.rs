@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use zccache_protocol::{decode_header, decode_payload, encode, FrameError, HEADER_LEN};
 
@@ -18,14 +19,14 @@ fn invalid(error: FrameError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
-fn write_frame<T: Serialize>(stream: &mut UnixStream, message: &T) -> io::Result<()> {
+fn write_frame<T: Serialize>(mut stream: &UnixStream, message: &T) -> io::Result<()> {
     let frame = encode(message).map_err(invalid)?;
     stream.write_all(&frame)?;
     stream.flush()
 }
 
 /// Reads one frame; `Ok(None)` when the peer closed the connection before sending anything.
-fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream) -> io::Result<Option<T>> {
+fn read_frame<T: for<'de> Deserialize<'de>>(mut stream: &UnixStream) -> io::Result<Option<T>> {
     let mut header = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -81,7 +82,13 @@ impl Connection {
         frame: &[u8],
     ) -> io::Result<Resp> {
         self.stream.write_all(frame)?;
-        read_frame(&mut self.stream)?.ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+        self.next_reply()
+    }
+
+    /// Reads a further reply to the last request, for requests answered with several frames
+    /// (a compile's progress ahead of its result).
+    pub fn next_reply<Resp: for<'de> Deserialize<'de>>(&mut self) -> io::Result<Resp> {
+        read_frame(&self.stream)?.ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
     }
 }
 
@@ -107,13 +114,15 @@ impl Listener {
     /// Waits for the next client. Several threads may wait at once; each client wakes one.
     pub fn accept(&self) -> io::Result<ServerConnection> {
         let (stream, _) = self.inner.accept()?;
-        Ok(ServerConnection { stream })
+        Ok(ServerConnection {
+            stream: Arc::new(stream),
+        })
     }
 }
 
 /// The daemon's side of one client connection.
 pub struct ServerConnection {
-    stream: UnixStream,
+    stream: Arc<UnixStream>,
 }
 
 impl ServerConnection {
@@ -124,12 +133,34 @@ impl ServerConnection {
         timeout: Duration,
     ) -> io::Result<Option<T>> {
         self.stream.set_read_timeout(Some(timeout))?;
-        read_frame(&mut self.stream)
+        read_frame(&self.stream)
     }
 
     /// Sends one reply.
     pub fn reply<T: Serialize>(&mut self, message: &T) -> io::Result<()> {
-        write_frame(&mut self.stream, message)
+        write_frame(&self.stream, message)
+    }
+
+    /// A handle that sends frames ahead of the reply to the request being handled, from
+    /// wherever that request's work runs.
+    pub fn sink(&self) -> FrameSink {
+        FrameSink {
+            stream: self.stream.clone(),
+        }
+    }
+}
+
+/// Sends frames to a client while its request is still being handled (see
+/// [`ServerConnection::sink`]).
+#[derive(Clone)]
+pub struct FrameSink {
+    stream: Arc<UnixStream>,
+}
+
+impl FrameSink {
+    /// Sends one frame; an error means the client has gone.
+    pub fn send<T: Serialize>(&self, message: &T) -> io::Result<()> {
+        write_frame(&self.stream, message)
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -113,6 +113,10 @@ pub enum Response {
     Done,
     /// The daemon could not handle the request; the client falls back to running the compiler.
     Error(String),
+    /// Stderr of a compile still running, sent ahead of its [`Response::Compiled`] (whose
+    /// stderr is then only the rest). Build tools act on some lines at once: cargo starts the
+    /// crates that depend on this one when rustc reports its metadata written.
+    Progress { stderr: Vec<u8> },
 }
 
 /// What a compile produced, to be written to the client's stdout and stderr.

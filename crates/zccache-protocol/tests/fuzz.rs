@@ -95,6 +95,15 @@ fn sample_messages() -> Vec<(&'static str, Vec<u8>)> {
             "status-report",
             encode(&Response::Status(StatusReport::default())).unwrap(),
         ),
+        (
+            "progress",
+            encode(&Response::Progress {
+                stderr:
+                    br#"{"$message_type":"artifact","artifact":"/o/liba.rmeta","emit":"metadata"}"#
+                        .to_vec(),
+            })
+            .unwrap(),
+        ),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! cargo through `RUSTC_WRAPPER=zccache` with the real toolchain.
 
 use crate::sandbox::*;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 /// A workspace: leaf (with a build script and an `env!`) ← mid ← app, plus a proc-macro.
@@ -457,4 +458,135 @@ fn rustc_wrapper_in_cargo_config_works_the_same() {
         cargo(&sb, &["clean"]);
     }
     assert_eq!(counts(&sb), (5, 5));
+}
+
+/// cargo starts the crates that depend on a library as soon as rustc reports the library's
+/// metadata written (pipelining); a wrapper that holds rustc's stderr back until rustc exits
+/// serializes the whole build. Here rustc's link step waits (through its `-C linker`; other
+/// calls of the linker, such as the cache's version probe, pass) until the metadata notice has
+/// come out of `zccache`'s stderr; it gives up after 10 s and says so.
+/// A library crate `gate/lib.rs` whose `-C linker` (`cc-gate`) holds rustc's link step until
+/// `gate/go` exists (giving up after 10 s, leaving `gate/timed-out`); other calls of the linker,
+/// such as the cache's version probe, pass. Returns the gate directory and the rustc call.
+fn gated_crate(sb: &Sandbox) -> (std::path::PathBuf, Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    sb.write_old("gate/lib.rs", "pub fn seven() -> u32 { 7 }\n");
+    sb.write_old(
+        "gate/cc-gate",
+        "#!/bin/sh\ncase \" $* \" in *\" -o \"*) ;; *) exec cc \"$@\" ;; esac\ni=0\n\
+         while [ ! -e \"$GATE_DIR/go\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+         [ -e \"$GATE_DIR/go\" ] || touch \"$GATE_DIR/timed-out\"\nexec cc \"$@\"\n",
+    );
+    let gate = sb.path("gate");
+    std::fs::set_permissions(gate.join("cc-gate"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(gate.join("out")).unwrap();
+    let linker = format!("linker={}", gate.join("cc-gate").display());
+    let args = [
+        "rustc",
+        "--crate-name",
+        "gate",
+        "--edition=2021",
+        "--crate-type",
+        "rlib",
+        "--crate-type",
+        "cdylib",
+        "--emit=dep-info,metadata,link",
+        "--json=artifacts",
+        "--error-format=json",
+        "-C",
+        &linker,
+        "--out-dir",
+        "out",
+        "lib.rs",
+    ];
+    settle();
+    (gate, args.iter().map(|a| a.to_string()).collect())
+}
+
+/// Runs the gated rustc call through zccache, calling `on_metadata` when the metadata notice
+/// comes out of its stderr and then opening the gate. Returns the stderr lines.
+fn run_gated(sb: &Sandbox, gate: &Path, args: &[String], on_metadata: impl Fn()) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let _ = std::fs::remove_file(gate.join("go"));
+    for output in ["libgate.rlib", "libgate.rmeta", "libgate.so", "gate.d"] {
+        let _ = std::fs::remove_file(gate.join("out").join(output));
+    }
+    let mut child = sb
+        .zccache()
+        .current_dir(gate)
+        .env("GATE_DIR", gate)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if line.contains("\"emit\":\"metadata\"") {
+            on_metadata();
+            std::fs::write(gate.join("go"), "").unwrap();
+        }
+        lines.push(std::mem::take(&mut line));
+    }
+    assert!(child.wait().unwrap().success(), "{lines:?}");
+    assert!(
+        !gate.join("timed-out").exists(),
+        "the metadata notice came only after rustc finished: {lines:?}"
+    );
+    assert!(gate.join("out/libgate.so").exists() && gate.join("out/libgate.rlib").exists());
+    lines
+}
+
+/// cargo starts the crates that depend on a library as soon as rustc reports the library's
+/// metadata written (pipelining); a wrapper that holds rustc's stderr back until rustc exits
+/// serializes the whole build. Here rustc's link step waits until the metadata notice has come
+/// out of `zccache`'s stderr.
+#[test]
+fn a_rustc_miss_passes_the_metadata_notice_on_while_rustc_still_runs() {
+    let sb = Sandbox::new();
+    let (gate, args) = gated_crate(&sb);
+    let cold = run_gated(&sb, &gate, &args, || {});
+    let warm = run_gated(&sb, &gate, &args, || {});
+    // The first round compiled through the daemon (not run beside it), the second was served;
+    // both printed the same notices.
+    assert_eq!((sb.hits(), sb.misses()), (1, 1));
+    assert_eq!(cold, warm);
+    assert!(cold.iter().any(|l| l.contains("\"emit\":\"metadata\"")));
+}
+
+/// The daemon dies after part of rustc's stderr reached the build: the client compiles by
+/// itself and does not print again what it already printed (cargo must not be told twice that
+/// the metadata is written).
+#[test]
+fn a_daemon_killed_in_a_streamed_miss_prints_each_notice_once() {
+    let sb = Sandbox::new();
+    let (gate, args) = gated_crate(&sb);
+    sb.ok(&["start"]);
+    let pid = sb.daemon_pid().expect("daemon running");
+    let lines = run_gated(&sb, &gate, &args, || {
+        // SAFETY: kill(2) on the sandbox daemon's pid.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    let bare = {
+        let out = std::process::Command::new("rustc")
+            .current_dir(&gate)
+            .env("GATE_DIR", &gate)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert_eq!(lines.concat(), bare);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("\"emit\":\"metadata\""))
+            .count(),
+        1,
+        "{lines:?}"
+    );
 }
