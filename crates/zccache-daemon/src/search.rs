@@ -56,11 +56,13 @@ fn candidates(
     // Search directories as written and absolute, whether candidates are wanted there, and
     // whether they are system directories.
     let mut ordered: Vec<(PathBuf, PathBuf, bool, bool)> = Vec::new();
+    let mut ordered_set: HashSet<Box<[u8]>, FxBuildHasher> = HashSet::default();
+    let system_set: ByteSet = system_abs.iter().map(|d| bytes(d)).collect();
     for dir in user.iter().chain(system.iter()) {
         let abs = absolute(cwd, dir);
-        if !ordered.iter().any(|(_, a, _, _)| *a == abs) {
+        if ordered_set.insert(bytes(&abs).into()) {
             let wanted_here = wanted(&abs);
-            let system_here = system_abs.contains(&abs);
+            let system_here = system_set.contains(bytes(&abs));
             ordered.push((dir.clone(), abs, wanted_here, system_here));
         }
     }
@@ -72,7 +74,7 @@ fn candidates(
     for ((dep, abs), system) in deps.iter().zip(&dep_abs).zip(&dep_system) {
         if !system {
             let dir = (dir_of(dep), dir_of(abs));
-            if wanted(&dir.1) && !includers.iter().any(|(_, a)| *a == dir.1) {
+            if wanted(&dir.1) && !includers.iter().any(|(_, a)| bytes(a) == bytes(&dir.1)) {
                 includers.push(dir);
             }
         }
@@ -80,11 +82,12 @@ fn candidates(
     if !ordered.iter().any(|o| o.2) && includers.is_empty() {
         return Vec::new();
     }
-    let dep_set: HashSet<&PathBuf> = dep_abs.iter().collect();
-    let mut seen = HashSet::new();
+    let dep_set: ByteSet = dep_abs.iter().map(|d| d.as_os_str().as_bytes()).collect();
+    let mut seen: HashSet<Box<[u8]>, FxBuildHasher> = HashSet::default();
     let mut out = Vec::new();
     let mut push = |written: PathBuf, abs: PathBuf| {
-        if !dep_set.contains(&abs) && seen.insert(abs.clone()) {
+        let bytes = abs.as_os_str().as_bytes();
+        if !dep_set.contains(bytes) && seen.insert(bytes.into()) {
             out.push((written, abs));
         }
     };
@@ -110,13 +113,21 @@ fn candidates(
                 break;
             }
             for (written, includer) in &includers {
-                if *includer != own_dir {
+                if bytes(includer) != bytes(&own_dir) {
                     push(written.join(rel), includer.join(rel));
                 }
             }
         }
     }
     out
+}
+
+/// Paths as bytes: they are lexically normalized, so bytes compare as paths do, and hash far
+/// faster than `Path`'s component by component.
+type ByteSet<'a> = HashSet<&'a [u8], FxBuildHasher>;
+
+fn bytes(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
 }
 
 /// The part of `path` below `dir` (both normalized and absolute), if it is below it.
@@ -300,29 +311,31 @@ pub fn no_shadowing(
     }
     let user: Vec<PathBuf> = check.user.iter().map(|d| bytes_path(d)).collect();
     let system: Vec<PathBuf> = check.system.iter().map(|d| bytes_path(d)).collect();
-    let existed: HashSet<&[u8]> = check.existing.iter().map(Vec::as_slice).collect();
+    let existed: ByteSet = check.existing.iter().map(Vec::as_slice).collect();
     // A changed directory only matters to the candidates it decided: those whose nearest
     // watched ancestor it is. Candidates are derived only for search directories at or above
     // a changed one. From another directory, everything is derived.
-    let watched: HashSet<PathBuf> = check.watched.iter().map(|w| bytes_path(&w.path)).collect();
-    let changed: HashSet<PathBuf> = changed.into_iter().collect();
+    let watched: ByteSet = check.watched.iter().map(|w| w.path.as_slice()).collect();
+    let changed_set: ByteSet = changed.iter().map(|c| bytes(c)).collect();
     // A search directory's candidates can be affected by a change at or below it, or — when
     // it did not exist at the store — by a change to the ancestor that stood for it.
     let wanted = |dir: &Path| {
         !same_cwd
-            || changed.iter().any(|c| c == dir || under(c, dir).is_some())
+            || changed
+                .iter()
+                .any(|c| bytes(c) == bytes(dir) || under(c, dir).is_some())
             || dir
                 .ancestors()
-                .find(|a| watched.contains(*a))
-                .is_some_and(|a| a != dir && changed.contains(a))
+                .find(|a| watched.contains(bytes(a)))
+                .is_some_and(|a| a != dir && changed_set.contains(bytes(a)))
     };
     let affected = |candidate: &Path| {
         !same_cwd
             || candidate
                 .ancestors()
                 .skip(1)
-                .find(|a| watched.contains(*a))
-                .is_some_and(|a| changed.contains(a))
+                .find(|a| watched.contains(bytes(a)))
+                .is_some_and(|a| changed_set.contains(bytes(a)))
     };
     candidates(&user, &system, cwd, &deps(), &wanted)
         .into_iter()
@@ -334,7 +347,7 @@ pub fn no_shadowing(
             let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
                 return std::fs::symlink_metadata(&abs).is_err();
             };
-            match abs.ancestors().skip(1).find(|a| watched.contains(*a)) {
+            match abs.ancestors().skip(1).find(|a| watched.contains(bytes(a))) {
                 Some(decider) => !listed_under(dirs, listings, decider, parent, name),
                 None => !listed(dirs, listings, parent, name),
             }
