@@ -207,7 +207,7 @@ impl Daemon {
                 &call.cwd,
                 &crate::search::Uncached,
                 &|| deps.clone(),
-                &|| None,
+                &|_| None,
                 &listings,
             ) {
                 changes.push(format!(

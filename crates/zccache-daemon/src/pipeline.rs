@@ -621,9 +621,11 @@ impl Daemon {
                         .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
                         .collect()
                 };
-                let derived = || {
-                    self.derived_shadows
-                        .get_or_derive(&manifest, index, check, &deps)
+                let derived = |changed: &[bool]| {
+                    Some(
+                        self.derived_shadows
+                            .get_or_derive(&manifest, index, check, &deps, changed),
+                    )
                 };
                 let dirs = CallDirs { fs: &self.fs, call };
                 if !crate::search::no_shadowing(check, &call.cwd, &dirs, &deps, &derived, listings)

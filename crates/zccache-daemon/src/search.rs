@@ -255,13 +255,15 @@ type ListingMap = HashMap<Box<[u8]>, Option<Arc<Names>>, FxBuildHasher>;
 type Names = HashSet<OsString, FxBuildHasher>;
 
 /// True while no file that would shadow a dependency exists, for a call in `cwd`. `deps` (the
-/// dependency paths as written) is only built when a watched directory changed.
+/// dependency paths as written) is only built when a watched directory changed. `derived`
+/// gives the candidates of at least the watched directories marked changed (see
+/// [`DerivedMemo::get_or_derive`]); `None` derives them here.
 pub fn no_shadowing(
     check: &ShadowCheck,
     cwd: &Path,
     dirs: &dyn DirState,
     deps: &dyn Fn() -> Vec<PathBuf>,
-    derived: &dyn Fn() -> Option<Arc<Derived>>,
+    derived: &dyn Fn(&[bool]) -> Option<Arc<Derived>>,
     listings: &Listings,
 ) -> bool {
     let bytes_path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
@@ -291,8 +293,8 @@ pub fn no_shadowing(
             return true;
         }
         // Only the candidates a changed directory decides are looked for; which those are was
-        // worked out once for this entry, unless it has too many to keep.
-        if let Some(derived) = derived() {
+        // worked out once for this entry (or for this set of changed directories).
+        if let Some(derived) = derived(&changed_at) {
             let mut known = vec![None; derived.parents.len()];
             return derived
                 .items
@@ -317,18 +319,7 @@ pub fn no_shadowing(
     // a changed one. From another directory, everything is derived.
     let watched: ByteSet = check.watched.iter().map(|w| w.path.as_slice()).collect();
     let changed_set: ByteSet = changed.iter().map(|c| bytes(c)).collect();
-    // A search directory's candidates can be affected by a change at or below it, or — when
-    // it did not exist at the store — by a change to the ancestor that stood for it.
-    let wanted = |dir: &Path| {
-        !same_cwd
-            || changed
-                .iter()
-                .any(|c| bytes(c) == bytes(dir) || under(c, dir).is_some())
-            || dir
-                .ancestors()
-                .find(|a| watched.contains(bytes(a)))
-                .is_some_and(|a| a != dir && changed_set.contains(bytes(a)))
-    };
+    let wanted = |dir: &Path| !same_cwd || affected_search_dir(dir, &changed_set, &watched);
     let affected = |candidate: &Path| {
         !same_cwd
             || candidate
@@ -352,6 +343,18 @@ pub fn no_shadowing(
                 None => !listed(dirs, listings, parent, name),
             }
         })
+}
+
+/// Whether candidates under search directory `dir` can be revealed by a change to one of the
+/// watched directories `changed`: a change at or below `dir`, or — when `dir` did not exist at
+/// the store — to the watched ancestor that stood for it.
+fn affected_search_dir(dir: &Path, changed: &ByteSet, watched: &ByteSet) -> bool {
+    changed.iter().any(|c| {
+        *c == bytes(dir) || under(Path::new(std::ffi::OsStr::from_bytes(c)), dir).is_some()
+    }) || dir
+        .ancestors()
+        .find(|a| watched.contains(bytes(a)))
+        .is_some_and(|a| a != dir && changed.contains(bytes(a)))
 }
 
 /// An entry's would-be shadows, worked out once per entry in memory (an in-source build changes
@@ -441,8 +444,9 @@ impl Interner {
     }
 }
 
-/// [`Derived`] for an entry stored in `check.cwd`.
-pub fn derive(check: &ShadowCheck, deps: &[PathBuf]) -> Derived {
+/// [`Derived`] for an entry stored in `check.cwd`: every candidate, or with `only`, those
+/// decided by the watched directories it marks.
+pub fn derive(check: &ShadowCheck, deps: &[PathBuf], only: Option<&[bool]>) -> Derived {
     let cwd = Path::new(std::ffi::OsStr::from_bytes(&check.cwd));
     let bytes_path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
     let user: Vec<PathBuf> = check.user.iter().map(|d| bytes_path(d)).collect();
@@ -454,9 +458,24 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf]) -> Derived {
         .enumerate()
         .map(|(index, dir)| (dir.path.as_slice(), index))
         .collect();
+    let watched_set: ByteSet = watched.keys().copied().collect();
+    let only_set: Option<ByteSet> = only.map(|mask| {
+        check
+            .watched
+            .iter()
+            .zip(mask)
+            .filter(|(_, changed)| **changed)
+            .map(|(dir, _)| dir.path.as_slice())
+            .collect()
+    });
+    let wanted = |dir: &Path| {
+        only_set
+            .as_ref()
+            .is_none_or(|changed| affected_search_dir(dir, changed, &watched_set))
+    };
     let mut tables = Interner::default();
     let mut items = Vec::new();
-    for (written, candidate) in candidates(&user, &system, cwd, deps, &|_| true) {
+    for (written, candidate) in candidates(&user, &system, cwd, deps, &wanted) {
         if existed.contains(written.as_os_str().as_bytes()) {
             continue;
         }
@@ -467,6 +486,9 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf]) -> Derived {
         else {
             continue;
         };
+        if only.is_some_and(|mask| !mask[decider]) {
+            continue;
+        }
         let (Some(parent), Some(name)) = (candidate.parent(), candidate.file_name()) else {
             continue;
         };
@@ -488,49 +510,82 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf]) -> Derived {
 #[derive(Default)]
 pub struct DerivedMemo {
     entries: dashmap::DashMap<(usize, usize), MemoEntry>,
+    /// For entries too large to derive whole: the candidates of one set of changed watched
+    /// directories (in an in-source build, the same set — the source's directory — each time).
+    partial: dashmap::DashMap<(usize, usize, Box<[u32]>), PartialEntry>,
     /// Candidates held, over all entries.
     items: std::sync::atomic::AtomicUsize,
 }
 
-/// The manifest (kept alive so its address stays unique) and the entry's candidates, if kept.
+/// The manifest (kept alive so its address stays unique) and the entry's candidates, or `None`
+/// when it has too many to derive whole.
 type MemoEntry = (Arc<zccache_artifact::Manifest>, Option<Arc<Derived>>);
+type PartialEntry = (Arc<zccache_artifact::Manifest>, Arc<Derived>);
 
 /// Entries, and candidates over all of them (12 bytes each), the memo keeps; past either it
 /// starts over. Bounds its memory to ~20 MB however many search directories builds use.
 const MAX_DERIVED: usize = 4096;
 const MAX_DERIVED_ITEMS: usize = 1_500_000;
-/// Headers times search directories of one entry beyond which its candidates are not kept
+/// Headers times search directories of one entry beyond which its candidates are derived per
+/// set of changed directories, and candidates of one such set beyond which they are not kept
 /// (see [`DerivedMemo::get_or_derive`]).
 const MAX_ITEMS_PER_ENTRY: usize = 4096;
 
 impl DerivedMemo {
-    /// The entry's derived candidates, or `None` when it has too many to keep (a search path
-    /// of dozens of directories): such entries derive just the candidates under a changed
-    /// directory on each check, as before.
+    /// Candidates of the entry covering at least the watched directories marked in `changed`:
+    /// all of them, derived once; or, for an entry with too many (a search path of dozens of
+    /// directories), those of just this set of changed directories, kept unless still too many.
     pub fn get_or_derive(
         &self,
         manifest: &Arc<zccache_artifact::Manifest>,
         index: usize,
         check: &ShadowCheck,
         deps: &dyn Fn() -> Vec<PathBuf>,
-    ) -> Option<Arc<Derived>> {
-        use std::sync::atomic::Ordering;
+        changed: &[bool],
+    ) -> Arc<Derived> {
         let key = (Arc::as_ptr(manifest) as usize, index);
-        if let Some(found) = self.entries.get(&key) {
+        let whole = match self.entries.get(&key) {
+            Some(found) => found.1.clone(),
+            None => {
+                let entry = &manifest.entries[index];
+                let estimate = entry.deps.len() * (check.user.len() + check.system.len());
+                let derived = (estimate <= MAX_ITEMS_PER_ENTRY)
+                    .then(|| Arc::new(derive(check, &deps(), None)));
+                self.make_room(derived.as_ref().map_or(0, |d| d.items.len()));
+                self.entries
+                    .insert(key, (manifest.clone(), derived.clone()));
+                derived
+            }
+        };
+        if let Some(whole) = whole {
+            return whole;
+        }
+        let marked: Box<[u32]> = (0..changed.len() as u32)
+            .filter(|i| changed[*i as usize])
+            .collect();
+        let partial_key = (key.0, key.1, marked);
+        if let Some(found) = self.partial.get(&partial_key) {
             return found.1.clone();
         }
-        let entry = &manifest.entries[index];
-        let estimate = entry.deps.len() * (check.user.len() + check.system.len());
-        let derived = (estimate <= MAX_ITEMS_PER_ENTRY).then(|| Arc::new(derive(check, &deps())));
-        let size = derived.as_ref().map_or(0, |d| d.items.len());
+        let derived = Arc::new(derive(check, &deps(), Some(changed)));
+        if derived.items.len() <= MAX_ITEMS_PER_ENTRY {
+            self.make_room(derived.items.len());
+            self.partial
+                .insert(partial_key, (manifest.clone(), derived.clone()));
+        }
+        derived
+    }
+
+    /// Counts `size` more candidates, starting over when the memo is full.
+    fn make_room(&self, size: usize) {
+        use std::sync::atomic::Ordering;
         let held = self.items.fetch_add(size, Ordering::Relaxed);
-        if self.entries.len() >= MAX_DERIVED || held + size > MAX_DERIVED_ITEMS {
+        if self.entries.len() + self.partial.len() >= MAX_DERIVED || held + size > MAX_DERIVED_ITEMS
+        {
             self.entries.clear();
+            self.partial.clear();
             self.items.store(size, Ordering::Relaxed);
         }
-        self.entries
-            .insert(key, (manifest.clone(), derived.clone()));
-        derived
     }
 }
 
@@ -624,7 +679,7 @@ mod tests {
         ];
         let check = shadow_check(&search, cwd, Path::new("main.c"), &deps);
         // Derived once, before any shadow exists, and reused by every check below.
-        let derived = Arc::new(derive(&check, &deps));
+        let derived = Arc::new(derive(&check, &deps, None));
         let watched: Vec<String> = check
             .watched
             .iter()
@@ -635,17 +690,27 @@ mod tests {
             check.watched.iter().all(|w| w.stamp.is_some()),
             "settled dirs are trusted"
         );
-        // No shadow, with the candidates kept (`memo`) or derived per check.
-        let clean = |memo: bool| {
-            let kept = || memo.then(|| derived.clone());
+        // No shadow, with the candidates kept (`memo`: all of them, and those of the changed
+        // directories only) or derived per check.
+        let check_with = |kept: &dyn Fn(&[bool]) -> Option<Arc<Derived>>| {
             no_shadowing(
                 &check,
                 cwd,
                 &Uncached,
                 &|| deps.clone(),
-                &kept,
+                kept,
                 &Listings::default(),
             )
+        };
+        let clean = |memo: bool| {
+            if !memo {
+                return check_with(&|_| None);
+            }
+            let whole = check_with(&|_| Some(derived.clone()));
+            let partial =
+                check_with(&|changed| Some(Arc::new(derive(&check, &deps, Some(changed)))));
+            assert_eq!(whole, partial, "whole and partial candidates agree");
+            whole
         };
         assert!(clean(true));
         // An unrelated file in a watched directory: re-checked, still fine.
@@ -677,7 +742,7 @@ mod tests {
             elsewhere.path(),
             &Uncached,
             &Vec::new,
-            &|| Some(derived.clone()),
+            &|_| Some(derived.clone()),
             &Listings::default()
         ));
     }

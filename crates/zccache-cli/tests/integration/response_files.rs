@@ -122,3 +122,59 @@ fn missing_and_circular_response_files_behave_like_the_compiler() {
     }
     assert_eq!(sb.hits(), 0);
 }
+
+/// With 50 `-I` directories and 100 headers an entry has too many would-be shadows to keep
+/// them all; a hit after the object was written into the source's directory derives those of
+/// that directory (and keeps them for the next hit). A header created in the source's
+/// directory, or in a directory searched before the one that held it, must still miss.
+#[test]
+fn headers_appearing_earlier_on_a_long_include_path_miss() {
+    for compiler in COMPILERS {
+        let sb = Sandbox::new();
+        project(&sb);
+        let mut source = String::from("#include \"deep.h\"\n");
+        for i in 0..100 {
+            sb.write_old(&format!("inc49/h{i}.h"), &format!("int h{i}(void);\n"));
+            source.push_str(&format!("#include \"h{i}.h\"\n"));
+        }
+        source.push_str("int g(void) { return DEEP + FEATURE_3; }\n");
+        sb.write_old("n.c", &source);
+        let args = [compiler, "@rsp/all.rsp", "n.c", "-o", "n.o"];
+        let bare = |sb: &Sandbox| {
+            let bare_args = [compiler, "@rsp/all.rsp", "n.c", "-o", "bare.o"];
+            assert_success(&sb.bare(".", &bare_args), &bare_args);
+            sb.read("bare.o")
+        };
+        sb.ok(&args);
+        for _ in 0..3 {
+            std::fs::remove_file(sb.path("n.o")).unwrap();
+            sb.ok(&args);
+        }
+        assert_eq!((sb.hits(), sb.misses()), (3, 1), "{compiler}");
+        let mut misses = 1;
+        for shadow in [
+            "deep.h",
+            "inc0/deep.h",
+            "inc48/deep.h",
+            "h7.h",
+            "inc3/h99.h",
+        ] {
+            sb.write(shadow, "#define DEEP 8\nint h7(void); int h99(void);\n");
+            settle();
+            sb.ok(&args);
+            misses += 1;
+            assert_eq!(sb.misses(), misses, "{compiler}: {shadow} shadows a header");
+            assert_eq!(sb.read("n.o"), bare(&sb), "{compiler}: {shadow}");
+            // Served again while the shadow stays.
+            std::fs::remove_file(sb.path("n.o")).unwrap();
+            sb.ok(&args);
+            assert_eq!(sb.misses(), misses, "{compiler}: {shadow} kept");
+            std::fs::remove_file(sb.path(shadow)).unwrap();
+        }
+        // Back to the original headers: the first entry serves again.
+        settle();
+        sb.ok(&args);
+        assert_eq!(sb.misses(), misses, "{compiler}: original layout");
+        assert_eq!(sb.read("n.o"), bare(&sb), "{compiler}: original");
+    }
+}
