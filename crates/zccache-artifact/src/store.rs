@@ -243,6 +243,8 @@ pub struct Store {
     delivering: std::sync::RwLock<()>,
     /// Blobs written for entries not committed yet: never collected.
     fresh: DashMap<Hash, usize>,
+    /// Entries were committed since the index was last synced to disk (see [`Store::sync`]).
+    unsynced: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -291,6 +293,7 @@ impl Store {
             evictions: AtomicU64::new(0),
             delivering: std::sync::RwLock::new(()),
             fresh: DashMap::new(),
+            unsynced: std::sync::atomic::AtomicBool::new(false),
         };
         store.load_blobs()?;
         Ok(store)
@@ -577,7 +580,7 @@ impl Store {
         // Eventual: written before commit returns, synced to disk later. A killed daemon loses
         // nothing (the page cache survives it); a power loss may lose the newest entries but
         // never leaves the index inconsistent.
-        tx.set_durability(redb::Durability::Eventual);
+        tx.set_durability(redb::Durability::None);
         {
             let mut blobs = tx.open_table(BLOBS).map_err(index_err)?;
             for output in &manifest.entries[0].result.outputs {
@@ -616,6 +619,7 @@ impl Store {
             }
         }
         tx.commit().map_err(index_err)?;
+        self.unsynced.store(true, Ordering::Release);
         self.remember_manifest(*key, Arc::new(manifest));
         self.last_use.insert(*key, now_ms());
         Ok(())
@@ -690,6 +694,28 @@ impl Store {
             }
             let _ = tx.commit();
         }
+    }
+
+    /// Makes every committed entry durable, if any is not yet: one synced commit for all the
+    /// entries stored since the last one.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        if !self.unsynced.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = self
+            .db
+            .begin_write()
+            .map_err(index_err)
+            .and_then(|tx| tx.commit().map_err(index_err));
+        if result.is_err() {
+            self.unsynced.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Whether entries are waiting for [`Store::sync`].
+    pub fn needs_sync(&self) -> bool {
+        self.unsynced.load(Ordering::Acquire)
     }
 
     /// Records that `key` was just served, for LRU eviction (kept in memory; written to the

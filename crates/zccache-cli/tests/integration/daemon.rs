@@ -183,6 +183,25 @@ fn stale_socket_from_a_killed_daemon_is_replaced() {
     assert_eq!(sb.hits(), 1);
 }
 
+/// Entries are synced to disk in groups, not one by one: nothing asks the daemon for its
+/// status here, so only the periodic sync can have kept the entry through the kill.
+#[test]
+fn an_entry_survives_a_kill_once_the_sync_interval_has_passed() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "int m(void) { return 0; }\n");
+    sb.ok(&["gcc", "-c", "m.c"]);
+    let pid = *sb.daemon_processes().first().expect("a daemon");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own test daemon.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sb.daemon_processes().contains(&pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sb.ok(&["gcc", "-c", "m.c"]);
+    assert_eq!((sb.hits(), sb.misses()), (1, 0));
+}
+
 #[test]
 fn cache_survives_a_restart() {
     let sb = Sandbox::new();
