@@ -695,6 +695,11 @@ impl Daemon {
         } else {
             Err("compile_failed")
         };
+        tracing::debug!(
+            "miss: the tool ran {} us, its outputs were taken in {} us",
+            compile_ms * 1000,
+            started.elapsed().as_micros() - u128::from(compile_ms) * 1000
+        );
         let ran = Ran {
             started_at,
             compile_ms,
