@@ -56,6 +56,14 @@ impl Daemon {
         let Some(store) = self.store.as_ref() else {
             return self.run_locally(call, "store_unavailable");
         };
+        // A rustup proxy's identity is the toolchain it picks for this caller, which its own
+        // content and `-vV` probed once do not tell (cargo itself passes the toolchain's rustc).
+        let proxied = |path: &Path| crate::toolchain::rustup_behind(path).is_some();
+        if proxied(&call.compiler)
+            || (clippy && proxied(&absolute(&call.cwd, Path::new(&call.args[0]))))
+        {
+            return self.run_locally(call, "rustup_proxy");
+        }
         let source_path = absolute(&call.cwd, &invocation.source);
         let source = match call.digest(&self.fs, &source_path) {
             Ok(digest) => digest,

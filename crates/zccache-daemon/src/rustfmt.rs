@@ -246,7 +246,7 @@ impl Daemon {
         invocation: &Invocation,
         roots: &[Root],
     ) -> Result<(), &'static str> {
-        let rustup = rustup_behind(&call.compiler);
+        let rustup = crate::toolchain::rustup_behind(&call.compiler);
         let selection = match rustup {
             Some(_) => self.toolchain_selection(call),
             None => Vec::new(),
@@ -569,13 +569,6 @@ impl Daemon {
         }
         Ok(files)
     }
-}
-
-/// The rustup binary when `tool` is a rustup proxy (a link to, or copy named after, rustup).
-fn rustup_behind(tool: &Path) -> Option<PathBuf> {
-    let real = std::fs::canonicalize(tool).ok()?;
-    let stem = real.file_stem()?.to_str()?;
-    (stem == "rustup").then_some(real)
 }
 
 /// The caller's home directory, as rustfmt and rustup find it.

@@ -237,6 +237,25 @@ fn parse_search_list(verbose: &str, cwd: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// The rustup binary when `tool` is a rustup proxy: a symbolic link to rustup, or a hard link
+/// to the `rustup` beside it. What a proxy runs depends on the caller's directory and
+/// environment (`RUSTUP_TOOLCHAIN`, `rust-toolchain.toml`, rustup's settings), not on its own
+/// content.
+pub(crate) fn rustup_behind(tool: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(tool).ok()?;
+    if real.file_stem()?.to_str()? == "rustup" {
+        return Some(real);
+    }
+    let sibling = real.with_file_name("rustup");
+    let (tool_meta, rustup_meta) = (
+        std::fs::metadata(&real).ok()?,
+        std::fs::metadata(&sibling).ok()?,
+    );
+    (tool_meta.dev() == rustup_meta.dev() && tool_meta.ino() == rustup_meta.ino())
+        .then_some(sibling)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,8 +124,9 @@ fn inspect_explains_a_rustc_miss() {
     sb.write_old("src/lib.rs", "mod m;\npub fn f() -> u32 { m::g() }\n");
     sb.write_old("src/m.rs", "pub fn g() -> u32 { 1 }\n");
     std::fs::create_dir_all(sb.path("out")).unwrap();
+    let rustc = real_rustc();
     let call = [
-        "rustc",
+        rustc.as_str(),
         "--crate-name",
         "lib1",
         "--edition",

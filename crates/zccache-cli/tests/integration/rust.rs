@@ -481,8 +481,9 @@ fn gated_crate(sb: &Sandbox) -> (std::path::PathBuf, Vec<String>) {
     std::fs::set_permissions(gate.join("cc-gate"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::create_dir_all(gate.join("out")).unwrap();
     let linker = format!("linker={}", gate.join("cc-gate").display());
+    let rustc = real_rustc();
     let args = [
-        "rustc",
+        rustc.as_str(),
         "--crate-name",
         "gate",
         "--edition=2021",
@@ -571,7 +572,7 @@ fn a_daemon_killed_in_a_streamed_miss_prints_each_notice_once() {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     });
     let bare = {
-        let out = std::process::Command::new("rustc")
+        let out = std::process::Command::new(&args[0])
             .current_dir(&gate)
             .env("GATE_DIR", &gate)
             .args(&args[1..])
@@ -589,4 +590,80 @@ fn a_daemon_killed_in_a_streamed_miss_prints_each_notice_once() {
         1,
         "{lines:?}"
     );
+}
+
+/// `zccache rustc` where `rustc` is a rustup proxy: what it compiles with depends on
+/// `RUSTUP_TOOLCHAIN` (and `rust-toolchain.toml`, rustup's settings), so it is not cached; a
+/// stable result was once served to a nightly call.
+#[test]
+fn a_rustup_proxy_is_run_uncached() {
+    let proxy = which_on_path("rustc");
+    let is_proxy =
+        std::fs::canonicalize(&proxy).is_ok_and(|p| p.file_stem().is_some_and(|s| s == "rustup"));
+    if !is_proxy {
+        eprintln!("skipped: rustc on PATH is not a rustup proxy");
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.write_old("tc/lib.rs", "pub fn one() -> u32 { 1 }\n");
+    std::fs::create_dir_all(sb.path("tc/out")).unwrap();
+    settle();
+    let args = [
+        "rustc",
+        "--crate-type",
+        "lib",
+        "--crate-name",
+        "tc",
+        "--edition=2021",
+        "--emit=dep-info,metadata,link",
+        "--out-dir",
+        "out",
+        "lib.rs",
+    ];
+    let nightly = Command::new("rustc")
+        .env("RUSTUP_TOOLCHAIN", "nightly")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let toolchains: &[&str] = if nightly {
+        &["stable", "nightly", "stable"]
+    } else {
+        &["stable", "stable"]
+    };
+    for toolchain in toolchains {
+        let _ = std::fs::remove_file(sb.path("tc/out/libtc.rlib"));
+        let out = sb
+            .zccache()
+            .current_dir(sb.path("tc"))
+            .env("RUSTUP_TOOLCHAIN", toolchain)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{toolchain}: {out:?}");
+        let ours = sb.read("tc/out/libtc.rlib");
+        let bare = Command::new("rustc")
+            .current_dir(sb.path("tc"))
+            .env("RUSTUP_TOOLCHAIN", toolchain)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(bare.status.success());
+        assert_eq!(
+            ours,
+            sb.read("tc/out/libtc.rlib"),
+            "{toolchain}: as bare rustc"
+        );
+    }
+    assert_eq!((sb.hits(), sb.misses()), (0, 0));
+    assert_eq!(
+        sb.reason_count("non_cacheable", "rustup_proxy"),
+        toolchains.len() as u64
+    );
+}
+
+fn which_on_path(name: &str) -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .expect("on PATH")
 }

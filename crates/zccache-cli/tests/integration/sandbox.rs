@@ -258,3 +258,13 @@ pub fn settle() {
 
 /// The real compilers every test runs against.
 pub const COMPILERS: [&str; 2] = ["gcc", "clang"];
+
+/// The toolchain's own rustc (cargo passes this one to its wrapper), not a rustup proxy.
+pub fn real_rustc() -> String {
+    let out = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap();
+    let sysroot = String::from_utf8(out.stdout).unwrap();
+    format!("{}/bin/rustc", sysroot.trim())
+}
