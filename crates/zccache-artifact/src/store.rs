@@ -577,9 +577,11 @@ impl Store {
         manifest.entries.truncate(MAX_ENTRIES_PER_KEY);
         let bytes = bincode::serialize(&manifest).map_err(|e| StoreError::Index(e.to_string()))?;
         let mut tx = self.db.begin_write().map_err(index_err)?;
-        // Eventual: written before commit returns, synced to disk later. A killed daemon loses
-        // nothing (the page cache survives it); a power loss may lose the newest entries but
-        // never leaves the index inconsistent.
+        // Not synced per entry: on Linux even redb's `Eventual` calls fdatasync on every commit,
+        // which cost each miss about a millisecond of the next compile's time. The daemon makes
+        // entries durable in groups (`Store::sync`); a crash loses the unsynced ones (their
+        // blobs are removed as orphans at the next start) and never leaves the index
+        // inconsistent.
         tx.set_durability(redb::Durability::None);
         {
             let mut blobs = tx.open_table(BLOBS).map_err(index_err)?;
@@ -711,11 +713,6 @@ impl Store {
             self.unsynced.store(true, Ordering::Release);
         }
         result
-    }
-
-    /// Whether entries are waiting for [`Store::sync`].
-    pub fn needs_sync(&self) -> bool {
-        self.unsynced.load(Ordering::Acquire)
     }
 
     /// Records that `key` was just served, for LRU eviction (kept in memory; written to the

@@ -454,9 +454,8 @@ struct StoreJob {
 }
 
 impl Daemon {
-    /// Handles one compile request from start to reply.
-    /// Serves a compile request. `progress` reaches the client ahead of the reply; rustc
-    /// misses send their stderr through it as rustc writes it.
+    /// Handles one compile request from start to reply. `progress` reaches the client ahead of
+    /// the reply; rustc misses send their stderr through it as rustc writes it.
     pub(crate) fn compile(
         self: &Arc<Self>,
         request: CompileRequest,
@@ -689,7 +688,8 @@ impl Daemon {
                 return self.run_locally(call, "compiler_spawn_failed");
             }
         };
-        let compile_ms = started.elapsed().as_millis() as u64;
+        let ran_for = started.elapsed();
+        let compile_ms = ran_for.as_millis() as u64;
         let captured = if output.status.success() || miss.store_failures {
             capture()
         } else {
@@ -697,8 +697,8 @@ impl Daemon {
         };
         tracing::debug!(
             "miss: the tool ran {} us, its outputs were taken in {} us",
-            compile_ms * 1000,
-            started.elapsed().as_micros() - u128::from(compile_ms) * 1000
+            ran_for.as_micros(),
+            (started.elapsed() - ran_for).as_micros()
         );
         let ran = Ran {
             started_at,

@@ -8,6 +8,7 @@
 
 use crate::inspect::{not_cacheable, Probe};
 use crate::pipeline::{which, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
+use crate::toolchain::Unidentified;
 use crate::Daemon;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -56,14 +57,6 @@ impl Daemon {
         let Some(store) = self.store.as_ref() else {
             return self.run_locally(call, "store_unavailable");
         };
-        // A rustup proxy's identity is the toolchain it picks for this caller, which its own
-        // content and `-vV` probed once do not tell (cargo itself passes the toolchain's rustc).
-        let proxied = |path: &Path| crate::toolchain::rustup_behind(path).is_some();
-        if proxied(&call.compiler)
-            || (clippy && proxied(&absolute(&call.cwd, Path::new(&call.args[0]))))
-        {
-            return self.run_locally(call, "rustup_proxy");
-        }
         let source_path = absolute(&call.cwd, &invocation.source);
         let source = match call.digest(&self.fs, &source_path) {
             Ok(digest) => digest,
@@ -168,9 +161,14 @@ impl Daemon {
         let identify = |path: &Path| {
             self.toolchains
                 .identify_with(&self.fs, path, &call.env, &["-vV"], call.synced(&self.fs))
-                .map_err(|why| {
-                    tracing::info!("toolchain not identified: {why}");
-                    "compiler_unidentified"
+                .map_err(|why| match why {
+                    // cargo passes the toolchain's own rustc; a proxy reaches us only when
+                    // called by name, and what it runs depends on the caller.
+                    Unidentified::RustupProxy => "rustup_proxy",
+                    Unidentified::Failed(why) => {
+                        tracing::info!("toolchain not identified: {why}");
+                        "compiler_unidentified"
+                    }
                 })
         };
         key.digest_part("compiler identity", &identify(&call.compiler)?);

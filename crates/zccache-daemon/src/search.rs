@@ -319,7 +319,8 @@ pub fn no_shadowing(
     // a changed one. From another directory, everything is derived.
     let watched: ByteSet = check.watched.iter().map(|w| w.path.as_slice()).collect();
     let changed_set: ByteSet = changed.iter().map(|c| bytes(c)).collect();
-    let wanted = |dir: &Path| !same_cwd || affected_search_dir(dir, &changed_set, &watched);
+    let wanted =
+        |dir: &Path| !same_cwd || affected_search_dir(dir, &changed_set, &|p| watched.contains(p));
     let affected = |candidate: &Path| {
         !same_cwd
             || candidate
@@ -348,12 +349,12 @@ pub fn no_shadowing(
 /// Whether candidates under search directory `dir` can be revealed by a change to one of the
 /// watched directories `changed`: a change at or below `dir`, or — when `dir` did not exist at
 /// the store — to the watched ancestor that stood for it.
-fn affected_search_dir(dir: &Path, changed: &ByteSet, watched: &ByteSet) -> bool {
+fn affected_search_dir(dir: &Path, changed: &ByteSet, watched: &dyn Fn(&[u8]) -> bool) -> bool {
     changed.iter().any(|c| {
         *c == bytes(dir) || under(Path::new(std::ffi::OsStr::from_bytes(c)), dir).is_some()
     }) || dir
         .ancestors()
-        .find(|a| watched.contains(bytes(a)))
+        .find(|a| watched(bytes(a)))
         .is_some_and(|a| a != dir && changed.contains(bytes(a)))
 }
 
@@ -458,7 +459,6 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf], only: Option<&[bool]>) -> D
         .enumerate()
         .map(|(index, dir)| (dir.path.as_slice(), index))
         .collect();
-    let watched_set: ByteSet = watched.keys().copied().collect();
     let only_set: Option<ByteSet> = only.map(|mask| {
         check
             .watched
@@ -471,7 +471,7 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf], only: Option<&[bool]>) -> D
     let wanted = |dir: &Path| {
         only_set
             .as_ref()
-            .is_none_or(|changed| affected_search_dir(dir, changed, &watched_set))
+            .is_none_or(|changed| affected_search_dir(dir, changed, &|p| watched.contains_key(p)))
     };
     let mut tables = Interner::default();
     let mut items = Vec::new();

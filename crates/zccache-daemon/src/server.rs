@@ -132,11 +132,8 @@ pub fn run(options: DaemonOptions) -> i32 {
             std::thread::sleep(SYNC_INTERVAL);
             syncing.sync_store();
         });
-    let exiting = daemon.clone();
     let socket = root.socket_path(PROTOCOL_VERSION);
     let code = serve(daemon, &socket, options.idle_timeout);
-    exiting.pending.wait_all();
-    exiting.sync_store();
     let _ = std::fs::remove_file(&socket);
     tracing::info!("daemon exiting");
     drop(lock);
@@ -306,6 +303,7 @@ fn serve(daemon: Arc<Daemon>, socket: &Path, idle_timeout: Option<Duration>) -> 
     }
     // Stores queued after a reply finish too, so the cache keeps what was compiled.
     daemon.pending.wait_all();
+    daemon.sync_store();
     daemon.journal.barrier();
     0
 }
@@ -471,7 +469,7 @@ impl Daemon {
 
     /// Syncs the entries stored since the last sync.
     fn sync_store(&self) {
-        if let Some(store) = self.store.as_ref().filter(|s| s.needs_sync()) {
+        if let Some(store) = &self.store {
             if let Err(e) = store.sync() {
                 tracing::warn!("cannot sync the cache index: {e}");
             }

@@ -21,6 +21,28 @@ pub struct Toolchain {
     pub major_version: Option<u32>,
     /// emcc/em++: clang underneath, with a config file and `EM_*` variables of its own.
     pub emscripten: bool,
+    /// A rustup proxy: what it runs depends on the caller, so it has no identity of its own
+    /// (see [`rustup_behind`]).
+    pub rustup_proxy: bool,
+}
+
+/// Why [`Toolchains::identify_with`] gave no identity.
+#[derive(Debug)]
+pub enum Unidentified {
+    /// The tool is a rustup proxy: the toolchain it runs depends on the caller's directory and
+    /// environment, which neither its content nor a probe run once can tell.
+    RustupProxy,
+    /// The probe could not be run or failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for Unidentified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unidentified::RustupProxy => f.write_str("a rustup proxy"),
+            Unidentified::Failed(why) => f.write_str(why),
+        }
+    }
 }
 
 /// Environment variables that add include directories; the probe runs without them because
@@ -76,13 +98,15 @@ impl Toolchains {
             family,
             major_version: major_version(&banner),
             emscripten,
+            rustup_proxy: false,
         });
         self.by_binary.insert(key, toolchain.clone());
         Ok(toolchain)
     }
 
     /// The identity of any tool at `path`: its binary's digest and the output of `probes`
-    /// (for rustc, `-vV`). Probed again whenever the binary's content changes.
+    /// (for rustc, `-vV`). Probed again whenever the binary's content changes; a rustup proxy
+    /// (found once per binary) has none.
     pub fn identify_with(
         &self,
         fs: &FsCache,
@@ -90,29 +114,42 @@ impl Toolchains {
         env: &[(OsString, OsString)],
         probes: &'static [&'static str],
         synced: Synced,
-    ) -> Result<Hash, String> {
+    ) -> Result<Hash, Unidentified> {
         let digest = fs
             .digest_synced(path, synced)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| Unidentified::Failed(format!("{}: {e}", path.display())))?;
         let key = (
             path.to_path_buf(),
             digest.hash,
             probes.first().copied().unwrap_or(""),
         );
-        if let Some(found) = self.by_binary.get(&key) {
-            return Ok(found.hash);
+        let found = self.by_binary.get(&key).map(|found| found.clone());
+        let toolchain = match found {
+            Some(found) => found,
+            None => {
+                let rustup_proxy = rustup_behind(path).is_some();
+                let banner = if rustup_proxy {
+                    Vec::new()
+                } else {
+                    probe(path, env, probes).map_err(Unidentified::Failed)?
+                };
+                let mut hasher = blake3::Hasher::new();
+                hasher.update(&digest.hash);
+                hasher.update(&banner);
+                let toolchain = Arc::new(Toolchain {
+                    hash: *hasher.finalize().as_bytes(),
+                    family: Family::Gcc,
+                    major_version: None,
+                    emscripten: false,
+                    rustup_proxy,
+                });
+                self.by_binary.insert(key, toolchain.clone());
+                toolchain
+            }
+        };
+        if toolchain.rustup_proxy {
+            return Err(Unidentified::RustupProxy);
         }
-        let banner = probe(path, env, probes)?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&digest.hash);
-        hasher.update(&banner);
-        let toolchain = Arc::new(Toolchain {
-            hash: *hasher.finalize().as_bytes(),
-            family: Family::Gcc,
-            major_version: None,
-            emscripten: false,
-        });
-        self.by_binary.insert(key, toolchain.clone());
         Ok(toolchain.hash)
     }
 
