@@ -359,6 +359,14 @@ fn render_status(r: &StatusReport) -> String {
     );
     line(
         &mut out,
+        "compiler queries",
+        format!(
+            "{} answered from memory, {} run",
+            r.queries_answered, r.queries_run
+        ),
+    );
+    line(
+        &mut out,
         "artifacts",
         format!(
             "{} ({} of {} limit)",

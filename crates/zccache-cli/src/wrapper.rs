@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use zccache_compiler::{detect_tool, is_rustc_probe, ToolKind};
+use zccache_compiler::{answerable_rustc_query, detect_tool, is_rustc_probe, QueryInput, ToolKind};
 use zccache_core::Config;
 use zccache_protocol::{CompileRequest, Request, Response};
 
@@ -38,8 +38,8 @@ pub fn main(args: &[OsString]) -> i32 {
         Ok(config) if !config.disabled => config,
         _ => return exec(&compiler, compiler_arg, compiler_args),
     };
-    if is_probe(&compiler, compiler_args) {
-        // `rustc -vV`, `--print …`, stdin input: nothing to cache, no reason to wait.
+    if is_probe(&compiler, compiler_args) && !daemon_answers(&compiler, compiler_args) {
+        // `--help`, stdin input, a query about a target file: nothing to cache.
         return exec(&compiler, compiler_arg, compiler_args);
     }
     let request = Request::Compile(compile_request(&compiler, compiler_arg, compiler_args, cwd));
@@ -63,6 +63,15 @@ pub fn main(args: &[OsString]) -> i32 {
             let _ = std::io::stdout().write_all(&reply.stdout);
             let _ = std::io::stderr().write_all(&reply.stderr);
             reply.exit_code
+        }
+        Ok(Response::Answered {
+            exit_code,
+            stdout,
+            stderr,
+        }) => {
+            let _ = std::io::stdout().write_all(&stdout);
+            let _ = std::io::stderr().write_all(&stderr);
+            exit_code
         }
         // Not cacheable, a daemon error, or a lost connection: the compiler runs here.
         _ if streamed.is_empty() => exec(&compiler, compiler_arg, compiler_args),
@@ -136,6 +145,31 @@ fn is_probe(compiler: &Path, args: &[OsString]) -> bool {
         Some(ToolKind::ClippyDriver) => args.len() < 2 || is_rustc_probe(&args[1..]),
         _ => false,
     }
+}
+
+/// A rustc query the daemon may answer from memory (cargo's `rustc -vV` and `--print` probe):
+/// only when what rustc would read from stdin is known to be empty.
+fn daemon_answers(compiler: &Path, args: &[OsString]) -> bool {
+    if detect_tool(compiler) != Some(ToolKind::Rustc) {
+        return false;
+    }
+    match answerable_rustc_query(args) {
+        Some(QueryInput::None) => true,
+        Some(QueryInput::Stdin) => stdin_is_dev_null(),
+        None => false,
+    }
+}
+
+/// Whether this process's stdin is `/dev/null` (what cargo gives its probes).
+fn stdin_is_dev_null() -> bool {
+    let (Ok(stdin), Ok(null)) = (
+        std::fs::metadata("/dev/stdin"),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    use std::os::unix::fs::FileTypeExt;
+    stdin.file_type().is_char_device() && stdin.rdev() == null.rdev()
 }
 
 /// Replaces this process with the compiler: same stdio, exit code, signals, and argv\[0\] (the

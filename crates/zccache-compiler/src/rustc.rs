@@ -59,6 +59,109 @@ pub fn is_rustc_probe(args: &[OsString]) -> bool {
     })
 }
 
+/// What `--print` may ask for in a query the daemon answers from memory: facts about the
+/// toolchain and target that need no source, and are not written to a file (`--print=k=path`).
+const ANSWERABLE_PRINTS: &[&str] = &[
+    "file-names",
+    "sysroot",
+    "target-libdir",
+    "split-debuginfo",
+    "crate-name",
+    "cfg",
+    "check-cfg",
+    "target-list",
+    "host-tuple",
+    "target-cpus",
+    "target-features",
+    "relocation-models",
+    "code-models",
+    "tls-models",
+    "stack-protector-strategies",
+    "calling-conventions",
+    "supported-crate-types",
+    "deployment-target",
+    "target-spec-json",
+    "all-target-specs-json",
+];
+
+/// How a rustc query reads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryInput {
+    /// It reads nothing (`-vV`).
+    None,
+    /// It names `-` as its crate: rustc reads stdin, which must be empty for an answer from
+    /// memory to be the same (cargo's probe runs with stdin on `/dev/null`).
+    Stdin,
+}
+
+/// A query whose output depends only on the toolchain, these arguments and a few variables, so
+/// the daemon may answer it from memory (cargo runs `rustc -vV` up to four times and its
+/// `--print` probe once per build after `cargo clean`). `None` for anything else: another
+/// flag, a target given as a file, a print written to a file, or a call that would compile.
+pub fn answerable_rustc_query(args: &[OsString]) -> Option<QueryInput> {
+    let mut input = QueryInput::None;
+    let mut asks = false;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].to_str()?;
+        // A flag's value: joined (`--print=cfg`, `-Wwarnings`) or the next argument.
+        let mut value = |flag: &str| -> Option<String> {
+            if arg == flag {
+                i += 1;
+                return args.get(i)?.to_str().map(str::to_string);
+            }
+            let joined = arg.strip_prefix(flag)?;
+            let joined = if flag.starts_with("--") {
+                joined.strip_prefix('=')?
+            } else {
+                joined
+            };
+            Some(joined.to_string())
+        };
+        match arg {
+            "-vV" | "-V" | "--version" => asks = true,
+            "-v" | "--verbose" => {}
+            "-" => input = QueryInput::Stdin,
+            _ if arg == "--print" || arg.starts_with("--print=") => {
+                let kind = value("--print")?;
+                if !ANSWERABLE_PRINTS.contains(&kind.as_str()) {
+                    return None;
+                }
+                asks = true;
+            }
+            _ if arg == "--crate-name" || arg.starts_with("--crate-name=") => {
+                value("--crate-name")?;
+            }
+            _ if arg == "--crate-type" || arg.starts_with("--crate-type=") => {
+                value("--crate-type")?;
+            }
+            _ if arg == "--edition" || arg.starts_with("--edition=") => {
+                value("--edition")?;
+            }
+            _ if arg == "--cfg" || arg.starts_with("--cfg=") => {
+                value("--cfg")?;
+            }
+            _ if arg == "--target" || arg.starts_with("--target=") => {
+                // A built-in triple; a path or `.json` names a target file read at each call.
+                let target = value("--target")?;
+                if target.contains('/') || target.ends_with(".json") {
+                    return None;
+                }
+            }
+            _ if arg.starts_with("-C") => {
+                // Codegen options change `--print=cfg`; they read no files.
+                value("-C")?;
+            }
+            _ if ["-W", "-A", "-D", "-F"].iter().any(|f| arg.starts_with(f)) => {
+                value(&arg[..2])?;
+            }
+            _ => return None,
+        }
+        i += 1;
+    }
+    asks.then_some(input)
+}
+
 /// Flags that take a value, long spelling (`--flag value` or `--flag=value`).
 const LONG_WITH_VALUE: &[&str] = &[
     "--crate-name",
@@ -487,6 +590,48 @@ mod tests {
             assert!(is_rustc_probe(&args(line)));
         }
         assert!(!is_rustc_probe(&args(LIB)));
+    }
+
+    #[test]
+    fn answerable_queries() {
+        let cargo_probe = "- --crate-name ___ --print=file-names --crate-type bin --crate-type rlib --crate-type dylib --crate-type cdylib --crate-type staticlib --crate-type proc-macro --print=sysroot --print=split-debuginfo --print=crate-name --print=cfg -Wwarnings";
+        for (line, expected) in [
+            ("-vV", Some(QueryInput::None)),
+            ("-V", Some(QueryInput::None)),
+            ("--version --verbose", Some(QueryInput::None)),
+            (cargo_probe, Some(QueryInput::Stdin)),
+            ("--print sysroot", Some(QueryInput::None)),
+            (
+                "--print cfg --target wasm32-unknown-unknown -C target-feature=+simd128",
+                Some(QueryInput::None),
+            ),
+            (
+                "--print=cfg --target=x86_64-unknown-linux-musl -Ctarget-cpu=native",
+                Some(QueryInput::None),
+            ),
+            (
+                "--print cfg --cfg foo -A warnings --edition 2021",
+                Some(QueryInput::None),
+            ),
+            // Not a query: these would compile, or write, or read a file.
+            ("-", None),
+            ("--crate-name x -", None),
+            ("--print=native-static-libs -", None),
+            ("--print=link-args src/main.rs", None),
+            ("--print=cfg=out.txt", None),
+            ("--print", None),
+            ("--print cfg --target ./my.json", None),
+            ("--print cfg --target my-target.json", None),
+            ("--print cfg --sysroot /s", None),
+            ("--print cfg -Z unstable-options", None),
+            ("--print cfg -L /lib", None),
+            ("--print cfg @args", None),
+            ("--help", None),
+            ("-vV src/lib.rs", None),
+            (LIB, None),
+        ] {
+            assert_eq!(answerable_rustc_query(&args(line)), expected, "{line}");
+        }
     }
 
     #[test]

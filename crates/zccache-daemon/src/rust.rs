@@ -8,7 +8,7 @@
 
 use crate::inspect::{not_cacheable, Probe};
 use crate::pipeline::{which, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
-use crate::toolchain::Unidentified;
+use crate::toolchain::{Query, Unidentified};
 use crate::Daemon;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -16,7 +16,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zccache_artifact::{Delivery, EnvDep, Store};
-use zccache_compiler::{parse_depinfo, parse_rustc, ParsedRust, RustInvocation};
+use zccache_compiler::{
+    answerable_rustc_query, parse_depinfo, parse_rustc, ParsedRust, RustInvocation,
+};
 use zccache_core::paths::absolute;
 use zccache_core::Hash;
 use zccache_protocol::Response;
@@ -48,6 +50,7 @@ impl Daemon {
         };
         let invocation = match parse_rustc(rustc_args) {
             ParsedRust::Cacheable(invocation) => invocation,
+            ParsedRust::Probe if !clippy => return self.answer_rustc_query(call),
             ParsedRust::Probe => return self.run_locally(call, "rustc_probe"),
             ParsedRust::NotCacheable(nc) => {
                 tracing::debug!("not cacheable ({}): {}", nc.reason, nc.detail);
@@ -97,6 +100,50 @@ impl Daemon {
         self.run_miss(call, &call.args, miss, || {
             capture(call, &invocation, &out_dir)
         })
+    }
+
+    /// `rustc -vV` or cargo's `--print` probe: answered from memory when this binary was asked
+    /// the same before (cargo asks up to five times per build after `cargo clean`, ~10 ms each).
+    /// The client sends only queries whose stdin, if read, is empty.
+    fn answer_rustc_query(&self, call: &Call) -> Response {
+        use std::sync::atomic::Ordering::Relaxed;
+        // A target not built in is looked up along RUST_TARGET_PATH, relative to the cwd.
+        if answerable_rustc_query(&call.args).is_none()
+            || call.env_var("RUST_TARGET_PATH").is_some()
+        {
+            return self.run_locally(call, "rustc_probe");
+        }
+        let query = Query {
+            path: &call.compiler,
+            env: &call.env,
+            args: &call.args,
+            identity_probe: "-vV",
+        };
+        let answer = self
+            .toolchains
+            .answer_query(&self.fs, query, call.synced(&self.fs), || {
+                call.run(&call.compiler, &call.args)
+            });
+        match answer {
+            Ok((answer, from_memory)) => {
+                let counter = if from_memory {
+                    &self.stats.queries_answered
+                } else {
+                    &self.stats.queries_run
+                };
+                counter.fetch_add(1, Relaxed);
+                Response::Answered {
+                    exit_code: answer.exit_code,
+                    stdout: answer.stdout.clone(),
+                    stderr: answer.stderr.clone(),
+                }
+            }
+            Err(Unidentified::RustupProxy) => self.run_locally(call, "rustup_proxy"),
+            Err(Unidentified::Failed(why)) => {
+                tracing::info!("rustc query not run: {why}");
+                self.run_locally(call, "rustc_probe")
+            }
+        }
     }
 
     /// Everything but the sources (which the manifest checks) that decides rustc's outputs.

@@ -500,6 +500,8 @@ impl Daemon {
             non_cacheable: self.stats.non_cacheable_counts(),
             errors: self.stats.errors.load(Relaxed),
             time_saved_ms: self.stats.time_saved_ms.load(Relaxed),
+            queries_answered: self.stats.queries_answered.load(Relaxed),
+            queries_run: self.stats.queries_run.load(Relaxed),
             artifact_count,
             artifact_bytes,
             max_size: self.store.as_ref().map(|s| s.max_bytes()).unwrap_or(0),

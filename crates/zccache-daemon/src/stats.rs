@@ -11,6 +11,9 @@ pub struct Stats {
     pub misses: AtomicU64,
     pub errors: AtomicU64,
     pub time_saved_ms: AtomicU64,
+    /// Compiler queries answered from memory, and run.
+    pub queries_answered: AtomicU64,
+    pub queries_run: AtomicU64,
     non_cacheable: Mutex<BTreeMap<String, u64>>,
     not_stored: Mutex<BTreeMap<String, u64>>,
 }

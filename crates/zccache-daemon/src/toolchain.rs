@@ -21,9 +21,6 @@ pub struct Toolchain {
     pub major_version: Option<u32>,
     /// emcc/em++: clang underneath, with a config file and `EM_*` variables of its own.
     pub emscripten: bool,
-    /// A rustup proxy: what it runs depends on the caller, so it has no identity of its own
-    /// (see [`rustup_behind`]).
-    pub rustup_proxy: bool,
 }
 
 /// Why [`Toolchains::identify_with`] gave no identity.
@@ -55,12 +52,36 @@ const INCLUDE_ENV: &[&str] = &[
     "OBJCPLUS_INCLUDE_PATH",
 ];
 
-/// Remembers toolchains and their include directories.
+/// The output of one compiler query, as its caller would have seen it.
+#[derive(Debug)]
+pub struct QueryAnswer {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// A query to a tool, for [`Toolchains::answer_query`].
+pub struct Query<'a> {
+    pub path: &'a Path,
+    pub env: &'a [(OsString, OsString)],
+    pub args: &'a [OsString],
+    /// The argument that gives the tool's identity (`-vV` for rustc).
+    pub identity_probe: &'static str,
+}
+
+/// At most this many query answers are remembered; beyond it the memory starts afresh.
+const MAX_QUERY_ANSWERS: usize = 1024;
+
+/// Remembers toolchains, their include directories, and the answers to queries about them.
 #[derive(Default)]
 pub struct Toolchains {
     /// Keyed by path, binary digest and the probe that was run.
     by_binary: DashMap<(PathBuf, Hash, &'static str), Arc<Toolchain>>,
     search_dirs: DashMap<Hash, Arc<Vec<PathBuf>>>,
+    /// Whether the binary at a path, with this digest, is a rustup proxy.
+    proxies: DashMap<(PathBuf, Hash), bool>,
+    /// Successful query answers, keyed by [`query_key`].
+    answers: DashMap<Hash, Arc<QueryAnswer>>,
 }
 
 impl Toolchains {
@@ -98,7 +119,6 @@ impl Toolchains {
             family,
             major_version: major_version(&banner),
             emscripten,
-            rustup_proxy: false,
         });
         self.by_binary.insert(key, toolchain.clone());
         Ok(toolchain)
@@ -123,34 +143,99 @@ impl Toolchains {
             digest.hash,
             probes.first().copied().unwrap_or(""),
         );
-        let found = self.by_binary.get(&key).map(|found| found.clone());
-        let toolchain = match found {
-            Some(found) => found,
-            None => {
-                let rustup_proxy = rustup_behind(path).is_some();
-                let banner = if rustup_proxy {
-                    Vec::new()
-                } else {
-                    probe(path, env, probes).map_err(Unidentified::Failed)?
-                };
-                let mut hasher = blake3::Hasher::new();
-                hasher.update(&digest.hash);
-                hasher.update(&banner);
-                let toolchain = Arc::new(Toolchain {
-                    hash: *hasher.finalize().as_bytes(),
-                    family: Family::Gcc,
-                    major_version: None,
-                    emscripten: false,
-                    rustup_proxy,
-                });
-                self.by_binary.insert(key, toolchain.clone());
-                toolchain
-            }
-        };
-        if toolchain.rustup_proxy {
+        if self.is_rustup_proxy(path, &digest.hash) {
             return Err(Unidentified::RustupProxy);
         }
-        Ok(toolchain.hash)
+        if let Some(found) = self.by_binary.get(&key) {
+            return Ok(found.hash);
+        }
+        let banner = probe(path, env, probes).map_err(Unidentified::Failed)?;
+        Ok(self.remember_identity(key, &banner).hash)
+    }
+
+    /// Whether `path` (whose content has `digest`) is a rustup proxy, found once per binary.
+    fn is_rustup_proxy(&self, path: &Path, digest: &Hash) -> bool {
+        let key = (path.to_path_buf(), *digest);
+        if let Some(known) = self.proxies.get(&key) {
+            return *known;
+        }
+        let proxy = rustup_behind(path).is_some();
+        self.proxies.insert(key, proxy);
+        proxy
+    }
+
+    /// The identity of a tool from its digest (in `key`) and what its identity probe printed.
+    fn remember_identity(
+        &self,
+        key: (PathBuf, Hash, &'static str),
+        banner: &[u8],
+    ) -> Arc<Toolchain> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&key.1);
+        hasher.update(banner);
+        let toolchain = Arc::new(Toolchain {
+            hash: *hasher.finalize().as_bytes(),
+            family: Family::Gcc,
+            major_version: None,
+            emscripten: false,
+        });
+        self.by_binary.insert(key, toolchain.clone());
+        toolchain
+    }
+
+    /// The answer to the query `args` of the tool at `path` in `env`, and whether it came from
+    /// memory. A query is run once per binary content, arguments and the variables that could
+    /// change its answer ([`query_env`]); failures are not remembered. `run` runs it the way
+    /// the caller would have. A rustup proxy is never answered: which toolchain it runs
+    /// depends on the caller's directory. When the query is the tool's identity probe
+    /// (`identity_probe`, e.g. rustc's `-vV`), its answer also gives the identity, so it is
+    /// not run a second time for the compiles that follow.
+    pub fn answer_query(
+        &self,
+        fs: &FsCache,
+        query: Query<'_>,
+        synced: Synced,
+        run: impl FnOnce() -> std::io::Result<std::process::Output>,
+    ) -> Result<(Arc<QueryAnswer>, bool), Unidentified> {
+        let Query {
+            path,
+            env,
+            args,
+            identity_probe,
+        } = query;
+        let digest = fs
+            .digest_synced(path, synced)
+            .map_err(|e| Unidentified::Failed(format!("{}: {e}", path.display())))?;
+        if self.is_rustup_proxy(path, &digest.hash) {
+            return Err(Unidentified::RustupProxy);
+        }
+        let key = query_key(path, &digest.hash, args, env);
+        if let Some(found) = self.answers.get(&key) {
+            return Ok((found.clone(), true));
+        }
+        let output =
+            run().map_err(|e| Unidentified::Failed(format!("running {}: {e}", path.display())))?;
+        let answer = Arc::new(QueryAnswer {
+            exit_code: zccache_core::exit_code(&output.status),
+            stdout: output.stdout,
+            stderr: output.stderr,
+        });
+        if answer.exit_code == 0 {
+            if self.answers.len() >= MAX_QUERY_ANSWERS {
+                self.answers.clear();
+            }
+            self.answers.insert(key, answer.clone());
+            let identity_key = (path.to_path_buf(), digest.hash, identity_probe);
+            if args.len() == 1
+                && args[0] == identity_probe
+                && !self.by_binary.contains_key(&identity_key)
+            {
+                let mut banner = answer.stdout.clone();
+                banner.extend_from_slice(&answer.stderr);
+                self.remember_identity(identity_key, &banner);
+            }
+        }
+        Ok((answer, false))
     }
 
     /// The compiler's own `#include <...>` directories for `language` under `search_args`
@@ -199,6 +284,56 @@ impl Toolchains {
         self.search_dirs.insert(key, dirs.clone());
         Ok(dirs)
     }
+}
+
+/// Whether a variable can change a rustc query's answer: rustc's own (`RUST*`), the dynamic
+/// loader's (`LD_LIBRARY_PATH` can load another `librustc_driver`), and the platform SDK's.
+pub fn query_env(name: &[u8]) -> bool {
+    name.starts_with(b"RUST")
+        || name.starts_with(b"LD_")
+        || name == b"SDKROOT"
+        || name.ends_with(b"_DEPLOYMENT_TARGET")
+}
+
+/// The memory key of a query: the tool's path, real location and content, its `../lib`, the
+/// arguments in order, and the variables [`query_env`] picks (the last value of each, in name
+/// order).
+fn query_key(path: &Path, digest: &Hash, args: &[OsString], env: &[(OsString, OsString)]) -> Hash {
+    use std::os::unix::ffi::OsStrExt;
+    let mut hasher = blake3::Hasher::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(b"zccache query v1");
+    field(path.as_os_str().as_bytes());
+    field(digest);
+    // rustc finds its sysroot (`--print=sysroot`, the target libraries) from where the binary
+    // and the driver library beside it really are.
+    let real = std::fs::canonicalize(path).unwrap_or_default();
+    field(real.as_os_str().as_bytes());
+    let lib = real
+        .parent()
+        .and_then(|bin| std::fs::canonicalize(bin.join("../lib")).ok())
+        .unwrap_or_default();
+    field(lib.as_os_str().as_bytes());
+    field(&(args.len() as u64).to_le_bytes());
+    for arg in args {
+        field(arg.as_bytes());
+    }
+    let mut vars: Vec<(&[u8], &[u8])> = Vec::new();
+    for (name, value) in env.iter().rev() {
+        let name = name.as_bytes();
+        if query_env(name) && !vars.iter().any(|(n, _)| *n == name) {
+            vars.push((name, value.as_bytes()));
+        }
+    }
+    vars.sort();
+    for (name, value) in vars {
+        field(name);
+        field(value);
+    }
+    *hasher.finalize().as_bytes()
 }
 
 /// The config file emcc reads: `$EM_CONFIG`, else `.emscripten` beside emcc's real location

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 9;
+pub const PROTOCOL_VERSION: u16 = 10;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -117,6 +117,13 @@ pub enum Response {
     /// stderr is then only the rest). Build tools act on some lines at once: cargo starts the
     /// crates that depend on this one when rustc reports its metadata written.
     Progress { stderr: Vec<u8> },
+    /// The output of a compiler query (`rustc -vV`, cargo's `--print` probe), run by the
+    /// daemon or answered from its memory; the client prints it and exits with its code.
+    Answered {
+        exit_code: i32,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+    },
 }
 
 /// What a compile produced, to be written to the client's stdout and stderr.
@@ -157,6 +164,10 @@ pub struct StatusReport {
     pub errors: u64,
     /// Compile time saved by hits, in milliseconds.
     pub time_saved_ms: u64,
+    /// Compiler queries (`rustc -vV`, cargo's `--print` probe) answered from memory.
+    pub queries_answered: u64,
+    /// Compiler queries the daemon ran (the first of each, and failed ones).
+    pub queries_run: u64,
     pub artifact_count: u64,
     pub artifact_bytes: u64,
     /// The store's size limit in bytes.

@@ -667,3 +667,187 @@ fn which_on_path(name: &str) -> std::path::PathBuf {
         .find(|p| p.is_file())
         .expect("on PATH")
 }
+
+/// A private toolchain directory `tc` whose `bin/rustc` is a copy of the real toolchain's
+/// `toolchain` rustc (a copy, so the test can change it) and whose `lib` is the real one.
+fn private_toolchain(sb: &Sandbox, toolchain: Option<&str>) -> std::path::PathBuf {
+    let mut rustc = Command::new("rustc");
+    if let Some(toolchain) = toolchain {
+        rustc.env("RUSTUP_TOOLCHAIN", toolchain);
+    }
+    let sysroot = rustc.args(["--print", "sysroot"]).output().unwrap();
+    let sysroot = std::path::PathBuf::from(String::from_utf8(sysroot.stdout).unwrap().trim());
+    let bin = sb.path("tc/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // Replaced the way an update replaces it: a new file renamed over the old one.
+    std::fs::copy(sysroot.join("bin/rustc"), bin.join("rustc.new")).unwrap();
+    std::fs::rename(bin.join("rustc.new"), bin.join("rustc")).unwrap();
+    let _ = std::fs::remove_file(sb.path("tc/lib"));
+    std::os::unix::fs::symlink(sysroot.join("lib"), sb.path("tc/lib")).unwrap();
+    bin.join("rustc")
+}
+
+/// The probe cargo runs once per build after `cargo clean` (with stdin on /dev/null).
+const CARGO_PROBE: &[&str] = &[
+    "-",
+    "--crate-name",
+    "___",
+    "--print=file-names",
+    "--crate-type",
+    "bin",
+    "--crate-type",
+    "rlib",
+    "--crate-type",
+    "proc-macro",
+    "--print=sysroot",
+    "--print=split-debuginfo",
+    "--print=crate-name",
+    "--print=cfg",
+    "-Wwarnings",
+];
+
+fn queries(sb: &Sandbox) -> (u64, u64) {
+    let status = sb.status();
+    (
+        status["queries_run"].as_u64().unwrap(),
+        status["queries_answered"].as_u64().unwrap(),
+    )
+}
+
+/// cargo asks `rustc -vV` up to four times and runs its `--print` probe once per build after
+/// `cargo clean`: the daemon answers a repeat from memory, byte for byte what rustc prints, and
+/// runs rustc again when the binary, the arguments or a variable that can change the answer
+/// differ.
+#[test]
+fn rustc_queries_are_answered_from_memory_until_the_toolchain_changes() {
+    let sb = Sandbox::new();
+    let rustc = private_toolchain(&sb, None);
+    let bare = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(&rustc)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out
+    };
+    let ours = |args: &[&str], env: &[(&str, &str)]| {
+        let out = sb
+            .zccache()
+            .arg(&rustc)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out
+    };
+    let same = |args: &[&str], env: &[(&str, &str)]| {
+        let (ours, bare) = (ours(args, env), bare(args, env));
+        assert_eq!(ours.stdout, bare.stdout, "{args:?} {env:?}");
+        assert_eq!(ours.stderr, bare.stderr, "{args:?} {env:?}");
+        String::from_utf8(ours.stdout).unwrap()
+    };
+    let stable = same(&["-vV"], &[]);
+    assert!(stable.contains("commit-hash"), "{stable}");
+    same(&["-vV"], &[]);
+    assert_eq!(queries(&sb), (1, 1), "the repeat comes from memory");
+    let probe = same(CARGO_PROBE, &[]);
+    assert!(probe.contains("target_os="), "{probe}");
+    same(CARGO_PROBE, &[]);
+    assert_eq!(queries(&sb), (2, 2));
+    // Other arguments, or a variable rustc (or its loader) reads: asked afresh.
+    same(&["--print", "cfg", "-C", "target-feature=+avx2"], &[]);
+    same(&["-vV"], &[("LD_LIBRARY_PATH", "/nonexistent")]);
+    same(&["-vV"], &[("RUST_LOG", "off")]);
+    assert_eq!(queries(&sb), (5, 2));
+    // The same content again (a reinstall) is answered; changed content is run again.
+    private_toolchain(&sb, None);
+    same(&["-vV"], &[]);
+    assert_eq!(queries(&sb), (5, 3));
+    let mut changed = std::fs::read(&rustc).unwrap();
+    changed.push(0);
+    std::fs::write(sb.path("tc/bin/rustc.new"), changed).unwrap();
+    std::fs::set_permissions(
+        sb.path("tc/bin/rustc.new"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::rename(sb.path("tc/bin/rustc.new"), &rustc).unwrap();
+    assert_eq!(same(&["-vV"], &[]), stable);
+    assert_eq!(queries(&sb), (6, 3), "a changed binary is asked again");
+    // Another toolchain at the same path answers for itself.
+    let has_nightly = Command::new("rustc")
+        .env("RUSTUP_TOOLCHAIN", "nightly")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_nightly {
+        private_toolchain(&sb, Some("nightly"));
+        let nightly = same(&["-vV"], &[]);
+        assert_ne!(nightly, stable);
+        assert!(nightly.contains("nightly"), "{nightly}");
+        same(CARGO_PROBE, &[]);
+        assert_eq!(queries(&sb), (8, 3));
+    } else {
+        eprintln!("nightly round skipped: no nightly toolchain");
+    }
+    // Input that is not /dev/null is read by rustc: zccache runs it without asking the daemon.
+    let before = queries(&sb);
+    let mut child = sb
+        .zccache()
+        .arg(&rustc)
+        .args(["-", "--print=crate-name"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"#![crate_name = \"from_stdin\"]\nfn main() {}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from_stdin");
+    assert_eq!(queries(&sb), before);
+}
+
+/// A rustup proxy's answer depends on the caller's toolchain selection: never from memory.
+#[test]
+fn a_query_through_a_rustup_proxy_is_not_answered_from_memory() {
+    let proxy = which_on_path("rustc");
+    let is_proxy =
+        std::fs::canonicalize(&proxy).is_ok_and(|p| p.file_stem().is_some_and(|s| s == "rustup"));
+    let has_nightly = Command::new("rustc")
+        .env("RUSTUP_TOOLCHAIN", "nightly")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !is_proxy || !has_nightly {
+        eprintln!("skipped: needs rustc on PATH to be a rustup proxy, and a nightly toolchain");
+        return;
+    }
+    let sb = Sandbox::new();
+    for toolchain in ["stable", "nightly", "stable", "nightly"] {
+        let ours = sb
+            .zccache()
+            .args(["rustc", "-vV"])
+            .env("RUSTUP_TOOLCHAIN", toolchain)
+            .output()
+            .unwrap();
+        let bare = Command::new("rustc")
+            .arg("-vV")
+            .env("RUSTUP_TOOLCHAIN", toolchain)
+            .output()
+            .unwrap();
+        assert!(ours.status.success(), "{ours:?}");
+        assert_eq!(ours.stdout, bare.stdout, "{toolchain}");
+    }
+    assert_eq!(queries(&sb), (0, 0));
+    assert_eq!(sb.reason_count("non_cacheable", "rustup_proxy"), 4);
+}
