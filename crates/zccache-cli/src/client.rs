@@ -69,6 +69,9 @@ impl Endpoint {
         }
         let mut daemon = spawn_daemon(&self.root, self.idle_timeout)?;
         let deadline = Instant::now() + START_TIMEOUT;
+        if let Some(ready) = daemon.stdout.take() {
+            wait_until_ready(ready, deadline);
+        }
         let mut pause = Duration::from_millis(1);
         loop {
             match self.connect() {
@@ -146,8 +149,9 @@ fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<
         .arg(idle.to_string())
         .arg("--protocol")
         .arg(PROTOCOL_VERSION.to_string())
+        .arg("--notify-ready")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .current_dir("/");
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -161,6 +165,34 @@ fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<
     command
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", exe.display())))
+}
+
+/// Waits until the daemon says it accepts connections (a byte on `ready`), exits or closes
+/// the pipe (another daemon serves the root, or it failed), or `deadline` passes; the connect
+/// loop that follows finds out which.
+fn wait_until_ready(ready: std::process::ChildStdout, deadline: Instant) {
+    use std::io::Read;
+    let mut ready = ready;
+    let mut fds = libc::pollfd {
+        fd: ready.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        // SAFETY: one pollfd for a descriptor this function owns.
+        let polled = unsafe { libc::poll(&mut fds, 1, left.as_millis().max(1) as i32) };
+        if polled < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if polled > 0 {
+            let _ = ready.read(&mut [0u8; 1]);
+        }
+        return;
+    }
 }
 
 /// `zccache-daemon` beside this executable, else on PATH.

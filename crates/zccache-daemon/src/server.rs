@@ -28,6 +28,9 @@ pub struct DaemonOptions {
     pub session_timeout: Duration,
     /// Size at which the compile journal is rotated; 0 turns it off.
     pub journal_max_size: u64,
+    /// Write one byte to stdout (a pipe from the client that started this daemon) once the
+    /// socket accepts connections, then close it: the client waits for that instead of polling.
+    pub notify_ready: bool,
 }
 
 /// Runs the daemon until it is stopped or idle. Returns the process exit code. When another
@@ -133,7 +136,7 @@ pub fn run(options: DaemonOptions) -> i32 {
             syncing.sync_store();
         });
     let socket = root.socket_path(PROTOCOL_VERSION);
-    let code = serve(daemon, &socket, options.idle_timeout);
+    let code = serve(daemon, &socket, options.idle_timeout, options.notify_ready);
     let _ = std::fs::remove_file(&socket);
     tracing::info!("daemon exiting");
     drop(lock);
@@ -249,7 +252,12 @@ struct Activity {
 /// threads that each wait in `accept`: the kernel wakes one of them per client, and it reads,
 /// handles and replies without handing the work to another thread. The pool grows so that one
 /// thread is always waiting, however many compiles run.
-fn serve(daemon: Arc<Daemon>, socket: &Path, idle_timeout: Option<Duration>) -> i32 {
+fn serve(
+    daemon: Arc<Daemon>,
+    socket: &Path,
+    idle_timeout: Option<Duration>,
+    notify_ready: bool,
+) -> i32 {
     let listener = match Listener::bind(socket) {
         Ok(listener) => Arc::new(listener),
         Err(e) => {
@@ -257,6 +265,18 @@ fn serve(daemon: Arc<Daemon>, socket: &Path, idle_timeout: Option<Duration>) -> 
             return 2;
         }
     };
+    if notify_ready {
+        // Connections queue from here on, even before the first accept.
+        // SAFETY: plain writes and descriptor moves on this process's own stdout.
+        unsafe {
+            libc::write(1, b"r".as_ptr().cast(), 1);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+            if null >= 0 {
+                libc::dup2(null, 1);
+                libc::close(null);
+            }
+        }
+    }
     tracing::info!(
         "zccache-daemon {} (pid {}) serving {}",
         zccache_core::VERSION,

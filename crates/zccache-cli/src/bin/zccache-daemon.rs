@@ -19,6 +19,7 @@ static LINK_ADDCHDIR: unsafe extern "C" fn(
 
 fn main() {
     let mut cache_dir: Option<PathBuf> = None;
+    let mut notify_ready = false;
     let mut idle_timeout: Option<Option<Duration>> = None;
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
@@ -44,6 +45,7 @@ fn main() {
                     std::process::exit(3);
                 }
             }
+            Some("--notify-ready") => notify_ready = true,
             Some("--version" | "-V") => {
                 println!("zccache-daemon {}", zccache_core::VERSION);
                 return;
@@ -85,11 +87,12 @@ fn main() {
         max_size,
         session_timeout,
         journal_max_size,
+        notify_ready,
     }));
 }
 
 fn usage(problem: &str) -> ! {
     eprintln!("zccache-daemon: {problem}");
-    eprintln!("usage: zccache-daemon [--cache-dir DIR] [--idle-timeout SECONDS] [--protocol N]");
+    eprintln!("usage: zccache-daemon [--cache-dir DIR] [--idle-timeout SECONDS] [--protocol N] [--notify-ready]");
     std::process::exit(2);
 }

@@ -275,3 +275,53 @@ fn cache_root_and_socket_are_private_whatever_the_umask() {
         0o600
     );
 }
+
+/// The client waits for the daemon's word that it accepts connections instead of polling: the
+/// daemon writes one byte to its stdout once the socket is bound, and nothing else; a daemon
+/// that finds another one serving says nothing and exits.
+#[test]
+fn a_started_daemon_says_when_it_accepts_connections() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let sb = Sandbox::new();
+    let daemon = std::path::Path::new(ZCCACHE).with_file_name("zccache-daemon");
+    let start = |stdout: Stdio| {
+        Command::new(&daemon)
+            .args(["--cache-dir"])
+            .arg(&sb.cache)
+            .args(["--idle-timeout", "60", "--notify-ready"])
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start(Stdio::piped());
+    let mut ready = first.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    ready.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"r");
+    // No retry: the socket takes the connection the moment the byte has arrived.
+    UnixStream::connect(sb.cache.join(format!("daemon-v{PROTOCOL_VERSION}.sock")))
+        .expect("connect right after the notice");
+    assert!(sb.status()["pid"].as_u64() == Some(first.id() as u64));
+    // The notice is the whole of what the daemon writes there.
+    let mut second = start(Stdio::piped());
+    let mut rest = Vec::new();
+    second
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut rest)
+        .unwrap();
+    assert!(
+        rest.is_empty(),
+        "a second daemon exits without a notice: {rest:?}"
+    );
+    assert!(second.wait().unwrap().success());
+    sb.ok(&["stop"]);
+    let mut after = Vec::new();
+    ready.read_to_end(&mut after).unwrap();
+    assert!(after.is_empty(), "{after:?}");
+    first.wait().unwrap();
+}
