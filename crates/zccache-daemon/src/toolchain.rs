@@ -100,8 +100,13 @@ impl Toolchains {
         if let Some(found) = self.by_binary.get(&key) {
             return Ok(found.clone());
         }
-        let version = probe(path, env, &["--version"])?;
-        let machine = probe(path, env, &["-dumpmachine"]).unwrap_or_default();
+        // The two probes run side by side: a cold build waits for both before its first compile.
+        let (version, machine) = std::thread::scope(|scope| {
+            let machine = scope.spawn(|| probe(path, env, &["-dumpmachine"]).unwrap_or_default());
+            let version = probe(path, env, &["--version"]);
+            (version, machine.join().unwrap_or_default())
+        });
+        let version = version?;
         let banner = String::from_utf8_lossy(&version);
         let emscripten = banner.contains("Emscripten");
         let family = if banner.contains("clang version") || emscripten {
