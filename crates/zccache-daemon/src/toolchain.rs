@@ -438,6 +438,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn query_keys() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(OsString, OsString)> {
+            pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+        };
+        let args = |line: &str| -> Vec<OsString> { line.split(' ').map(OsString::from).collect() };
+        let rustc = Path::new("/no/such/bin/rustc");
+        let key = |digest: u8, line: &str, vars: &[(&str, &str)]| {
+            query_key(rustc, &[digest; 32], &args(line), &env(vars))
+        };
+        let base = key(1, "-vV", &[("RUSTC_BOOTSTRAP", "1"), ("PATH", "/a")]);
+        // Variables rustc cannot see through a query, and their order: the same key.
+        assert_eq!(
+            base,
+            key(
+                1,
+                "-vV",
+                &[
+                    ("PATH", "/b"),
+                    ("HOME", "/h"),
+                    ("CARGO_MAKEFLAGS", "-j2"),
+                    ("RUSTC_BOOTSTRAP", "1")
+                ]
+            )
+        );
+        // The last value of a variable is the one rustc sees.
+        assert_eq!(
+            base,
+            key(
+                1,
+                "-vV",
+                &[("RUSTC_BOOTSTRAP", "0"), ("RUSTC_BOOTSTRAP", "1")]
+            )
+        );
+        for other in [
+            key(2, "-vV", &[("RUSTC_BOOTSTRAP", "1")]),
+            key(1, "-V", &[("RUSTC_BOOTSTRAP", "1")]),
+            key(1, "-vV", &[]),
+            key(
+                1,
+                "-vV",
+                &[("RUSTC_BOOTSTRAP", "1"), ("LD_LIBRARY_PATH", "/l")],
+            ),
+            key(1, "-vV", &[("RUSTC_BOOTSTRAP", "1"), ("SDKROOT", "/s")]),
+            key(
+                1,
+                "-vV",
+                &[("RUSTC_BOOTSTRAP", "1"), ("MACOSX_DEPLOYMENT_TARGET", "11")],
+            ),
+        ] {
+            assert_ne!(base, other);
+        }
+        assert_ne!(key(1, "--print cfg", &[]), key(1, "cfg --print", &[]));
+        assert_ne!(key(1, "--print cfgx", &[]), key(1, "--print cfg x", &[]));
+    }
+
+    #[test]
     fn major_versions() {
         assert_eq!(
             major_version("x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0\nCopyright"),

@@ -104,6 +104,16 @@ fn sample_messages() -> Vec<(&'static str, Vec<u8>)> {
             })
             .unwrap(),
         ),
+        (
+            "answered",
+            encode(&Response::Answered {
+                exit_code: 0,
+                stdout: b"rustc 1.95.0 (59807616e 2026-04-14)\nhost: x86_64-unknown-linux-gnu\n"
+                    .to_vec(),
+                stderr: Vec::new(),
+            })
+            .unwrap(),
+        ),
     ]
 }
 
