@@ -279,7 +279,7 @@ impl Daemon {
 
     /// Serves an analyser's result from the cache, or runs it and stores what it printed.
     fn run_analysis(self: &Arc<Self>, call: &Call, unit: Unit, domain: &str) -> Response {
-        let Some(store) = self.store.as_ref() else {
+        let Some(store) = self.store() else {
             return self.run_locally(call, "store_unavailable");
         };
         let analyser = match self.analyser(call) {

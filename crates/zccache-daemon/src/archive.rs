@@ -24,7 +24,7 @@ impl Daemon {
             Ok(ar) => ar,
             Err(refused) => return self.run_locally(call, refused.reason),
         };
-        let Some(store) = self.store.as_ref() else {
+        let Some(store) = self.store() else {
             return self.run_locally(call, "store_unavailable");
         };
         let Ok(identity) = self.toolchains.identify_with(

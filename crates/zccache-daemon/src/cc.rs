@@ -81,7 +81,7 @@ impl Daemon {
                 return self.run_locally(call, reason);
             }
         };
-        let Some(store) = self.store.as_ref() else {
+        let Some(store) = self.store() else {
             return self.run_locally(call, "store_unavailable");
         };
         let toolchain = match self.identify_cc(call) {
@@ -286,7 +286,7 @@ impl Daemon {
         toolchain: &Toolchain,
     ) -> Response {
         use rayon::prelude::*;
-        let Some(store) = self.store.as_ref() else {
+        let Some(store) = self.store() else {
             return self.run_locally(call, "store_unavailable");
         };
         // The batch asks for -MD; a unit whose build did not will get a depfile beside its

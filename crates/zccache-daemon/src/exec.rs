@@ -25,7 +25,7 @@ const KEY_DOMAIN: &str = "zccache exec v1";
 impl Daemon {
     /// A declared tool call: served from the cache, or run and stored.
     pub(crate) fn run_exec(self: &Arc<Self>, call: &Call) -> Response {
-        let Some(store) = self.store.as_ref() else {
+        let Some(store) = self.store() else {
             return self.run_locally(call, "store_unavailable");
         };
         let spec = match Declared::of(call) {

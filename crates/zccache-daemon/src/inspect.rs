@@ -74,7 +74,7 @@ impl Daemon {
 
     /// Explains the last recorded compile of `path` (absolute) as it would run now.
     pub(crate) fn inspect_source(&self, path: &[u8]) -> Response {
-        let Some(store) = &self.store else {
+        let Some(store) = self.store() else {
             return Response::Error("the cache store is unavailable".into());
         };
         let shown = String::from_utf8_lossy(path);
@@ -131,7 +131,7 @@ impl Daemon {
             parts: probe.parts,
             ..base
         };
-        let Some(store) = &self.store else {
+        let Some(store) = self.store() else {
             report.changes = vec!["the cache store is unavailable".into()];
             return report;
         };

@@ -35,8 +35,8 @@ use zccache_fscache::FsCache;
 /// Everything a request handler needs, shared by all of them.
 pub(crate) struct Daemon {
     root: CacheRoot,
-    /// `None` when the store could not be opened: every compile then runs uncached.
-    store: Option<Store>,
+    /// Opened on its own thread while the daemon starts serving (see [`Daemon::store`]).
+    store: std::sync::OnceLock<OpenedStore>,
     fs: FsCache,
     toolchains: Toolchains,
     /// Analysers' identities and the compilation databases they read.
@@ -57,5 +57,21 @@ pub(crate) struct Daemon {
     started: Instant,
     /// Mode for files we create at output paths: 0666 under the daemon's umask.
     output_mode: u32,
-    store_problem: Option<String>,
+}
+
+/// The store once opening it has been tried, and what went wrong.
+struct OpenedStore {
+    /// `None` when the store could not be opened: every compile then runs uncached.
+    store: Option<Store>,
+    /// Why, or another problem with it worth a user's attention (an older daemon stopped).
+    problem: Option<String>,
+}
+
+impl Daemon {
+    /// The store, once open. Opening a new index syncs it to disk several times (~5 ms that a
+    /// cold build's first call would wait for), and the first calls (cargo's rustc queries)
+    /// need no store, so it opens beside the first requests; a request that needs it waits.
+    fn store(&self) -> Option<&Store> {
+        self.store.wait().store.as_ref()
+    }
 }

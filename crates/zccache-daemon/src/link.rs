@@ -63,7 +63,7 @@ impl Daemon {
                 return self.run_locally(call, refused.reason);
             }
         };
-        let Some(store) = self.store.as_ref() else {
+        let Some(store) = self.store() else {
             return self.run_locally(call, "store_unavailable");
         };
         let key = link_key(call, args, &link, toolchain, KeyHasher::new(KEY_DOMAIN)).finish();

@@ -795,7 +795,7 @@ impl Daemon {
                         session.stats.not_stored(reason);
                     }
                 };
-                match daemon.store.as_ref() {
+                match daemon.store() {
                     Some(store) => {
                         let stored = daemon.store_slots.run(|| daemon.finish_store(store, job));
                         if let Err(reason) = stored {

@@ -57,7 +57,7 @@ impl Daemon {
                 return self.run_locally(call, nc.reason);
             }
         };
-        let Some(store) = self.store.as_ref() else {
+        let Some(store) = self.store() else {
             return self.run_locally(call, "store_unavailable");
         };
         let source_path = absolute(&call.cwd, &invocation.source);

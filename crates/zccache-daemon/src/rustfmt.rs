@@ -196,7 +196,7 @@ impl Daemon {
         if call.env_var("RUSTFMT_LOG").is_some_and(|v| !v.is_empty()) {
             return self.run_locally(call, "rustfmt_log");
         }
-        let Some(store) = self.store.as_ref() else {
+        let Some(store) = self.store() else {
             return self.run_locally(call, "store_unavailable");
         };
         let mut roots = Vec::with_capacity(invocation.files.len());

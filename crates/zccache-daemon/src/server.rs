@@ -67,10 +67,76 @@ pub fn run(options: DaemonOptions) -> i32 {
         old
     };
     let output_mode = 0o666 & !(umask as u32);
-    let stopped = stop_older_daemons(&root);
-    let (store, store_problem) = match Store::open(&root, output_mode) {
+    let daemon = Arc::new(Daemon {
+        root: root.clone(),
+        store: Default::default(),
+        fs: file_cache(),
+        toolchains: Toolchains::default(),
+        analysis: Default::default(),
+        derived_shadows: Default::default(),
+        verified: Default::default(),
+        stats: Stats::default(),
+        sessions: Sessions::new(options.session_timeout, output_mode),
+        journal: Journal::start(&root, options.journal_max_size),
+        pending: Default::default(),
+        store_slots: crate::pending::StoreSlots::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ),
+        evicting: Default::default(),
+        started: Instant::now(),
+        output_mode,
+    });
+    // The store opens beside the first requests (see `Daemon::store`); what a killed
+    // predecessor left half-written is then cleaned up, off the request path.
+    let opening = daemon.clone();
+    let max_size = options.max_size;
+    let started_at = std::time::SystemTime::now();
+    let opened = std::thread::Builder::new()
+        .name("zccache-store".into())
+        .spawn(move || {
+            // Requests wait for the outcome, so there must be one even if opening panics.
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                open_store(&opening.root, output_mode, max_size)
+            }))
+            .unwrap_or_else(|_| crate::OpenedStore {
+                store: None,
+                problem: Some("cache store unavailable: opening it failed".into()),
+            });
+            let _ = opening.store.set(opened);
+            if let Some(store) = opening.store() {
+                if let Err(e) = store.repair(started_at) {
+                    tracing::warn!("store repair failed: {e}");
+                }
+            }
+        });
+    if opened.is_err() {
+        let _ = daemon
+            .store
+            .set(open_store(&root, output_mode, options.max_size));
+    }
+    // Entries are committed unsynced; they reach the disk together, at most SYNC_INTERVAL
+    // after they were stored (see `Store::sync`).
+    let syncing = daemon.clone();
+    let _ = std::thread::Builder::new()
+        .name("zccache-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(SYNC_INTERVAL);
+            syncing.sync_store();
+        });
+    let socket = root.socket_path(PROTOCOL_VERSION);
+    let code = serve(daemon, &socket, options.idle_timeout, options.notify_ready);
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("daemon exiting");
+    drop(lock);
+    code
+}
+
+/// Opens the store, first stopping the daemons of older zccache versions that hold it.
+fn open_store(root: &CacheRoot, output_mode: u32, max_size: u64) -> crate::OpenedStore {
+    let stopped = stop_older_daemons(root);
+    let (store, store_problem) = match Store::open(root, output_mode) {
         Ok(store) => {
-            store.set_max_bytes(options.max_size);
+            store.set_max_bytes(max_size);
             (Some(store), None)
         }
         Err(e) => {
@@ -94,53 +160,10 @@ pub fn run(options: DaemonOptions) -> i32 {
             )
         })
     });
-    let daemon = Arc::new(Daemon {
-        root: root.clone(),
+    crate::OpenedStore {
         store,
-        fs: file_cache(),
-        toolchains: Toolchains::default(),
-        analysis: Default::default(),
-        derived_shadows: Default::default(),
-        verified: Default::default(),
-        stats: Stats::default(),
-        sessions: Sessions::new(options.session_timeout, output_mode),
-        journal: Journal::start(&root, options.journal_max_size),
-        pending: Default::default(),
-        store_slots: crate::pending::StoreSlots::new(
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
-        ),
-        evicting: Default::default(),
-        started: Instant::now(),
-        output_mode,
-        store_problem,
-    });
-    // What a killed predecessor left half-written is cleaned up off the request path.
-    let repairing = daemon.clone();
-    let started_at = std::time::SystemTime::now();
-    let _ = std::thread::Builder::new()
-        .name("zccache-repair".into())
-        .spawn(move || {
-            if let Some(store) = &repairing.store {
-                if let Err(e) = store.repair(started_at) {
-                    tracing::warn!("store repair failed: {e}");
-                }
-            }
-        });
-    // Entries are committed unsynced; they reach the disk together, at most SYNC_INTERVAL
-    // after they were stored (see `Store::sync`).
-    let syncing = daemon.clone();
-    let _ = std::thread::Builder::new()
-        .name("zccache-sync".into())
-        .spawn(move || loop {
-            std::thread::sleep(SYNC_INTERVAL);
-            syncing.sync_store();
-        });
-    let socket = root.socket_path(PROTOCOL_VERSION);
-    let code = serve(daemon, &socket, options.idle_timeout, options.notify_ready);
-    let _ = std::fs::remove_file(&socket);
-    tracing::info!("daemon exiting");
-    drop(lock);
-    code
+        problem: store_problem,
+    }
 }
 
 /// The file cache, with an inotify watcher unless `ZCCACHE_WATCH=0`.
@@ -425,7 +448,7 @@ impl Daemon {
                 version: zccache_core::VERSION.to_string(),
                 pid: std::process::id(),
             },
-            Request::Clear => match &self.store {
+            Request::Clear => match self.store() {
                 Some(store) => match store.clear() {
                     Ok(()) => Response::Done,
                     Err(e) => Response::Error(e.to_string()),
@@ -489,7 +512,7 @@ impl Daemon {
 
     /// Syncs the entries stored since the last sync.
     fn sync_store(&self) {
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store() {
             if let Err(e) = store.sync() {
                 tracing::warn!("cannot sync the cache index: {e}");
             }
@@ -503,10 +526,9 @@ impl Daemon {
         self.pending.wait_all();
         self.sync_store();
         self.journal.barrier();
-        let (artifact_count, artifact_bytes) =
-            self.store.as_ref().map(|s| s.usage()).unwrap_or_default();
-        let mut warnings: Vec<String> = self.store_problem.iter().cloned().collect();
-        if let Some(store) = &self.store {
+        let (artifact_count, artifact_bytes) = self.store().map(|s| s.usage()).unwrap_or_default();
+        let mut warnings: Vec<String> = self.store.wait().problem.iter().cloned().collect();
+        if let Some(store) = self.store() {
             warnings.extend(store.warnings());
         }
         StatusReport {
@@ -524,8 +546,8 @@ impl Daemon {
             queries_run: self.stats.queries_run.load(Relaxed),
             artifact_count,
             artifact_bytes,
-            max_size: self.store.as_ref().map(|s| s.max_bytes()).unwrap_or(0),
-            evictions: self.store.as_ref().map(|s| s.evictions()).unwrap_or(0),
+            max_size: self.store().map(|s| s.max_bytes()).unwrap_or(0),
+            evictions: self.store().map(|s| s.evictions()).unwrap_or(0),
             watching: self
                 .fs
                 .watch_counts()
