@@ -148,9 +148,12 @@ fn is_probe(compiler: &Path, args: &[OsString]) -> bool {
 }
 
 /// A rustc query the daemon may answer from memory (cargo's `rustc -vV` and `--print` probe):
-/// only when what rustc would read from stdin is known to be empty.
+/// only when what rustc would read from stdin is known to be empty, and its stderr is not a
+/// terminal (cargo pipes both).
 fn daemon_answers(compiler: &Path, args: &[OsString]) -> bool {
-    if detect_tool(compiler) != Some(ToolKind::Rustc) {
+    // On a terminal rustc colours its warnings; the daemon captures them through a pipe.
+    // SAFETY: isatty only inspects the descriptor.
+    if detect_tool(compiler) != Some(ToolKind::Rustc) || unsafe { libc::isatty(2) } == 1 {
         return false;
     }
     match answerable_rustc_query(args) {

@@ -84,6 +84,32 @@ const ANSWERABLE_PRINTS: &[&str] = &[
     "all-target-specs-json",
 ];
 
+/// `-C` options a query the daemon answers may carry: they change `--print=cfg` and
+/// `--print=file-names` but read and write no file (`profile-use`, `llvm-args` and the like
+/// may).
+const ANSWERABLE_CODEGEN: &[&str] = &[
+    "target-cpu",
+    "target-feature",
+    "relocation-model",
+    "code-model",
+    "opt-level",
+    "debuginfo",
+    "debug-assertions",
+    "overflow-checks",
+    "panic",
+    "force-frame-pointers",
+    "force-unwind-tables",
+    "soft-float",
+    "strip",
+    "split-debuginfo",
+    "codegen-units",
+    "embed-bitcode",
+    "lto",
+    "metadata",
+    "extra-filename",
+    "prefer-dynamic",
+];
+
 /// How a rustc query reads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryInput {
@@ -104,6 +130,14 @@ pub fn answerable_rustc_query(args: &[OsString]) -> Option<QueryInput> {
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].to_str()?;
+        // rustc expands `@file` wherever it appears, values included.
+        if arg.starts_with('@')
+            || args
+                .get(i + 1)
+                .is_some_and(|next| next.as_encoded_bytes().starts_with(b"@"))
+        {
+            return None;
+        }
         // A flag's value: joined (`--print=cfg`, `-Wwarnings`) or the next argument.
         let mut value = |flag: &str| -> Option<String> {
             if arg == flag {
@@ -116,7 +150,7 @@ pub fn answerable_rustc_query(args: &[OsString]) -> Option<QueryInput> {
             } else {
                 joined
             };
-            Some(joined.to_string())
+            (!joined.starts_with('@')).then(|| joined.to_string())
         };
         match arg {
             "-vV" | "-V" | "--version" => asks = true,
@@ -141,16 +175,15 @@ pub fn answerable_rustc_query(args: &[OsString]) -> Option<QueryInput> {
             _ if arg == "--cfg" || arg.starts_with("--cfg=") => {
                 value("--cfg")?;
             }
-            _ if arg == "--target" || arg.starts_with("--target=") => {
-                // A built-in triple; a path or `.json` names a target file read at each call.
-                let target = value("--target")?;
-                if target.contains('/') || target.ends_with(".json") {
+            // `--target` is not answered: a name that is not built in is looked up as
+            // `<name>.json` in the cwd and along RUST_TARGET_PATH, files read at each call.
+            _ if arg.starts_with("-C") => {
+                // Codegen options change `--print=cfg`; only those that read no file.
+                let option = value("-C")?;
+                let key = option.split('=').next().unwrap_or_default();
+                if !ANSWERABLE_CODEGEN.contains(&key) {
                     return None;
                 }
-            }
-            _ if arg.starts_with("-C") => {
-                // Codegen options change `--print=cfg`; they read no files.
-                value("-C")?;
             }
             _ if ["-W", "-A", "-D", "-F"].iter().any(|f| arg.starts_with(f)) => {
                 value(&arg[..2])?;
@@ -602,11 +635,11 @@ mod tests {
             (cargo_probe, Some(QueryInput::Stdin)),
             ("--print sysroot", Some(QueryInput::None)),
             (
-                "--print cfg --target wasm32-unknown-unknown -C target-feature=+simd128",
+                "--print cfg -C target-feature=+simd128",
                 Some(QueryInput::None),
             ),
             (
-                "--print=cfg --target=x86_64-unknown-linux-musl -Ctarget-cpu=native",
+                "--print=cfg -Ctarget-cpu=native -C opt-level=3",
                 Some(QueryInput::None),
             ),
             (
@@ -622,6 +655,17 @@ mod tests {
             ("--print", None),
             ("--print cfg --target ./my.json", None),
             ("--print cfg --target my-target.json", None),
+            // A name not built in is read from ./<name>.json.
+            ("--print cfg --target my-board", None),
+            ("--print=cfg --target=x86_64-unknown-linux-musl", None),
+            // Codegen options that read or write files.
+            ("--print cfg -C profile-use=x.profdata", None),
+            ("--print cfg -Cllvm-args=-foo", None),
+            // `@file` is expanded wherever it appears.
+            ("--print cfg --cfg @flags", None),
+            ("--print cfg -C @flags", None),
+            ("--print cfg -W@flags", None),
+            ("--crate-name @flags --print cfg", None),
             ("--print cfg --sysroot /s", None),
             ("--print cfg -Z unstable-options", None),
             ("--print cfg -L /lib", None),

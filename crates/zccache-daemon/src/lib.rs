@@ -59,6 +59,9 @@ pub(crate) struct Daemon {
     output_mode: u32,
 }
 
+/// How long a request waits for the store to open before it runs uncached.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The store once opening it has been tried, and what went wrong.
 struct OpenedStore {
     /// `None` when the store could not be opened: every compile then runs uncached.
@@ -72,6 +75,21 @@ impl Daemon {
     /// cold build's first call would wait for), and the first calls (cargo's rustc queries)
     /// need no store, so it opens beside the first requests; a request that needs it waits.
     fn store(&self) -> Option<&Store> {
-        self.store.wait().store.as_ref()
+        self.opened_store()?.store.as_ref()
+    }
+
+    /// The outcome of opening the store; `None` if it is still opening after [`STORE_WAIT`]
+    /// (an older daemon that does not answer, a slow disk): calls then run uncached.
+    fn opened_store(&self) -> Option<&OpenedStore> {
+        let deadline = Instant::now() + STORE_WAIT;
+        loop {
+            if let Some(opened) = self.store.get() {
+                return Some(opened);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
     }
 }

@@ -107,10 +107,7 @@ impl Daemon {
     /// The client sends only queries whose stdin, if read, is empty.
     fn answer_rustc_query(&self, call: &Call) -> Response {
         use std::sync::atomic::Ordering::Relaxed;
-        // A target not built in is looked up along RUST_TARGET_PATH, relative to the cwd.
-        if answerable_rustc_query(&call.args).is_none()
-            || call.env_var("RUST_TARGET_PATH").is_some()
-        {
+        if answerable_rustc_query(&call.args).is_none() {
             return self.run_locally(call, "rustc_probe");
         }
         let query = Query {

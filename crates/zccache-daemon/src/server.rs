@@ -527,7 +527,10 @@ impl Daemon {
         self.sync_store();
         self.journal.barrier();
         let (artifact_count, artifact_bytes) = self.store().map(|s| s.usage()).unwrap_or_default();
-        let mut warnings: Vec<String> = self.store.wait().problem.iter().cloned().collect();
+        let mut warnings: Vec<String> = match self.opened_store() {
+            Some(opened) => opened.problem.iter().cloned().collect(),
+            None => vec!["the cache store is still opening: compiles run uncached".into()],
+        };
         if let Some(store) = self.store() {
             warnings.extend(store.warnings());
         }

@@ -101,10 +101,15 @@ impl Toolchains {
             return Ok(found.clone());
         }
         // The two probes run side by side: a cold build waits for both before its first compile.
+        let machine_probe = || probe(path, env, &["-dumpmachine"]).unwrap_or_default();
         let (version, machine) = std::thread::scope(|scope| {
-            let machine = scope.spawn(|| probe(path, env, &["-dumpmachine"]).unwrap_or_default());
+            let machine = std::thread::Builder::new().spawn_scoped(scope, machine_probe);
             let version = probe(path, env, &["--version"]);
-            (version, machine.join().unwrap_or_default())
+            let machine = match machine {
+                Ok(running) => running.join().unwrap_or_default(),
+                Err(_) => machine_probe(),
+            };
+            (version, machine)
         });
         let version = version?;
         let banner = String::from_utf8_lossy(&version);
@@ -214,7 +219,13 @@ impl Toolchains {
         if self.is_rustup_proxy(path, &digest.hash) {
             return Err(Unidentified::RustupProxy);
         }
-        let key = query_key(path, &digest.hash, args, env);
+        let Some(layout) = rustc_layout(path) else {
+            return Err(Unidentified::Failed(format!(
+                "{}: not a rustc binary beside its ../lib/librustc_driver-*.so",
+                path.display()
+            )));
+        };
+        let key = query_key(path, &digest.hash, &layout, args, env);
         if let Some(found) = self.answers.get(&key) {
             return Ok((found.clone(), true));
         }
@@ -300,10 +311,77 @@ pub fn query_env(name: &[u8]) -> bool {
         || name.ends_with(b"_DEPLOYMENT_TARGET")
 }
 
-/// The memory key of a query: the tool's path, real location and content, its `../lib`, the
+/// What besides its own content decides what the rustc at `path` prints, when it is the
+/// toolchain's own binary: its real location (rustc finds its sysroot from there), and the
+/// driver and LLVM libraries in its `../lib` (their identity: a rebuilt or upgraded library
+/// may keep its name). `None` for anything else — a script, a shim, a binary whose driver
+/// lives elsewhere — whose answers could depend on what no key here sees.
+fn rustc_layout(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(path).ok()?;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(&real)
+        .ok()?
+        .read_exact(&mut magic)
+        .ok()?;
+    if &magic != b"\x7fELF" {
+        return None;
+    }
+    let lib = std::fs::canonicalize(real.parent()?.join("../lib")).ok()?;
+    let mut libraries = Vec::new();
+    for entry in std::fs::read_dir(&lib).ok()?.flatten() {
+        let name = entry.file_name();
+        let bytes = name.as_bytes();
+        if bytes.starts_with(b"librustc_driver") || bytes.starts_with(b"libLLVM") {
+            let meta = std::fs::metadata(entry.path()).ok()?;
+            libraries.push((
+                name.clone(),
+                [
+                    meta.dev(),
+                    meta.ino(),
+                    meta.size(),
+                    meta.mtime() as u64,
+                    meta.mtime_nsec() as u64,
+                    meta.ctime() as u64,
+                    meta.ctime_nsec() as u64,
+                ],
+            ));
+        }
+    }
+    if !libraries
+        .iter()
+        .any(|(name, _)| name.as_bytes().starts_with(b"librustc_driver"))
+    {
+        return None;
+    }
+    libraries.sort();
+    let mut layout = Vec::new();
+    for part in [real.as_os_str().as_bytes(), lib.as_os_str().as_bytes()] {
+        layout.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        layout.extend_from_slice(part);
+    }
+    for (name, stat) in libraries {
+        layout.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        layout.extend_from_slice(name.as_bytes());
+        for value in stat {
+            layout.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    Some(layout)
+}
+
+/// The memory key of a query: the tool's path and content, its [`rustc_layout`], the
 /// arguments in order, and the variables [`query_env`] picks (the last value of each, in name
 /// order).
-fn query_key(path: &Path, digest: &Hash, args: &[OsString], env: &[(OsString, OsString)]) -> Hash {
+fn query_key(
+    path: &Path,
+    digest: &Hash,
+    layout: &[u8],
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+) -> Hash {
     use std::os::unix::ffi::OsStrExt;
     let mut hasher = blake3::Hasher::new();
     let mut field = |bytes: &[u8]| {
@@ -313,15 +391,7 @@ fn query_key(path: &Path, digest: &Hash, args: &[OsString], env: &[(OsString, Os
     field(b"zccache query v1");
     field(path.as_os_str().as_bytes());
     field(digest);
-    // rustc finds its sysroot (`--print=sysroot`, the target libraries) from where the binary
-    // and the driver library beside it really are.
-    let real = std::fs::canonicalize(path).unwrap_or_default();
-    field(real.as_os_str().as_bytes());
-    let lib = real
-        .parent()
-        .and_then(|bin| std::fs::canonicalize(bin.join("../lib")).ok())
-        .unwrap_or_default();
-    field(lib.as_os_str().as_bytes());
+    field(layout);
     field(&(args.len() as u64).to_le_bytes());
     for arg in args {
         field(arg.as_bytes());
@@ -438,6 +508,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rustc_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin/rustc");
+        let driver = dir.path().join("lib/librustc_driver-abc.so");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(driver.parent().unwrap()).unwrap();
+        std::fs::write(&bin, b"\x7fELF rest of a binary").unwrap();
+        assert_eq!(rustc_layout(&bin), None, "no driver library beside it");
+        std::fs::write(&driver, b"driver").unwrap();
+        let layout = rustc_layout(&bin).expect("a toolchain layout");
+        assert_eq!(rustc_layout(&bin), Some(layout.clone()));
+        // A driver rebuilt under the same name, or an LLVM library added: another layout.
+        std::fs::write(&driver, b"driver, rebuilt").unwrap();
+        let rebuilt = rustc_layout(&bin).unwrap();
+        assert_ne!(rebuilt, layout);
+        std::fs::write(dir.path().join("lib/libLLVM.so.19"), b"llvm").unwrap();
+        assert_ne!(rustc_layout(&bin).unwrap(), rebuilt);
+        // A script in front of rustc is not the toolchain's binary.
+        std::fs::write(&bin, b"#!/bin/sh\nexec rustc \"$@\"\n").unwrap();
+        assert_eq!(rustc_layout(&bin), None);
+    }
+
+    #[test]
     fn query_keys() {
         let env = |pairs: &[(&str, &str)]| -> Vec<(OsString, OsString)> {
             pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
@@ -445,7 +538,7 @@ mod tests {
         let args = |line: &str| -> Vec<OsString> { line.split(' ').map(OsString::from).collect() };
         let rustc = Path::new("/no/such/bin/rustc");
         let key = |digest: u8, line: &str, vars: &[(&str, &str)]| {
-            query_key(rustc, &[digest; 32], &args(line), &env(vars))
+            query_key(rustc, &[digest; 32], b"layout", &args(line), &env(vars))
         };
         let base = key(1, "-vV", &[("RUSTC_BOOTSTRAP", "1"), ("PATH", "/a")]);
         // Variables rustc cannot see through a query, and their order: the same key.
@@ -489,6 +582,10 @@ mod tests {
         ] {
             assert_ne!(base, other);
         }
+        assert_ne!(
+            query_key(rustc, &[1; 32], b"layout", &args("-vV"), &[]),
+            query_key(rustc, &[1; 32], b"other libraries", &args("-vV"), &[])
+        );
         assert_ne!(key(1, "--print cfg", &[]), key(1, "cfg --print", &[]));
         assert_ne!(key(1, "--print cfgx", &[]), key(1, "--print cfg x", &[]));
     }

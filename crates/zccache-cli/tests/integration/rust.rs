@@ -815,6 +815,35 @@ fn rustc_queries_are_answered_from_memory_until_the_toolchain_changes() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from_stdin");
     assert_eq!(queries(&sb), before);
+    // Not answered from memory, run each time: a target named by `--target` (it may be a
+    // `<name>.json` in the cwd), a codegen option that reads a file, and a script standing
+    // in front of rustc (as Nix's wrapper does: what it adds is nobody's key).
+    let host = stable
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap()
+        .to_string();
+    let script = sb.path("wrapped/bin/rustc");
+    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexec {} \"$@\"\n", rustc.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let before = queries(&sb);
+    for _ in 0..2 {
+        same(&["--print", "cfg", "--target", &host], &[]);
+        let out = sb
+            .zccache()
+            .arg(&script)
+            .arg("-vV")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, bare(&["-vV"], &[]).stdout);
+    }
+    assert_eq!(queries(&sb), before);
 }
 
 /// A rustup proxy's answer depends on the caller's toolchain selection: never from memory.
