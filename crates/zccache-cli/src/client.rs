@@ -170,9 +170,8 @@ fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<
 /// Waits until the daemon says it accepts connections (a byte on `ready`), exits or closes
 /// the pipe (another daemon serves the root, or it failed), or `deadline` passes; the connect
 /// loop that follows finds out which.
-fn wait_until_ready(ready: std::process::ChildStdout, deadline: Instant) {
+fn wait_until_ready(mut ready: std::process::ChildStdout, deadline: Instant) {
     use std::io::Read;
-    let mut ready = ready;
     let mut fds = libc::pollfd {
         fd: ready.as_raw_fd(),
         events: libc::POLLIN,

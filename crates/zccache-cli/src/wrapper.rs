@@ -152,8 +152,7 @@ fn is_probe(compiler: &Path, args: &[OsString]) -> bool {
 /// terminal (cargo pipes both).
 fn daemon_answers(compiler: &Path, args: &[OsString]) -> bool {
     // On a terminal rustc colours its warnings; the daemon captures them through a pipe.
-    // SAFETY: isatty only inspects the descriptor.
-    if detect_tool(compiler) != Some(ToolKind::Rustc) || unsafe { libc::isatty(2) } == 1 {
+    if detect_tool(compiler) != Some(ToolKind::Rustc) || stderr_is_colour_terminal() {
         return false;
     }
     match answerable_rustc_query(args) {

@@ -130,69 +130,72 @@ pub fn answerable_rustc_query(args: &[OsString]) -> Option<QueryInput> {
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].to_str()?;
-        // rustc expands `@file` wherever it appears, values included.
-        if arg.starts_with('@')
-            || args
-                .get(i + 1)
-                .is_some_and(|next| next.as_encoded_bytes().starts_with(b"@"))
-        {
-            return None;
-        }
-        // A flag's value: joined (`--print=cfg`, `-Wwarnings`) or the next argument.
-        let mut value = |flag: &str| -> Option<String> {
-            if arg == flag {
-                i += 1;
-                return args.get(i)?.to_str().map(str::to_string);
-            }
-            let joined = arg.strip_prefix(flag)?;
-            let joined = if flag.starts_with("--") {
-                joined.strip_prefix('=')?
-            } else {
-                joined
-            };
-            (!joined.starts_with('@')).then(|| joined.to_string())
-        };
+        i += 1;
         match arg {
             "-vV" | "-V" | "--version" => asks = true,
             "-v" | "--verbose" => {}
             "-" => input = QueryInput::Stdin,
-            _ if arg == "--print" || arg.starts_with("--print=") => {
-                let kind = value("--print")?;
-                if !ANSWERABLE_PRINTS.contains(&kind.as_str()) {
+            _ => {
+                // Any other argument is a flag of [`QUERY_FLAGS`] with its value, joined
+                // (`--print=cfg`, `-Wwarnings`) or next.
+                let (flag, joined) = query_flag(arg)?;
+                let value = match joined {
+                    Some(value) => value,
+                    None => {
+                        i += 1;
+                        args.get(i - 1)?.to_str()?
+                    }
+                };
+                // rustc expands `@file` wherever it appears, values included.
+                if value.starts_with('@') {
                     return None;
                 }
-                asks = true;
-            }
-            _ if arg == "--crate-name" || arg.starts_with("--crate-name=") => {
-                value("--crate-name")?;
-            }
-            _ if arg == "--crate-type" || arg.starts_with("--crate-type=") => {
-                value("--crate-type")?;
-            }
-            _ if arg == "--edition" || arg.starts_with("--edition=") => {
-                value("--edition")?;
-            }
-            _ if arg == "--cfg" || arg.starts_with("--cfg=") => {
-                value("--cfg")?;
-            }
-            // `--target` is not answered: a name that is not built in is looked up as
-            // `<name>.json` in the cwd and along RUST_TARGET_PATH, files read at each call.
-            _ if arg.starts_with("-C") => {
-                // Codegen options change `--print=cfg`; only those that read no file.
-                let option = value("-C")?;
-                let key = option.split('=').next().unwrap_or_default();
-                if !ANSWERABLE_CODEGEN.contains(&key) {
-                    return None;
+                match flag {
+                    "--print" if ANSWERABLE_PRINTS.contains(&value) => asks = true,
+                    "--print" => return None,
+                    // Codegen options change `--print=cfg`; only those that read no file.
+                    "-C" => {
+                        let key = value.split('=').next().unwrap_or_default();
+                        if !ANSWERABLE_CODEGEN.contains(&key) {
+                            return None;
+                        }
+                    }
+                    _ => {}
                 }
             }
-            _ if ["-W", "-A", "-D", "-F"].iter().any(|f| arg.starts_with(f)) => {
-                value(&arg[..2])?;
-            }
-            _ => return None,
         }
-        i += 1;
     }
     asks.then_some(input)
+}
+
+/// The flags with a value a query the daemon answers may carry. Not `--target`: a name that
+/// is not built in is looked up as `<name>.json` in the cwd and along RUST_TARGET_PATH, files
+/// read at each call.
+const QUERY_FLAGS: &[&str] = &[
+    "--print",
+    "--crate-name",
+    "--crate-type",
+    "--edition",
+    "--cfg",
+    "-C",
+    "-W",
+    "-A",
+    "-D",
+    "-F",
+];
+
+/// `arg` as one of [`QUERY_FLAGS`] and its joined value (`--flag=value`, `-Fvalue`), if any.
+fn query_flag(arg: &str) -> Option<(&'static str, Option<&str>)> {
+    QUERY_FLAGS.iter().find_map(|&flag| {
+        let rest = arg.strip_prefix(flag)?;
+        if rest.is_empty() {
+            Some((flag, None))
+        } else if flag.starts_with("--") {
+            Some((flag, Some(rest.strip_prefix('=')?)))
+        } else {
+            Some((flag, Some(rest)))
+        }
+    })
 }
 
 /// Flags that take a value, long spelling (`--flag value` or `--flag=value`).

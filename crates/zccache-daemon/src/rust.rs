@@ -25,6 +25,9 @@ use zccache_protocol::Response;
 
 const KEY_DOMAIN: &str = "zccache rustc v1";
 
+/// What identifies rustc (and the rustc clippy-driver runs): its `-vV`, which cargo also asks.
+const IDENTITY_PROBE: &str = "-vV";
+
 /// Variables besides `CARGO_*` that change what rustc, clippy or the linker produce.
 const KEY_ENV: &[&str] = &[
     "RUSTC_BOOTSTRAP",
@@ -114,7 +117,7 @@ impl Daemon {
             path: &call.compiler,
             env: &call.env,
             args: &call.args,
-            identity_probe: "-vV",
+            identity_probe: IDENTITY_PROBE,
         };
         let answer = self
             .toolchains
@@ -204,7 +207,13 @@ impl Daemon {
     ) -> Result<(), &'static str> {
         let identify = |path: &Path| {
             self.toolchains
-                .identify_with(&self.fs, path, &call.env, &["-vV"], call.synced(&self.fs))
+                .identify_with(
+                    &self.fs,
+                    path,
+                    &call.env,
+                    &[IDENTITY_PROBE],
+                    call.synced(&self.fs),
+                )
                 .map_err(|why| match why {
                     // cargo passes the toolchain's own rustc; a proxy reaches us only when
                     // called by name, and what it runs depends on the caller.

@@ -145,17 +145,12 @@ impl Toolchains {
         probes: &'static [&'static str],
         synced: Synced,
     ) -> Result<Hash, Unidentified> {
-        let digest = fs
-            .digest_synced(path, synced)
-            .map_err(|e| Unidentified::Failed(format!("{}: {e}", path.display())))?;
+        let digest = self.tool_digest(fs, path, synced)?;
         let key = (
             path.to_path_buf(),
-            digest.hash,
+            digest,
             probes.first().copied().unwrap_or(""),
         );
-        if self.is_rustup_proxy(path, &digest.hash) {
-            return Err(Unidentified::RustupProxy);
-        }
         if let Some(found) = self.by_binary.get(&key) {
             return Ok(found.hash);
         }
@@ -163,15 +158,26 @@ impl Toolchains {
         Ok(self.remember_identity(key, &banner).hash)
     }
 
-    /// Whether `path` (whose content has `digest`) is a rustup proxy, found once per binary.
-    fn is_rustup_proxy(&self, path: &Path, digest: &Hash) -> bool {
-        let key = (path.to_path_buf(), *digest);
-        if let Some(known) = self.proxies.get(&key) {
-            return *known;
+    /// The content digest of the tool at `path`, unless it is a rustup proxy (found once per
+    /// binary), which stands for whatever toolchain the caller selects.
+    fn tool_digest(&self, fs: &FsCache, path: &Path, synced: Synced) -> Result<Hash, Unidentified> {
+        let digest = fs
+            .digest_synced(path, synced)
+            .map_err(|e| Unidentified::Failed(format!("{}: {e}", path.display())))?
+            .hash;
+        let key = (path.to_path_buf(), digest);
+        let proxy = match self.proxies.get(&key) {
+            Some(known) => *known,
+            None => {
+                let proxy = rustup_behind(path).is_some();
+                self.proxies.insert(key, proxy);
+                proxy
+            }
+        };
+        if proxy {
+            return Err(Unidentified::RustupProxy);
         }
-        let proxy = rustup_behind(path).is_some();
-        self.proxies.insert(key, proxy);
-        proxy
+        Ok(digest)
     }
 
     /// The identity of a tool from its digest (in `key`) and what its identity probe printed.
@@ -213,19 +219,14 @@ impl Toolchains {
             args,
             identity_probe,
         } = query;
-        let digest = fs
-            .digest_synced(path, synced)
-            .map_err(|e| Unidentified::Failed(format!("{}: {e}", path.display())))?;
-        if self.is_rustup_proxy(path, &digest.hash) {
-            return Err(Unidentified::RustupProxy);
-        }
+        let digest = self.tool_digest(fs, path, synced)?;
         let Some(layout) = rustc_layout(path) else {
             return Err(Unidentified::Failed(format!(
                 "{}: not a rustc binary beside its ../lib/librustc_driver-*.so",
                 path.display()
             )));
         };
-        let key = query_key(path, &digest.hash, &layout, args, env);
+        let key = query_key(path, &digest, &layout, args, env);
         if let Some(found) = self.answers.get(&key) {
             return Ok((found.clone(), true));
         }
@@ -241,7 +242,7 @@ impl Toolchains {
                 self.answers.clear();
             }
             self.answers.insert(key, answer.clone());
-            let identity_key = (path.to_path_buf(), digest.hash, identity_probe);
+            let identity_key = (path.to_path_buf(), digest, identity_probe);
             if args.len() == 1
                 && args[0] == identity_probe
                 && !self.by_binary.contains_key(&identity_key)

@@ -597,10 +597,7 @@ fn a_daemon_killed_in_a_streamed_miss_prints_each_notice_once() {
 /// stable result was once served to a nightly call.
 #[test]
 fn a_rustup_proxy_is_run_uncached() {
-    let proxy = which_on_path("rustc");
-    let is_proxy =
-        std::fs::canonicalize(&proxy).is_ok_and(|p| p.file_stem().is_some_and(|s| s == "rustup"));
-    if !is_proxy {
+    if !rustc_on_path_is_a_rustup_proxy() {
         eprintln!("skipped: rustc on PATH is not a rustup proxy");
         return;
     }
@@ -620,12 +617,7 @@ fn a_rustup_proxy_is_run_uncached() {
         "out",
         "lib.rs",
     ];
-    let nightly = Command::new("rustc")
-        .env("RUSTUP_TOOLCHAIN", "nightly")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let toolchains: &[&str] = if nightly {
+    let toolchains: &[&str] = if has_nightly() {
         &["stable", "nightly", "stable"]
     } else {
         &["stable", "stable"]
@@ -661,11 +653,22 @@ fn a_rustup_proxy_is_run_uncached() {
     );
 }
 
-fn which_on_path(name: &str) -> std::path::PathBuf {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap())
-        .map(|dir| dir.join(name))
+/// `rustc` on PATH is rustup's proxy (a link to `rustup`).
+fn rustc_on_path_is_a_rustup_proxy() -> bool {
+    let rustc = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|dir| dir.join("rustc"))
         .find(|p| p.is_file())
-        .expect("on PATH")
+        .expect("rustc on PATH");
+    std::fs::canonicalize(rustc).is_ok_and(|p| p.file_stem().is_some_and(|s| s == "rustup"))
+}
+
+/// rustup has a nightly toolchain.
+fn has_nightly() -> bool {
+    Command::new("rustc")
+        .env("RUSTUP_TOOLCHAIN", "nightly")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A private toolchain directory `tc` whose `bin/rustc` is a copy of the real toolchain's
@@ -722,8 +725,9 @@ fn queries(sb: &Sandbox) -> (u64, u64) {
 fn rustc_queries_are_answered_from_memory_until_the_toolchain_changes() {
     let sb = Sandbox::new();
     let rustc = private_toolchain(&sb, None);
-    let bare = |args: &[&str], env: &[(&str, &str)]| {
-        let out = Command::new(&rustc)
+    // `rustc args` as `command` starts it (bare, or through zccache), stdin on /dev/null.
+    let run = |mut command: Command, args: &[&str], env: &[(&str, &str)]| {
+        let out = command
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -732,17 +736,11 @@ fn rustc_queries_are_answered_from_memory_until_the_toolchain_changes() {
         assert!(out.status.success(), "{args:?}: {out:?}");
         out
     };
+    let bare = |args: &[&str], env: &[(&str, &str)]| run(Command::new(&rustc), args, env);
     let ours = |args: &[&str], env: &[(&str, &str)]| {
-        let out = sb
-            .zccache()
-            .arg(&rustc)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        out
+        let mut zccache = sb.zccache();
+        zccache.arg(&rustc);
+        run(zccache, args, env)
     };
     let same = |args: &[&str], env: &[(&str, &str)]| {
         let (ours, bare) = (ours(args, env), bare(args, env));
@@ -779,12 +777,7 @@ fn rustc_queries_are_answered_from_memory_until_the_toolchain_changes() {
     assert_eq!(same(&["-vV"], &[]), stable);
     assert_eq!(queries(&sb), (6, 3), "a changed binary is asked again");
     // Another toolchain at the same path answers for itself.
-    let has_nightly = Command::new("rustc")
-        .env("RUSTUP_TOOLCHAIN", "nightly")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if has_nightly {
+    if has_nightly() {
         private_toolchain(&sb, Some("nightly"));
         let nightly = same(&["-vV"], &[]);
         assert_ne!(nightly, stable);
@@ -849,15 +842,7 @@ fn rustc_queries_are_answered_from_memory_until_the_toolchain_changes() {
 /// A rustup proxy's answer depends on the caller's toolchain selection: never from memory.
 #[test]
 fn a_query_through_a_rustup_proxy_is_not_answered_from_memory() {
-    let proxy = which_on_path("rustc");
-    let is_proxy =
-        std::fs::canonicalize(&proxy).is_ok_and(|p| p.file_stem().is_some_and(|s| s == "rustup"));
-    let has_nightly = Command::new("rustc")
-        .env("RUSTUP_TOOLCHAIN", "nightly")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !is_proxy || !has_nightly {
+    if !rustc_on_path_is_a_rustup_proxy() || !has_nightly() {
         eprintln!("skipped: needs rustc on PATH to be a rustup proxy, and a nightly toolchain");
         return;
     }
