@@ -163,8 +163,11 @@ enum Role {
     Refuse(&'static str),
 }
 
+/// A flag that takes a value: its spelling, how the value follows, and what it does.
+type ValuedFlag = (&'static str, Arity, Role);
+
 /// Flags that take a value. Longest spellings first where one is a prefix of another.
-const FLAGS_WITH_VALUE: &[(&str, Arity, Role)] = &[
+const FLAGS_WITH_VALUE: &[ValuedFlag] = &[
     ("-o", Arity::SeparateOrJoined, Role::Output),
     ("-x", Arity::SeparateOrJoined, Role::Language),
     ("-MF", Arity::SeparateOrJoined, Role::DepFile),
@@ -446,7 +449,7 @@ pub fn parse_gcc(compiler: &Path, args: &[OsString]) -> Parsed {
 }
 
 /// The table entry for `text`, matched exactly or as a joined prefix.
-fn lookup_valued(text: &str) -> Option<(&'static str, Arity, Role)> {
+fn lookup_valued(text: &str) -> Option<ValuedFlag> {
     match text.as_bytes().get(1) {
         Some(&second) => lookup_valued_in(text, &valued_by_second_byte()[second as usize]),
         None => None,
@@ -457,9 +460,8 @@ fn lookup_valued(text: &str) -> Option<(&'static str, Arity, Role)> {
 /// table order. Only spellings that share `text`'s first two bytes can equal it or be its
 /// prefix, so a lookup reads a few entries instead of the whole table twice, which mattered
 /// for calls with hundreds of `-D` and `-I` from response files.
-fn valued_by_second_byte() -> &'static [Vec<(&'static str, Arity, Role)>] {
-    static BUCKETS: std::sync::OnceLock<Vec<Vec<(&'static str, Arity, Role)>>> =
-        std::sync::OnceLock::new();
+fn valued_by_second_byte() -> &'static [Vec<ValuedFlag>] {
+    static BUCKETS: std::sync::OnceLock<Vec<Vec<ValuedFlag>>> = std::sync::OnceLock::new();
     BUCKETS.get_or_init(|| {
         let mut buckets = vec![Vec::new(); 256];
         for &entry in FLAGS_WITH_VALUE {
@@ -471,10 +473,7 @@ fn valued_by_second_byte() -> &'static [Vec<(&'static str, Arity, Role)>] {
 
 /// The table entry for `text`, matched exactly or as a joined prefix, among `candidates`: the
 /// table, or the part of it that can match `text`.
-fn lookup_valued_in(
-    text: &str,
-    candidates: &[(&'static str, Arity, Role)],
-) -> Option<(&'static str, Arity, Role)> {
+fn lookup_valued_in(text: &str, candidates: &[ValuedFlag]) -> Option<ValuedFlag> {
     for &(flag, arity, role) in candidates {
         if text == flag {
             return Some((flag, arity, role));
