@@ -649,9 +649,20 @@ impl State {
         match self.inputs.len() {
             0 => refuse("no_input", String::new()),
             1 => {
-                let (source, language) = self.inputs[0].clone();
-                match self.unit(source, language, self.key_args.clone(), driver_is_cxx) {
-                    Ok(unit) => Parsed::Cacheable(Box::new(unit)),
+                // The one unit takes the call's lists instead of copies: with response files
+                // they hold hundreds of arguments.
+                let (source, language) = self.inputs.remove(0);
+                let key_args = std::mem::take(&mut self.key_args);
+                let include_dirs = std::mem::take(&mut self.include_dirs);
+                let search_args = std::mem::take(&mut self.search_args);
+                let dep_arg_positions = std::mem::take(&mut self.dep_arg_positions);
+                match self.unit(source, language, key_args, driver_is_cxx) {
+                    Ok(mut unit) => {
+                        unit.include_dirs = include_dirs;
+                        unit.search_args = search_args;
+                        unit.dep_arg_positions = dep_arg_positions;
+                        Parsed::Cacheable(Box::new(unit))
+                    }
                     Err(refused) => refused,
                 }
             }

@@ -5,7 +5,8 @@
 //! against the working directory. A response file that is missing, unreadable or part of a
 //! cycle stays as the literal `@file` argument, exactly as the compiler would then see it.
 
-use std::ffi::OsString;
+use std::borrow::Cow;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -86,7 +87,7 @@ pub fn expand(
     cwd: &Path,
     read: &mut dyn FnMut(&Path) -> io::Result<Vec<u8>>,
 ) -> Option<Expanded> {
-    if !args.iter().any(is_response_file) {
+    if !args.iter().any(|arg| is_response_file(arg)) {
         return None;
     }
     let mut expanded = Expanded {
@@ -98,7 +99,7 @@ pub fn expand(
     Some(expanded)
 }
 
-fn is_response_file(arg: &OsString) -> bool {
+fn is_response_file(arg: &OsStr) -> bool {
     let bytes = arg.as_bytes();
     bytes.len() > 1 && bytes[0] == b'@'
 }
@@ -111,29 +112,39 @@ fn expand_into(
     out: &mut Expanded,
 ) {
     for arg in args {
-        if !is_response_file(arg) {
-            out.args.push(arg.clone());
-            continue;
-        }
-        let name = Path::new(std::ffi::OsStr::from_bytes(&arg.as_bytes()[1..]));
-        let path = cwd.join(name);
-        if stack.len() >= MAX_DEPTH || stack.contains(&path) {
-            out.args.push(arg.clone());
-            continue;
-        }
-        match read(&path) {
-            Ok(text) => {
-                out.files.push(path.clone());
-                let inner: Vec<OsString> = tokenize(&text)
-                    .into_iter()
-                    .map(OsString::from_vec)
-                    .collect();
-                stack.push(path);
-                expand_into(&inner, cwd, read, stack, out);
-                stack.pop();
+        expand_arg(Cow::Borrowed(arg.as_os_str()), cwd, read, stack, out);
+    }
+}
+
+/// One argument: kept, or replaced by what its response file holds. Arguments read from a file
+/// are moved into the result, not copied: a build's response files can hold hundreds.
+fn expand_arg(
+    arg: Cow<'_, OsStr>,
+    cwd: &Path,
+    read: &mut dyn FnMut(&Path) -> io::Result<Vec<u8>>,
+    stack: &mut Vec<PathBuf>,
+    out: &mut Expanded,
+) {
+    if !is_response_file(&arg) {
+        out.args.push(arg.into_owned());
+        return;
+    }
+    let name = Path::new(OsStr::from_bytes(&arg.as_bytes()[1..]));
+    let path = cwd.join(name);
+    if stack.len() >= MAX_DEPTH || stack.contains(&path) {
+        out.args.push(arg.into_owned());
+        return;
+    }
+    match read(&path) {
+        Ok(text) => {
+            out.files.push(path.clone());
+            stack.push(path);
+            for token in tokenize(&text) {
+                expand_arg(Cow::Owned(OsString::from_vec(token)), cwd, read, stack, out);
             }
-            Err(_) => out.args.push(arg.clone()),
+            stack.pop();
         }
+        Err(_) => out.args.push(arg.into_owned()),
     }
 }
 
