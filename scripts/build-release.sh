@@ -5,6 +5,13 @@
 # process, and a static one skips the dynamic loader and symbol binding: about 0.5 ms less per
 # hit on the reference machine (1.7 vs 2.2 ms per warm clang++ hit). The target is named
 # explicitly so the flag applies to the binaries only, not to build scripts and proc-macros.
+#
+# The client (`zccache`) is built against musl when Rust's x86_64 musl target is available (it
+# is added with rustup when possible; ZCCACHE_CLIENT_LIBC=glibc skips it). glibc's start-up
+# probes the CPU's features and caches with some thirty `cpuid` instructions, each a trap to
+# the hypervisor on a virtual machine: on the reference VM that was a third of the client's
+# CPU time, and a hit went from ~1.3 to ~0.95 ms. The daemon stays on glibc (its allocator and
+# `posix_spawn` are what it was measured with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 host="$(rustc -vV | sed -n 's/^host: //p')"
@@ -12,7 +19,24 @@ case "$host" in
   *-linux-gnu)
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
       cargo build --release --locked -q -p zccache-cli --target "$host" >&2
-    echo "$PWD/target/$host/release"
+    out="$PWD/target/zccache-release"
+    mkdir -p "$out"
+    cp -f "target/$host/release/zccache-daemon" "target/$host/release/zccache" "$out/"
+    musl="${host%-linux-gnu}-linux-musl"
+    if [ "${ZCCACHE_CLIENT_LIBC:-musl}" = musl ] && [ "${host%%-*}" = x86_64 ]; then
+      sysroot="$(rustc --print sysroot)"
+      if [ ! -d "$sysroot/lib/rustlib/$musl" ] && command -v rustup >/dev/null 2>&1; then
+        echo "==> adding Rust's $musl target for the client (rustup target add)" >&2
+        timeout 120 rustup target add "$musl" >&2 2>&1 || true
+      fi
+      if [ -d "$sysroot/lib/rustlib/$musl" ] &&
+        cargo build --release --locked -q -p zccache-cli --bin zccache --target "$musl" >&2; then
+        cp -f "target/$musl/release/zccache" "$out/zccache"
+      else
+        echo "==> $musl client not built; the client links glibc statically" >&2
+      fi
+    fi
+    echo "$out"
     ;;
   *)
     cargo build --release --locked -q -p zccache-cli >&2

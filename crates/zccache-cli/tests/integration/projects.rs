@@ -47,6 +47,7 @@ fn make(sb: &Sandbox, target: &str) {
 
 /// `make -j2 target` in the project with `CC=zccache gcc` and extra environment variables.
 pub fn make_env(sb: &Sandbox, target: &str, env: &[(&str, &str)]) {
+    sb.settle_writes();
     let cc = format!("{ZCCACHE} gcc");
     let out = Command::new("make")
         .args(["-j2", target, &format!("CC={cc}")])
@@ -125,6 +126,7 @@ fn cmake_project(sb: &Sandbox) {
 }
 
 fn cmake_build(sb: &Sandbox, build: &str) {
+    sb.settle_writes();
     let configure = Command::new("cmake")
         .args([
             "-G",

@@ -52,6 +52,7 @@ fn workspace(sb: &Sandbox) {
 }
 
 fn cargo_command(sb: &Sandbox, args: &[&str]) -> Command {
+    sb.settle_writes();
     let mut command = Command::new("cargo");
     command
         .args(args)

@@ -6,7 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-pub const ZCCACHE: &str = env!("CARGO_BIN_EXE_zccache");
+/// The client under test: this build's, or the one `ZCCACHE_TEST_CLIENT` names when the tests
+/// are built (e.g. `target/zccache-release/zccache` from `scripts/build-release.sh`, whose
+/// client may link musl); its daemon is the `zccache-daemon` beside it.
+pub const ZCCACHE: &str = match option_env!("ZCCACHE_TEST_CLIENT") {
+    Some(client) => client,
+    None => env!("CARGO_BIN_EXE_zccache"),
+};
 
 pub struct Sandbox {
     _dir: tempfile::TempDir,
@@ -46,14 +52,20 @@ impl Sandbox {
         command
     }
 
-    /// Runs `zccache <args>` in `dir` (relative to the work dir) and returns its output.
-    pub fn run_in<S: AsRef<OsStr>>(&self, dir: &str, args: &[S]) -> Output {
+    /// Waits out [`settle`] if files were written with [`Sandbox::write_old`] since the last
+    /// run. Builds a test drives through make, cmake or cargo call this first, as `run` does.
+    pub fn settle_writes(&self) {
         if self
             .unsettled
             .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             settle();
         }
+    }
+
+    /// Runs `zccache <args>` in `dir` (relative to the work dir) and returns its output.
+    pub fn run_in<S: AsRef<OsStr>>(&self, dir: &str, args: &[S]) -> Output {
+        self.settle_writes();
         self.zccache()
             .current_dir(self.work.join(dir))
             .args(args)
@@ -73,12 +85,7 @@ impl Sandbox {
         env: &[(&str, V)],
         args: &[S],
     ) -> Output {
-        if self
-            .unsettled
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            settle();
-        }
+        self.settle_writes();
         let mut command = self.zccache();
         for (name, value) in env {
             command.env(name, value);
