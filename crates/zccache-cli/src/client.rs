@@ -53,6 +53,13 @@ impl Endpoint {
         if let Ok(connection) = self.connect() {
             return Ok(connection);
         }
+        self.start()
+    }
+
+    /// Starts a daemon unless one appeared meanwhile, and connects to it. Also for a client
+    /// whose daemon hung up without a reply: one that crashed or was killed a moment ago, whose
+    /// listener still took the connection while its threads were being torn down.
+    pub fn start(&self) -> io::Result<Connection> {
         self.root
             .ensure()
             .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;

@@ -225,12 +225,31 @@ fn take_lock(lock: &std::fs::File, socket: &Path) -> bool {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return true;
         }
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() || Instant::now() > deadline {
+        if answers_ping(socket) || Instant::now() > deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Whether a daemon answers on `socket`. Connecting is not enough: the listener of a daemon
+/// whose threads are still being torn down takes connections into its backlog, and no one
+/// will ever answer them.
+fn answers_ping(socket: &Path) -> bool {
+    let Ok(mut connection) = zccache_ipc::Connection::connect(socket) else {
+        return false;
+    };
+    if connection.set_timeout(Some(PING_TIMEOUT)).is_err() {
+        return false;
+    }
+    matches!(
+        connection.call::<Request, Response>(&Request::Ping),
+        Ok(Response::Pong { .. })
+    )
+}
+
+/// How long a starting daemon waits for another one to answer a ping.
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 fn init_logging(root: &CacheRoot) {
     let Ok(file) = OpenOptions::new()

@@ -297,6 +297,7 @@ fn diagnostics_are_coloured_on_a_terminal_and_plain_otherwise() {
         let sb = Sandbox::new();
         sb.write_old("w.c", "int f(int x) { int unused; return x; }\n");
         let on_terminal = |command: &str| {
+            sb.settle_writes();
             let out = std::process::Command::new("script")
                 .args(["-qec", command, "/dev/null"])
                 .current_dir(&sb.work)

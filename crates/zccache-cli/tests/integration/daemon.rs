@@ -202,6 +202,68 @@ fn an_entry_survives_a_kill_once_the_sync_interval_has_passed() {
     assert_eq!((sb.hits(), sb.misses()), (1, 0));
 }
 
+/// A daemon killed a moment ago can still hold the lock while its threads are torn down, and
+/// its listener still takes connections into the backlog, though no one will answer them.
+/// Played here by a lock and a listener that never accepts, both let go after 700 ms.
+fn play_a_dying_daemon(sb: &Sandbox) -> std::thread::JoinHandle<()> {
+    use std::os::unix::io::AsRawFd;
+    std::fs::create_dir_all(&sb.cache).unwrap();
+    let lock =
+        std::fs::File::create(sb.cache.join(format!("daemon-v{PROTOCOL_VERSION}.lock"))).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let socket = sb.cache.join(format!("daemon-v{PROTOCOL_VERSION}.sock"));
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        drop(listener);
+        drop(lock);
+    })
+}
+
+/// A client whose connection the dying daemon took gets no reply: it starts a daemon and
+/// compiles through it, instead of compiling uncached.
+#[test]
+fn a_compile_the_dying_daemon_hung_up_on_goes_through_a_new_one() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "int m(void) { return 0; }\n");
+    let dying = play_a_dying_daemon(&sb);
+    sb.ok(&["gcc", "-c", "m.c"]);
+    dying.join().unwrap();
+    let status = sb.status();
+    assert_eq!(status["running"], true, "a daemon serves: {status}");
+    assert_eq!(sb.misses(), 1, "the compile went through the new daemon");
+}
+
+/// A daemon starting beside the dying one waits for its lock: a listener that takes the
+/// connection is not a daemon that answers.
+#[test]
+fn a_starting_daemon_waits_for_a_dying_one_instead_of_leaving() {
+    use std::io::Read;
+    let sb = Sandbox::new();
+    let dying = play_a_dying_daemon(&sb);
+    let mut daemon = Command::new(std::path::Path::new(ZCCACHE).with_file_name("zccache-daemon"))
+        .arg("--cache-dir")
+        .arg(&sb.cache)
+        .args(["--idle-timeout", "60", "--notify-ready"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut byte = [0u8; 1];
+    daemon
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut byte)
+        .expect("the daemon serves once the dying one is gone");
+    dying.join().unwrap();
+    assert_eq!(sb.status()["pid"].as_u64(), Some(daemon.id() as u64));
+    sb.ok(&["stop"]);
+    daemon.wait().unwrap();
+}
+
 #[test]
 fn cache_survives_a_restart() {
     let sb = Sandbox::new();
