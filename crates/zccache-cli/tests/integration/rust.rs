@@ -840,6 +840,38 @@ fn rustc_queries_are_answered_from_memory_until_the_toolchain_changes() {
     assert_eq!(queries(&sb), before);
 }
 
+/// On a terminal rustc colours what it writes to stderr, and the daemon runs it through a
+/// pipe: a query whose stderr is a colour terminal goes straight to rustc. Only `TERM` differs
+/// between the two calls here (`script` gives stderr a terminal; stdin is /dev/null, stdout a
+/// file, as cargo's are).
+#[test]
+fn a_query_from_a_colour_terminal_goes_straight_to_rustc() {
+    let sb = Sandbox::new();
+    let rustc = private_toolchain(&sb, None);
+    let bare = Command::new(&rustc).arg("-vV").output().unwrap();
+    let on_terminal = |term: &str| {
+        let command = format!("{ZCCACHE} {} -vV </dev/null >vv.txt", rustc.display());
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(&sb.work)
+            .env("TERM", term)
+            .env("ZCCACHE_CACHE_DIR", &sb.cache)
+            .output()
+            .unwrap();
+        assert_success(&out, &[&command]);
+        assert_eq!(sb.read("vv.txt"), bare.stdout, "TERM={term}");
+    };
+    sb.ok(&["start"]);
+    on_terminal("xterm-256color");
+    assert_eq!(
+        queries(&sb),
+        (0, 0),
+        "a colour terminal: rustc runs without the daemon"
+    );
+    on_terminal("dumb");
+    assert_eq!(queries(&sb), (1, 0), "no colour: the daemon runs the query");
+}
+
 /// A rustup proxy's answer depends on the caller's toolchain selection: never from memory.
 #[test]
 fn a_query_through_a_rustup_proxy_is_not_answered_from_memory() {
