@@ -56,10 +56,25 @@ impl Endpoint {
         self.start()
     }
 
-    /// Starts a daemon unless one appeared meanwhile, and connects to it. Also for a client
-    /// whose daemon hung up without a reply: one that crashed or was killed a moment ago, whose
-    /// listener still took the connection while its threads were being torn down.
-    pub fn start(&self) -> io::Result<Connection> {
+    /// Sends an encoded request to the daemon, started if none runs, and reads its first reply.
+    /// A daemon that hangs up before any reply (one killed a moment ago: its listener still
+    /// takes connections until its last thread is gone) is replaced once and asked again.
+    pub fn call_encoded<Resp: for<'de> serde::Deserialize<'de>>(
+        &self,
+        frame: &[u8],
+    ) -> io::Result<(Connection, io::Result<Resp>)> {
+        let mut connection = self.connect_or_start()?;
+        let reply = connection.call_encoded(frame);
+        if matches!(&reply, Err(e) if hung_up(e)) {
+            let mut fresh = self.start()?;
+            let reply = fresh.call_encoded(frame);
+            return Ok((fresh, reply));
+        }
+        Ok((connection, reply))
+    }
+
+    /// Starts a daemon unless one appeared meanwhile, and connects to it.
+    fn start(&self) -> io::Result<Connection> {
         self.root
             .ensure()
             .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
@@ -102,6 +117,14 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The daemon closed the connection before its first reply.
+fn hung_up(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// How `zccache-daemon` exits when asked for another protocol version than its own (older

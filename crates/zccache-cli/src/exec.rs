@@ -48,11 +48,9 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     let mut request = compile_request(&tool, name, tool_args, cwd);
     request.exec = Some(spec);
-    let Ok(mut connection) = Endpoint::new(&config).connect_or_start() else {
-        return exec(&tool, name, tool_args);
-    };
-    match connection.call::<_, Response>(&Request::Compile(request)) {
-        Ok(Response::Compiled(reply)) => {
+    let frame = zccache_ipc::encode_request(&Request::Compile(request));
+    match frame.and_then(|frame| Endpoint::new(&config).call_encoded::<Response>(&frame)) {
+        Ok((_, Ok(Response::Compiled(reply)))) => {
             let _ = std::io::stdout().write_all(&reply.stdout);
             let _ = std::io::stderr().write_all(&reply.stderr);
             reply.exit_code

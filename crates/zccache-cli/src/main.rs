@@ -84,36 +84,31 @@ mod arena {
         }
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if in_arena(ptr) {
-                // The newest block grows in place (a Vec being filled).
-                let start = ptr as usize - base();
-                let end = start + layout.size();
-                if new_size <= layout.size() {
-                    return ptr;
-                }
-                if start + new_size <= SIZE
-                    && USED
-                        .compare_exchange(
-                            end,
-                            start + new_size,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                {
-                    return ptr;
-                }
+            if !in_arena(ptr) {
+                // SAFETY: a block from the system allocator, as the caller promises.
+                return unsafe { System.realloc(ptr, layout, new_size) };
             }
-            // SAFETY: the caller's contract, passed on; the default moves the block.
+            if new_size <= layout.size() {
+                return ptr;
+            }
+            // The newest block grows in place (a Vec being filled).
+            let start = ptr as usize - base();
+            let (end, new_end) = (start + layout.size(), start + new_size);
+            if new_end <= SIZE
+                && USED
+                    .compare_exchange(end, new_end, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return ptr;
+            }
+            // SAFETY: the caller guarantees `new_size`, rounded to the alignment, is valid.
             let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
             // SAFETY: as for `alloc`.
             let new = unsafe { self.alloc(new_layout) };
             if !new.is_null() {
-                // SAFETY: both blocks hold at least the smaller size and do not overlap.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                    self.dealloc(ptr, layout);
-                }
+                // SAFETY: the new block holds at least the old size and does not overlap it; the
+                // old arena block is simply left behind.
+                unsafe { std::ptr::copy_nonoverlapping(ptr, new, layout.size()) };
             }
             new
         }

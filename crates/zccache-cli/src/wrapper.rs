@@ -47,21 +47,9 @@ pub fn main(args: &[OsString]) -> i32 {
         return exec(&compiler, compiler_arg, compiler_args);
     };
     let endpoint = Endpoint::new(&config);
-    let Ok(mut connection) = endpoint.connect_or_start() else {
+    let Ok((mut connection, mut reply)) = endpoint.call_encoded::<Response>(&frame) else {
         return exec(&compiler, compiler_arg, compiler_args);
     };
-    let mut reply = connection.call_encoded::<Response>(&frame);
-    if matches!(&reply, Err(e) if hung_up(e)) {
-        // No reply at all: a daemon that was going away took the connection. Once more,
-        // through a daemon started for it.
-        match endpoint.start() {
-            Ok(fresh) => {
-                connection = fresh;
-                reply = connection.call_encoded::<Response>(&frame);
-            }
-            Err(_) => return exec(&compiler, compiler_arg, compiler_args),
-        }
-    }
     // A rustc miss sends its stderr as rustc writes it (cargo acts on it at once).
     let mut streamed = Vec::new();
     while let Ok(Response::Progress { stderr }) = &reply {
@@ -88,16 +76,6 @@ pub fn main(args: &[OsString]) -> i32 {
         _ if streamed.is_empty() => exec(&compiler, compiler_arg, compiler_args),
         _ => rerun_after(&compiler, compiler_arg, compiler_args, &streamed),
     }
-}
-
-/// The daemon closed the connection before its first reply.
-fn hung_up(error: &std::io::Error) -> bool {
-    matches!(
-        error.kind(),
-        std::io::ErrorKind::UnexpectedEof
-            | std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::BrokenPipe
-    )
 }
 
 /// Runs the compiler here after the daemon went away in the middle of a compile whose stderr

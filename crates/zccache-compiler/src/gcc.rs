@@ -501,6 +501,13 @@ fn lookup_valued_in(text: &str, candidates: &[ValuedFlag]) -> Option<ValuedFlag>
     None
 }
 
+/// What each unit of a call carries from the call as a whole.
+struct UnitLists {
+    include_dirs: IncludeDirs,
+    search_args: Vec<OsString>,
+    dep_arg_positions: Vec<usize>,
+}
+
 #[derive(Default)]
 struct State {
     compile: bool,
@@ -653,16 +660,13 @@ impl State {
                 // they hold hundreds of arguments.
                 let (source, language) = self.inputs.remove(0);
                 let key_args = std::mem::take(&mut self.key_args);
-                let include_dirs = std::mem::take(&mut self.include_dirs);
-                let search_args = std::mem::take(&mut self.search_args);
-                let dep_arg_positions = std::mem::take(&mut self.dep_arg_positions);
-                match self.unit(source, language, key_args, driver_is_cxx) {
-                    Ok(mut unit) => {
-                        unit.include_dirs = include_dirs;
-                        unit.search_args = search_args;
-                        unit.dep_arg_positions = dep_arg_positions;
-                        Parsed::Cacheable(Box::new(unit))
-                    }
+                let lists = UnitLists {
+                    include_dirs: std::mem::take(&mut self.include_dirs),
+                    search_args: std::mem::take(&mut self.search_args),
+                    dep_arg_positions: std::mem::take(&mut self.dep_arg_positions),
+                };
+                match self.unit(source, language, key_args, lists, driver_is_cxx) {
+                    Ok(unit) => Parsed::Cacheable(Box::new(unit)),
                     Err(refused) => refused,
                 }
             }
@@ -688,7 +692,13 @@ impl State {
                         .filter(|(k, _)| !others.contains(k))
                         .map(|(_, a)| a.clone())
                         .collect();
-                    match self.unit(source.clone(), language.clone(), key_args, driver_is_cxx) {
+                    let lists = UnitLists {
+                        include_dirs: self.include_dirs.clone(),
+                        search_args: self.search_args.clone(),
+                        dep_arg_positions: self.dep_arg_positions.clone(),
+                    };
+                    let (source, language) = (source.clone(), language.clone());
+                    match self.unit(source, language, key_args, lists, driver_is_cxx) {
                         Ok(unit) => units.push(unit),
                         Err(refused) => return refused,
                     }
@@ -717,6 +727,7 @@ impl State {
         source: PathBuf,
         explicit_language: Option<OsString>,
         mut key_args: Vec<OsString>,
+        lists: UnitLists,
         driver_is_cxx: bool,
     ) -> Result<CompileInvocation, Parsed> {
         let refuse = |reason: &'static str, detail: String| {
@@ -761,12 +772,12 @@ impl State {
             deps,
             phony_deps: self.phony,
             key_args,
-            include_dirs: self.include_dirs.clone(),
-            search_args: self.search_args.clone(),
+            include_dirs: lists.include_dirs,
+            search_args: lists.search_args,
             debug_info: self.debug_info,
             native_cpu: self.native_cpu,
             colour_explicit: self.colour_explicit,
-            dep_arg_positions: self.dep_arg_positions.clone(),
+            dep_arg_positions: lists.dep_arg_positions,
         })
     }
 }

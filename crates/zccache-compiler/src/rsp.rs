@@ -95,25 +95,15 @@ pub fn expand(
         files: Vec::new(),
     };
     let mut stack = Vec::new();
-    expand_into(args, cwd, read, &mut stack, &mut expanded);
+    for arg in args {
+        expand_arg(Cow::Borrowed(arg), cwd, read, &mut stack, &mut expanded);
+    }
     Some(expanded)
 }
 
 fn is_response_file(arg: &OsStr) -> bool {
     let bytes = arg.as_bytes();
     bytes.len() > 1 && bytes[0] == b'@'
-}
-
-fn expand_into(
-    args: &[OsString],
-    cwd: &Path,
-    read: &mut dyn FnMut(&Path) -> io::Result<Vec<u8>>,
-    stack: &mut Vec<PathBuf>,
-    out: &mut Expanded,
-) {
-    for arg in args {
-        expand_arg(Cow::Borrowed(arg.as_os_str()), cwd, read, stack, out);
-    }
 }
 
 /// One argument: kept, or replaced by what its response file holds. Arguments read from a file
