@@ -4,6 +4,7 @@ use crate::inspect::{not_cacheable, Probe};
 use crate::pipeline::{
     exit_code, Call, Captured, CapturedOutput, Found, KeyHasher, LookupMemo, Miss,
 };
+use crate::scratch::Scratch;
 use crate::search::SearchPath;
 use crate::stats::Stats;
 use crate::toolchain::Toolchain;
@@ -81,12 +82,14 @@ impl Daemon {
                 return self.run_locally(call, reason);
             }
         };
-        let Some(store) = self.store() else {
-            return self.run_locally(call, "store_unavailable");
-        };
+        // Identified first: a new daemon's first call probes the compiler while the store
+        // is still opening.
         let toolchain = match self.identify_cc(call) {
             Ok(toolchain) => toolchain,
             Err(response) => return *response,
+        };
+        let Some(store) = self.store() else {
+            return self.run_locally(call, "store_unavailable");
         };
         let invocation = match parsed {
             Parsed::Cacheable(invocation) => invocation,
@@ -213,20 +216,16 @@ impl Daemon {
         // We always need the full dependency list; ask for it unless the build asked for -MD.
         let own_depfile = match &invocation.deps {
             DepMode::Full { .. } => None,
-            DepMode::None | DepMode::UserOnly { .. } => match tempfile::Builder::new()
-                .prefix("deps-")
-                .suffix(".d")
-                .tempfile_in(self.root.tmp_dir())
-            {
-                Ok(file) => Some(file.into_temp_path()),
+            DepMode::None | DepMode::UserOnly { .. } => match self.scratch.take() {
+                Ok(file) => Some(file),
                 Err(e) => {
-                    tracing::warn!("cannot create a temp depfile: {e}");
+                    tracing::warn!("cannot make a scratch depfile: {e}");
                     return self.run_locally(call, "store_unwritable");
                 }
             },
         };
         let mut run_args = match &own_depfile {
-            Some(path) => invocation.args_with_depfile(args, path),
+            Some(scratch) => invocation.args_with_depfile(args, scratch.path()),
             None => args.to_vec(),
         };
         force_colour(&mut run_args, invocation.colour_explicit, toolchain);
@@ -239,7 +238,7 @@ impl Daemon {
         };
         unlink_if_read_only(&absolute(&call.cwd, &invocation.output));
         let depfile_path = match (&own_depfile, &invocation.deps) {
-            (Some(own), _) => own.to_path_buf(),
+            (Some(own), _) => own.path().to_path_buf(),
             (None, DepMode::Full { path }) => absolute(&call.cwd, path),
             (None, _) => unreachable!("own depfile is set unless the build asked for -MD"),
         };
@@ -252,27 +251,52 @@ impl Daemon {
             time_macros_matter: true,
             parts,
         };
-        // Take what the build may change next (outputs, depfile) before the reply.
-        self.run_miss(call, &run_args, miss, || {
-            self.capture(call, invocation, toolchain, &depfile_path)
+        // Take what the build may change next (outputs, depfile) before the reply. The first
+        // compile under these search flags also needs the compiler's system include dirs: that
+        // probe (another compiler process) runs beside the compile instead of after it.
+        let known = self.toolchains.knows_system_dirs(
+            toolchain,
+            invocation.language,
+            &invocation.search_args,
+            &call.cwd,
+        );
+        std::thread::scope(|scope| {
+            let probe = (!known).then(|| {
+                std::thread::Builder::new().spawn_scoped(scope, || {
+                    let _ = self.toolchains.system_dirs(
+                        toolchain,
+                        &call.compiler,
+                        invocation.language,
+                        &invocation.search_args,
+                        &call.env,
+                        &call.cwd,
+                    );
+                })
+            });
+            self.run_miss(call, &run_args, miss, || {
+                if let Some(Ok(probe)) = probe {
+                    let _ = probe.join();
+                }
+                self.capture(call, invocation, toolchain, &depfile_path)
+            })
         })
     }
 
     /// Arguments that came from response files go back into one, so the command line stays as
-    /// short as the build made it. The file lives as long as the returned path.
+    /// short as the build made it. The file is the caller's as long as it holds the result.
     fn repack_response_file(
         &self,
         run_args: &mut Vec<OsString>,
         from_response_files: bool,
-    ) -> std::io::Result<Option<tempfile::TempPath>> {
+    ) -> std::io::Result<Option<Scratch<'_>>> {
         if !from_response_files {
             return Ok(None);
         }
-        let path = self.write_response_file(run_args)?;
+        let file = self.write_response_file(run_args)?;
         let mut arg = OsString::from("@");
-        arg.push(path.as_os_str());
+        arg.push(file.path().as_os_str());
         *run_args = vec![arg];
-        Ok(Some(path))
+        Ok(Some(file))
     }
 
     /// `gcc -c a.c b.c …`: every source is looked up (in parallel), hits are delivered, and
@@ -430,19 +454,16 @@ impl Daemon {
         })
     }
 
-    /// A temporary response file holding `args`, quoted the way gcc and clang read them.
-    fn write_response_file(&self, args: &[OsString]) -> std::io::Result<tempfile::TempPath> {
-        use std::io::Write;
-        let mut file = tempfile::Builder::new()
-            .prefix("args-")
-            .suffix(".rsp")
-            .tempfile_in(self.root.tmp_dir())?;
+    /// A scratch response file holding `args`, quoted the way gcc and clang read them.
+    fn write_response_file(&self, args: &[OsString]) -> std::io::Result<Scratch<'_>> {
+        let scratch = self.scratch.take()?;
+        let mut text = Vec::new();
         for arg in args {
-            file.write_all(&rsp::quote(arg.as_bytes()))?;
-            file.write_all(b"\n")?;
+            text.extend_from_slice(&rsp::quote(arg.as_bytes()));
+            text.push(b'\n');
         }
-        file.flush()?;
-        Ok(file.into_temp_path())
+        scratch.write_all(&text)?;
+        Ok(scratch)
     }
 
     /// Reads what the compile produced before the build can touch it, and writes the `-MMD`

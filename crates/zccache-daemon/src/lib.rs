@@ -17,6 +17,7 @@ mod pending;
 mod pipeline;
 mod rust;
 mod rustfmt;
+mod scratch;
 mod search;
 mod server;
 mod session;
@@ -57,6 +58,8 @@ pub(crate) struct Daemon {
     started: Instant,
     /// Mode for files we create at output paths: 0666 under the daemon's umask.
     output_mode: u32,
+    /// Depfiles and response files handed to compilers, reused from one miss to the next.
+    scratch: scratch::ScratchFiles,
 }
 
 /// How long a request waits for the store to open before it runs uncached.

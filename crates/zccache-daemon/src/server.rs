@@ -85,6 +85,10 @@ pub fn run(options: DaemonOptions) -> i32 {
         evicting: Default::default(),
         started: Instant::now(),
         output_mode,
+        scratch: match root.ensure_scratch_dir(PROTOCOL_VERSION) {
+            Some(dir) => crate::scratch::ScratchFiles::new(dir, true),
+            None => crate::scratch::ScratchFiles::new(root.tmp_dir(), false),
+        },
     });
     // The store opens beside the first requests (see `Daemon::store`); what a killed
     // predecessor left half-written is then cleaned up, off the request path.
@@ -124,8 +128,10 @@ pub fn run(options: DaemonOptions) -> i32 {
             syncing.sync_store();
         });
     let socket = root.socket_path(PROTOCOL_VERSION);
+    let exiting = daemon.clone();
     let code = serve(daemon, &socket, options.idle_timeout, options.notify_ready);
     let _ = std::fs::remove_file(&socket);
+    exiting.scratch.remove_unused();
     tracing::info!("daemon exiting");
     drop(lock);
     code

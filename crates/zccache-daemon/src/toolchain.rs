@@ -255,6 +255,18 @@ impl Toolchains {
         Ok((answer, false))
     }
 
+    /// Whether [`Toolchains::system_dirs`] would answer from memory.
+    pub fn knows_system_dirs(
+        &self,
+        toolchain: &Toolchain,
+        language: Language,
+        search_args: &[OsString],
+        cwd: &Path,
+    ) -> bool {
+        let key = system_dirs_key(toolchain, language, search_args, cwd);
+        self.search_dirs.contains_key(&key)
+    }
+
     /// The compiler's own `#include <...>` directories for `language` under `search_args`
     /// (`--sysroot`, `-nostdinc`, `--target`...), absolute and in search order.
     pub fn system_dirs(
@@ -266,15 +278,7 @@ impl Toolchains {
         env: &[(OsString, OsString)],
         cwd: &Path,
     ) -> Result<Arc<Vec<PathBuf>>, String> {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&toolchain.hash);
-        hasher.update(language.as_x().as_bytes());
-        for arg in search_args {
-            hasher.update(&(arg.len() as u64).to_le_bytes());
-            hasher.update(arg.as_encoded_bytes());
-        }
-        hasher.update(cwd.as_os_str().as_encoded_bytes());
-        let key = *hasher.finalize().as_bytes();
+        let key = system_dirs_key(toolchain, language, search_args, cwd);
         if let Some(found) = self.search_dirs.get(&key) {
             return Ok(found.clone());
         }
@@ -301,6 +305,24 @@ impl Toolchains {
         self.search_dirs.insert(key, dirs.clone());
         Ok(dirs)
     }
+}
+
+/// What a compiler's system include directories depend on besides its identity.
+fn system_dirs_key(
+    toolchain: &Toolchain,
+    language: Language,
+    search_args: &[OsString],
+    cwd: &Path,
+) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&toolchain.hash);
+    hasher.update(language.as_x().as_bytes());
+    for arg in search_args {
+        hasher.update(&(arg.len() as u64).to_le_bytes());
+        hasher.update(arg.as_encoded_bytes());
+    }
+    hasher.update(cwd.as_os_str().as_encoded_bytes());
+    *hasher.finalize().as_bytes()
 }
 
 /// Whether a variable can change a rustc query's answer: rustc's own (`RUST*`), the dynamic

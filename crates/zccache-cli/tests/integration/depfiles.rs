@@ -127,3 +127,60 @@ fn depfile_to_dev_null_writes_nothing_and_still_caches() {
         .file_type()
         .is_char_device());
 }
+
+/// The daemon hands gcc the same scratch depfile miss after miss: each compile must record
+/// the headers it read itself, not those of the compile that used the file before it.
+#[test]
+fn a_reused_scratch_depfile_records_only_its_own_compiles_headers() {
+    let sb = Sandbox::new();
+    sb.write_old("big.h", "#define BIG 1\n");
+    sb.write_old("a.c", "#include \"big.h\"\nint a(void) { return BIG; }\n");
+    sb.write_old("b.c", "int b(void) { return 2; }\n");
+    sb.ok(&["gcc", "-c", "a.c", "-o", "a.o"]);
+    sb.ok(&["gcc", "-c", "b.c", "-o", "b.o"]);
+    assert_eq!((sb.hits(), sb.misses()), (0, 2));
+    // b.c never read big.h: editing it leaves b.o a hit and makes a.o a miss.
+    sb.write_old("big.h", "#define BIG 22\n");
+    std::fs::remove_file(sb.path("b.o")).unwrap();
+    sb.ok(&["gcc", "-c", "b.c", "-o", "b.o"]);
+    assert_eq!((sb.hits(), sb.misses()), (1, 2));
+    sb.ok(&["gcc", "-c", "a.c", "-o", "a.o"]);
+    assert_eq!((sb.hits(), sb.misses()), (1, 3));
+}
+
+/// Scratch files live in a private directory in memory where there is `/dev/shm`, not in
+/// the cache's `tmp/`, and go when the daemon stops.
+#[test]
+fn scratch_files_live_in_a_private_memory_dir_and_go_with_the_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    if !std::path::Path::new("/dev/shm").is_dir() {
+        eprintln!("skipped: no /dev/shm here");
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.write_old("a.c", "int a(void) { return 1; }\n");
+    sb.ok(&["gcc", "-c", "a.c", "-o", "a.o"]);
+    let root = zccache_core::CacheRoot::new(&sb.cache);
+    let scratch = root
+        .ensure_scratch_dir(zccache_protocol::PROTOCOL_VERSION)
+        .unwrap();
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with("scratch-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(names(&scratch).len(), 1, "one compile, one scratch file");
+    assert!(names(&root.tmp_dir()).is_empty());
+    for dir in [scratch.as_path(), scratch.parent().unwrap()] {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+    let stop = sb.zccache().arg("stop").output().unwrap();
+    assert_success(&stop, &["stop"]);
+    assert!(!scratch.exists(), "the daemon's scratch dir outlived it");
+}
