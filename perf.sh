@@ -11,8 +11,8 @@
 #                              rsp-multi, c-gcc, rust-build, rust-check)
 #
 # Workloads are generated into a temp dir, one copy per tool (so no daemon sees another
-# tool's writes). Tools run interleaved, run by run, each round starting with the next tool
-# (no tool always follows the same one); cold runs start
+# tool's writes). Tools run interleaved, run by run, in a shuffled order per round (no tool
+# always runs first or right after the same one); cold runs start
 # from an empty cache, warm runs remove the outputs first so they must be restored. Every warm
 # output is compared byte for byte with the cold one. Timings are wall-clock medians.
 set -euo pipefail
@@ -279,9 +279,11 @@ memory = {}
 
 
 def rotated(tools, rep):
-    """The tools in the order of round `rep`: each round starts one tool later."""
-    k = rep % len(tools)
-    return tools[k:] + tools[:k]
+    """The tools in the order of round `rep`: a shuffle seeded by the round, so that no tool
+    always runs first or right after the same one (what ran before changes what is still in
+    the CPU caches and the page cache), and a rerun uses the same orders."""
+    import random
+    return random.Random(rep).sample(tools, len(tools))
 
 
 def timed(workload, tool):
