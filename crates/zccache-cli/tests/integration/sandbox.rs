@@ -151,6 +151,14 @@ impl Sandbox {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Prints the compile journal and the daemon log, for a test about to fail on counts.
+    pub fn print_daemon_records(&self) {
+        for name in ["logs/compile_journal.jsonl", "logs/daemon.log"] {
+            let text = std::fs::read_to_string(self.cache.join(name)).unwrap_or_default();
+            eprintln!("--- {name}:\n{text}");
+        }
+    }
+
     /// The permission bits of a file in the work dir.
     pub fn mode(&self, rel: &str) -> u32 {
         use std::os::unix::fs::PermissionsExt;
