@@ -34,7 +34,7 @@ fi
 echo "==> building zccache (release)" >&2
 built="$("$here/scripts/build-release.sh")"
 exec python3 - "$here" "$venv" "$built" "${args[@]+"${args[@]}"}" <<'PY'
-import json, os, shutil, statistics, subprocess, sys, tempfile, time, hashlib
+import json, os, random, shutil, statistics, subprocess, sys, tempfile, time, hashlib
 
 here, venv, built = sys.argv[1], sys.argv[2], sys.argv[3]
 opts = sys.argv[4:]
@@ -278,11 +278,10 @@ def daemon_memory(tool):
 memory = {}
 
 
-def rotated(tools, rep):
+def round_order(tools, rep):
     """The tools in the order of round `rep`: a shuffle seeded by the round, so that no tool
     always runs first or right after the same one (what ran before changes what is still in
     the CPU caches and the page cache), and a rerun uses the same orders."""
-    import random
     return random.Random(rep).sample(tools, len(tools))
 
 
@@ -310,7 +309,7 @@ for workload in workloads:
     for tool in tools:
         entry["tools"][tool.name] = {"cold_runs": [], "warm_runs": []}
     for rep in range(cold_reps):
-        for tool in rotated(tools, rep):
+        for tool in round_order(tools, rep):
             tool.clear()
             seconds = timed(workload, tool)
             entry["tools"][tool.name]["cold_runs"].append(seconds)
@@ -321,7 +320,7 @@ for workload in workloads:
         t = entry["tools"][tool.name]
         t["cold"] = statistics.median(t["cold_runs"])
     for rep in range(reps):
-        for tool in rotated(tools, rep):
+        for tool in round_order(tools, rep):
             seconds = timed(workload, tool)
             entry["tools"][tool.name]["warm_runs"].append(seconds)
             if digest(workload.outputs(tool)) != cold_digest[tool.name]:

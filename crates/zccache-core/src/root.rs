@@ -103,12 +103,8 @@ impl CacheRoot {
         if inside.as_os_str().len() <= MAX_SOCKET_PATH {
             return inside;
         }
-        let digest = blake3::hash(self.root.as_os_str().as_encoded_bytes());
-        let short = &crate::hex(digest.as_bytes())[..24];
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::getuid() };
-        PathBuf::from(format!("/tmp/zccache-{uid}"))
-            .join(format!("{short}-v{protocol_version}.sock"))
+        PathBuf::from(format!("/tmp/zccache-{}", uid()))
+            .join(format!("{}-v{protocol_version}.sock", self.short_digest()))
     }
 
     /// A private directory on RAM-backed `/dev/shm` for the daemon's scratch files (the
@@ -124,16 +120,19 @@ impl CacheRoot {
         if !std::fs::symlink_metadata(base).ok()?.is_dir() {
             return None;
         }
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::getuid() };
-        let mine = base.join(format!("zccache-{uid}"));
-        let digest = blake3::hash(self.root.as_os_str().as_encoded_bytes());
-        let short = &crate::hex(digest.as_bytes())[..24];
-        let dir = mine.join(format!("{short}-v{protocol_version}"));
+        let mine = base.join(format!("zccache-{}", uid()));
+        let dir = mine.join(format!("{}-v{protocol_version}", self.short_digest()));
         // Both levels ours and 0700: nobody else can swap the directory or plant a file in it.
         make_private_dir(&mine).ok()?;
         make_private_dir(&dir).ok()?;
         Some(dir)
+    }
+
+    /// Names this root in shared places (`/tmp`, `/dev/shm`) where its path would not fit or
+    /// could not be used.
+    fn short_digest(&self) -> String {
+        let digest = blake3::hash(self.root.as_os_str().as_encoded_bytes());
+        crate::hex(digest.as_bytes())[..24].to_string()
     }
 
     /// Creates the root and its subdirectories with mode 0700, whatever the umask, and refuses
@@ -152,6 +151,11 @@ impl CacheRoot {
     }
 }
 
+fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
 /// Creates `dir` (and parents) and makes it 0700 and ours.
 fn make_private_dir(dir: &Path) -> Result<(), RootError> {
     let io_err = |error| RootError::Io {
@@ -168,9 +172,7 @@ fn make_private_dir(dir: &Path) -> Result<(), RootError> {
         Err(e) => return Err(io_err(e)),
     }
     let meta = std::fs::symlink_metadata(dir).map_err(io_err)?;
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    if meta.uid() != uid {
+    if meta.uid() != uid() {
         return Err(RootError::ForeignOwner {
             path: dir.to_path_buf(),
             owner: meta.uid(),
@@ -229,7 +231,7 @@ mod tests {
         // Someone else's link where our directory would be: no scratch dir there.
         let planted = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
-        let uid = unsafe { libc::getuid() };
+        let uid = uid();
         std::os::unix::fs::symlink(
             elsewhere.path(),
             planted.path().join(format!("zccache-{uid}")),

@@ -263,14 +263,7 @@ impl Daemon {
         std::thread::scope(|scope| {
             let probe = (!known).then(|| {
                 std::thread::Builder::new().spawn_scoped(scope, || {
-                    let _ = self.toolchains.system_dirs(
-                        toolchain,
-                        &call.compiler,
-                        invocation.language,
-                        &invocation.search_args,
-                        &call.env,
-                        &call.cwd,
-                    );
+                    let _ = self.system_dirs(call, invocation, toolchain);
                 })
             });
             self.run_miss(call, &run_args, miss, || {
@@ -466,6 +459,23 @@ impl Daemon {
         Ok(scratch)
     }
 
+    /// The compiler's own include directories for this compile's language and search flags.
+    fn system_dirs(
+        &self,
+        call: &Call,
+        invocation: &CompileInvocation,
+        toolchain: &Toolchain,
+    ) -> Result<Arc<Vec<PathBuf>>, String> {
+        self.toolchains.system_dirs(
+            toolchain,
+            &call.compiler,
+            invocation.language,
+            &invocation.search_args,
+            &call.env,
+            &call.cwd,
+        )
+    }
+
     /// Reads what the compile produced before the build can touch it, and writes the `-MMD`
     /// depfile the build asked for.
     fn capture(
@@ -479,15 +489,7 @@ impl Daemon {
         let text = String::from_utf8(text).map_err(|_| "depfile_unreadable")?;
         let parsed = depfile::parse(&text).ok_or("depfile_unreadable")?;
         let system_dirs = self
-            .toolchains
-            .system_dirs(
-                toolchain,
-                &call.compiler,
-                invocation.language,
-                &invocation.search_args,
-                &call.env,
-                &call.cwd,
-            )
+            .system_dirs(call, invocation, toolchain)
             .map_err(|_| "compiler_unidentified")?;
         let mut outputs = Vec::new();
         let object =
