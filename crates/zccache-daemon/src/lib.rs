@@ -51,8 +51,8 @@ pub(crate) struct Daemon {
     journal: journal::Journal,
     /// Results being stored after their reply was sent.
     pending: pending::PendingStores,
-    /// How many of them are checked and written at once.
-    store_slots: pending::StoreSlots,
+    /// The threads that check and write them, a few at once.
+    store_queue: std::sync::Arc<pending::StoreQueue>,
     /// An eviction pass is running (one at a time, off the request path).
     evicting: std::sync::atomic::AtomicBool,
     started: Instant,

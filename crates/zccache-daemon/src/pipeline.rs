@@ -439,6 +439,15 @@ pub(crate) struct Ran {
     pub stderr_sent: usize,
 }
 
+/// Marks a pending store as ended when dropped.
+struct PendingGuard<'a>(&'a crate::pending::PendingStores, Hash);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end(&self.1);
+    }
+}
+
 /// A compile result waiting to be checked and stored after the reply.
 struct StoreJob {
     key: Hash,
@@ -779,35 +788,32 @@ impl Daemon {
         });
     }
 
-    /// Checks and stores `job` on a background thread; lookups of the same key wait for it.
+    /// Checks and stores `job` on a store worker; lookups of the same key wait for it.
     fn store_later(self: &Arc<Self>, job: StoreJob) {
         let key = job.key;
         self.pending.begin(&key);
         let daemon = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("zccache-store".into())
-            .spawn(move || {
-                let key = job.key;
-                let session = job.session.clone();
-                let not_stored = |reason: &str| {
-                    daemon.stats.not_stored(reason);
-                    if let Some(session) = &session {
-                        session.stats.not_stored(reason);
-                    }
-                };
-                match daemon.store() {
-                    Some(store) => {
-                        let stored = daemon.store_slots.run(|| daemon.finish_store(store, job));
-                        if let Err(reason) = stored {
-                            not_stored(reason);
-                        }
-                        daemon.evict_if_needed(store);
-                    }
-                    None => not_stored("store_unavailable"),
+        let queued = self.store_queue.push(Box::new(move || {
+            // Ends the pending store however the work ends (a panic included).
+            let _pending = PendingGuard(&daemon.pending, job.key);
+            let session = job.session.clone();
+            let not_stored = |reason: &str| {
+                daemon.stats.not_stored(reason);
+                if let Some(session) = &session {
+                    session.stats.not_stored(reason);
                 }
-                daemon.pending.end(&key);
-            });
-        if spawned.is_err() {
+            };
+            match daemon.store() {
+                Some(store) => {
+                    if let Err(reason) = daemon.finish_store(store, job) {
+                        not_stored(reason);
+                    }
+                    daemon.evict_if_needed(store);
+                }
+                None => not_stored("store_unavailable"),
+            }
+        }));
+        if queued.is_err() {
             self.pending.end(&key);
             self.stats.not_stored("store_unwritable");
         }

@@ -79,7 +79,7 @@ pub fn run(options: DaemonOptions) -> i32 {
         sessions: Sessions::new(options.session_timeout, output_mode),
         journal: Journal::start(&root, options.journal_max_size),
         pending: Default::default(),
-        store_slots: crate::pending::StoreSlots::new(
+        store_queue: crate::pending::StoreQueue::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
         evicting: Default::default(),
