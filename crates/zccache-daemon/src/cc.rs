@@ -254,23 +254,54 @@ impl Daemon {
         // Take what the build may change next (outputs, depfile) before the reply. The first
         // compile under these search flags also needs the compiler's system include dirs: that
         // probe (another compiler process) runs beside the compile instead of after it.
-        let known = self.toolchains.knows_system_dirs(
-            toolchain,
-            invocation.language,
-            &invocation.search_args,
-            &call.cwd,
-        );
-        std::thread::scope(|scope| {
-            let probe = (!known).then(|| {
-                std::thread::Builder::new().spawn_scoped(scope, || {
-                    let _ = self.system_dirs(call, invocation, toolchain);
-                })
-            });
+        self.beside_system_dir_probes(call, &[invocation], toolchain, |probes| {
             self.run_miss(call, &run_args, miss, || {
-                if let Some(Ok(probe)) = probe {
-                    let _ = probe.join();
-                }
+                probes.finish();
                 self.capture(call, invocation, toolchain, &depfile_path)
+            })
+        })
+    }
+
+    /// Runs `compile` while the compiler's system include dirs are probed for every unit whose
+    /// language and search flags have not been probed yet: the capture after a first compile
+    /// needs them, and the probe (another compiler process) then costs no time of its own.
+    /// `compile` calls [`SystemDirProbes::finish`] before it captures.
+    fn beside_system_dir_probes<R>(
+        &self,
+        call: &Call,
+        units: &[&CompileInvocation],
+        toolchain: &Toolchain,
+        compile: impl FnOnce(&SystemDirProbes<'_>) -> R,
+    ) -> R {
+        let mut unknown: Vec<&CompileInvocation> = Vec::new();
+        for unit in units {
+            let probed_alike = unknown
+                .iter()
+                .any(|u| u.language == unit.language && u.search_args == unit.search_args);
+            if !probed_alike
+                && !self.toolchains.knows_system_dirs(
+                    toolchain,
+                    unit.language,
+                    &unit.search_args,
+                    &call.cwd,
+                )
+            {
+                unknown.push(unit);
+            }
+        }
+        std::thread::scope(|scope| {
+            let running = unknown
+                .into_iter()
+                .filter_map(|unit| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || {
+                            let _ = self.system_dirs(call, unit, toolchain);
+                        })
+                        .ok()
+                })
+                .collect();
+            compile(&SystemDirProbes {
+                running: std::cell::RefCell::new(running),
             })
         })
     }
@@ -378,25 +409,36 @@ impl Daemon {
         }
         let started_at = SystemTime::now();
         let started = Instant::now();
-        let output = match call.run(&call.compiler, &run_args) {
+        let miss_units: Vec<&CompileInvocation> = misses.iter().map(|&i| &multi.units[i]).collect();
+        let ran = self.beside_system_dir_probes(call, &miss_units, toolchain, |probes| {
+            let output = call.run(&call.compiler, &run_args);
+            probes.finish();
+            output
+        });
+        let output = match ran {
             Ok(output) => output,
             Err(_) => return self.run_locally(call, "compiler_spawn_failed"),
         };
-        let compile_ms = started.elapsed().as_millis() as u64;
+        let ran_for = started.elapsed();
+        let compile_ms = ran_for.as_millis() as u64;
         // With several misses, diagnostics can't be told apart per source: store them only
         // when there are none.
         let attributable =
             misses.len() == 1 || (output.stdout.is_empty() && output.stderr.is_empty());
-        for &i in &misses {
-            let unit = &multi.units[i];
-            self.count(call, Stats::miss);
-            let depfile = match &unit.deps {
-                DepMode::Full { path } | DepMode::UserOnly { path } => absolute(&call.cwd, path),
-                DepMode::None => absolute(&call.cwd, &unit.output.with_extension("d")),
-            };
-            let captured = if !output.status.success() {
-                Err("compile_failed")
-            } else {
+        // Every miss's outputs are taken before the reply, side by side.
+        let captures: Vec<Result<Captured, &'static str>> = misses
+            .par_iter()
+            .map(|&i| {
+                let unit = &multi.units[i];
+                if !output.status.success() {
+                    return Err("compile_failed");
+                }
+                let depfile = match &unit.deps {
+                    DepMode::Full { path } | DepMode::UserOnly { path } => {
+                        absolute(&call.cwd, path)
+                    }
+                    DepMode::None => absolute(&call.cwd, &unit.output.with_extension("d")),
+                };
                 let captured = self.capture(call, unit, toolchain, &depfile);
                 if let Some(extra) = extra_depfile(unit) {
                     let _ = std::fs::remove_file(extra);
@@ -405,7 +447,17 @@ impl Daemon {
                     Ok(_) if !attributable => Err("multi_file_diagnostics"),
                     other => other,
                 }
-            };
+            })
+            .collect();
+        tracing::debug!(
+            "multi miss: the tool ran {} us, the outputs of {} sources were taken in {} us",
+            ran_for.as_micros(),
+            misses.len(),
+            (started.elapsed() - ran_for).as_micros()
+        );
+        for (&i, captured) in misses.iter().zip(captures) {
+            let unit = &multi.units[i];
+            self.count(call, Stats::miss);
             match captured {
                 Ok(captured) => {
                     let (key, source) = prepared[i];
@@ -840,6 +892,20 @@ fn unlink_if_read_only(path: &Path) {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.is_file() && meta.permissions().mode() & 0o200 == 0 {
             let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The system-dir probes running beside a compile ([`Daemon::beside_system_dir_probes`]).
+struct SystemDirProbes<'scope> {
+    running: std::cell::RefCell<Vec<std::thread::ScopedJoinHandle<'scope, ()>>>,
+}
+
+impl SystemDirProbes<'_> {
+    /// Waits for the probes to end (their answers are remembered by the toolchains).
+    fn finish(&self) {
+        for probe in self.running.borrow_mut().drain(..) {
+            let _ = probe.join();
         }
     }
 }
