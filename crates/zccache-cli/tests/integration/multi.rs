@@ -154,3 +154,37 @@ fn depfiles_for_several_sources_match_the_compiler() {
         }
     }
 }
+
+/// A new daemon's first call holds a C and a C++ source: the compiler's system dirs are probed
+/// for both languages beside the compile, and both results are stored and served.
+#[test]
+fn c_and_cxx_sources_in_a_new_daemons_first_call() {
+    for compiler in COMPILERS {
+        let sb = Sandbox::new();
+        sb.write_old(
+            "a.c",
+            "#include <stdio.h>\nint a(void) { return printf(\"a\"); }\n",
+        );
+        sb.write_old(
+            "b.cpp",
+            "#include <vector>\nint b() { std::vector<int> v(3); return (int)v.size(); }\n",
+        );
+        let args = [compiler, "-c", "-O1", "a.c", "b.cpp"];
+        sb.ok(&args);
+        assert_eq!((sb.hits(), sb.misses()), (0, 2), "{compiler}");
+        let cold = (sb.read("a.o"), sb.read("b.o"));
+        std::fs::create_dir_all(sb.path("bare")).unwrap();
+        let bare_args = [compiler, "-c", "-O1", "../a.c", "../b.cpp"];
+        assert_success(&sb.bare("bare", &bare_args), &bare_args);
+        assert_eq!(
+            cold,
+            (sb.read("bare/a.o"), sb.read("bare/b.o")),
+            "{compiler}"
+        );
+        std::fs::remove_file(sb.path("a.o")).unwrap();
+        std::fs::remove_file(sb.path("b.o")).unwrap();
+        sb.ok(&args);
+        assert_eq!((sb.hits(), sb.misses()), (2, 2), "{compiler}");
+        assert_eq!(cold, (sb.read("a.o"), sb.read("b.o")), "{compiler}");
+    }
+}
