@@ -147,7 +147,6 @@ impl Call {
         program: &Path,
         args: &[OsString],
     ) -> std::io::Result<(std::process::Output, usize)> {
-        use std::io::Read;
         let Some(progress) = &self.progress else {
             return Ok((self.run(program, args)?, 0));
         };
@@ -156,40 +155,24 @@ impl Call {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        let mut child_stdout = child.stdout.take().expect("piped stdout");
-        let mut child_stderr = child.stderr.take().expect("piped stderr");
-        let mut stderr = Vec::new();
+        let child_stdout = child.stdout.take().expect("piped stdout");
+        let child_stderr = child.stderr.take().expect("piped stderr");
         let mut sent = 0;
-        let stdout = std::thread::scope(|scope| {
-            let reader = scope.spawn(move || {
-                let mut stdout = Vec::new();
-                child_stdout.read_to_end(&mut stdout).map(|_| stdout)
-            });
-            let mut chunk = vec![0u8; 16 * 1024];
-            let mut client_gone = false;
-            loop {
-                match child_stderr.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        stderr.extend_from_slice(&chunk[..n]);
-                        // A client that went away still gets its result stored.
-                        if !client_gone {
-                            let message = Response::Progress {
-                                stderr: chunk[..n].to_vec(),
-                            };
-                            client_gone = progress.send(&message).is_err();
-                            if !client_gone {
-                                sent = stderr.len();
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+        let mut client_gone = false;
+        let read = read_both(child_stdout, child_stderr, |stderr_so_far, chunk| {
+            // A client that went away still gets its result stored.
+            if !client_gone {
+                let message = Response::Progress {
+                    stderr: chunk.to_vec(),
+                };
+                client_gone = progress.send(&message).is_err();
+                if !client_gone {
+                    sent = stderr_so_far;
                 }
             }
-            reader.join().expect("stdout reader")
-        })?;
+        });
         let status = child.wait()?;
+        let (stdout, stderr) = read?;
         Ok((
             std::process::Output {
                 status,
@@ -199,6 +182,63 @@ impl Call {
             sent,
         ))
     }
+}
+
+/// Reads a child's stdout and stderr to their ends on this thread, with `poll`, and hands each
+/// piece of stderr to `on_stderr` (with the length of stderr so far) as it comes. A reader
+/// thread per compile, as before, cost its creation, and at the compiler's exit a wakeup that
+/// often landed on the other, idle CPU, which the reply then waited for.
+fn read_both(
+    stdout: std::process::ChildStdout,
+    stderr: std::process::ChildStderr,
+    mut on_stderr: impl FnMut(usize, &[u8]),
+) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    use std::io::Read;
+    use std::os::unix::io::AsRawFd;
+    let (mut stdout, mut stderr) = (stdout, stderr);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut fds = [
+        libc::pollfd {
+            fd: stdout.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stderr.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // A negative descriptor is one `poll` skips: that pipe has ended.
+    while fds.iter().any(|fd| fd.fd >= 0) {
+        // SAFETY: two valid pollfd structs; the descriptors live as long as the pipes here.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for (index, fd) in fds.iter_mut().enumerate() {
+            if fd.fd < 0 || fd.revents == 0 {
+                continue;
+            }
+            // Readable, hung up or in error: a read does not block and tells which.
+            let pipe: &mut dyn Read = if index == 0 { &mut stdout } else { &mut stderr };
+            match pipe.read(&mut chunk) {
+                Ok(0) => fd.fd = -1,
+                Ok(n) if index == 0 => out.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    err.extend_from_slice(&chunk[..n]);
+                    on_stderr(err.len(), &chunk[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok((out, err))
 }
 
 /// Directory signatures and listings for a call's shadowing checks, on the same terms as
@@ -984,6 +1024,39 @@ pub(crate) fn which(call: &Call, program: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both pipes fill past their kernel buffer (64 KiB) in turns: reading one to its end
+    /// before the other would deadlock. Every byte arrives, in order, and stderr is handed on
+    /// piece by piece with the length so far.
+    #[test]
+    fn stdout_and_stderr_are_read_together_to_their_ends() {
+        let script = "i=0; while [ $i -lt 400 ]; do \
+            printf 'out %04d %0200d\\n' $i 0; printf 'err %04d %0200d\\n' $i 0 >&2; \
+            i=$((i+1)); done; exit 3";
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let mut pieces = Vec::new();
+        let mut lengths = Vec::new();
+        let (out, err) = read_both(stdout, stderr, |so_far, piece| {
+            pieces.extend_from_slice(piece);
+            lengths.push(so_far);
+        })
+        .unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+        let line = |kind: &str, i: usize| format!("{kind} {i:04} {:0200}\n", 0);
+        let expected_out: String = (0..400).map(|i| line("out", i)).collect();
+        let expected_err: String = (0..400).map(|i| line("err", i)).collect();
+        assert_eq!(String::from_utf8(out).unwrap(), expected_out);
+        assert_eq!(String::from_utf8(err.clone()).unwrap(), expected_err);
+        assert_eq!(pieces, err, "every piece of stderr was handed on, in order");
+        assert!(lengths.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(lengths.last(), Some(&err.len()));
+    }
 
     #[test]
     fn key_fields_do_not_run_together() {

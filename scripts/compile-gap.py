@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Measures what zccache adds between two cold compiles, apart from the compiler's own run.
+
+Whole-build timings of a cold gcc build swing by 10-20 % from one build to the next on a busy
+virtual machine (gcc's own run time moves with the host's load), which hides changes of a
+fraction of a millisecond per compile. This script traces process execs and exits with
+`perf record -e sched:...` during a build of 50 C files, sequential, and reports per compile:
+
+  gap  the time from one gcc's exit to the next gcc's exec: the build tool's fork and exec,
+       and, through zccache, the client, the request, the daemon's lookup and spawn, and the
+       reply; it does not include the compiler's run, so it is steady from build to build;
+  run  gcc's own run (exec to exit), for reference.
+
+Builds alternate between bare gcc and each zccache given (a fresh, empty cache each time).
+Needs `perf` and the right to trace (root, or perf_event_paranoid <= -1).
+
+usage: scripts/compile-gap.py [--builds N] ZCCACHE [ZCCACHE...]
+       (a ZCCACHE may carry environment settings: /path/zccache,NAME=VALUE,...)
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SOURCES = 50
+EVENTS = "sched:sched_process_exec,sched:sched_process_exit"
+
+
+def write_sources(work):
+    for i in range(SOURCES):
+        with open(os.path.join(work, f"src{i}.c"), "w") as f:
+            f.write(
+                "#include <stdio.h>\n#include <string.h>\n"
+                f"int f{i}(int x) {{ char b[32]; snprintf(b, sizeof b, \"%d\", x + {i}); "
+                "return (int)strlen(b); }\n"
+            )
+    old = time.time() - 3600
+    for name in os.listdir(work):
+        os.utime(os.path.join(work, name), (old, old))
+
+
+def build_command(prefix):
+    """A shell loop: the build tool stays one process, as make's would."""
+    compiles = " ".join(
+        " ".join(prefix + ["gcc", "-c", "-O1", f"src{i}.c", "-o", f"src{i}.o", "&&"])
+        for i in range(SOURCES)
+    )
+    return ["sh", "-c", compiles + " true"]
+
+
+def traced_build(prefix, env, work, data):
+    subprocess.run(
+        ["perf", "record", "-q", "-a", "-e", EVENTS, "-o", data, "--"] + build_command(prefix),
+        cwd=work,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    script = subprocess.run(
+        ["perf", "script", "-i", data], capture_output=True, text=True, check=True
+    ).stdout
+    execs, exits, drivers = [], [], set()
+    for line in script.splitlines():
+        m = re.match(r"\s*(.+?)\s+(\d+)\s+\[\d+\]\s+([\d.]+):\s+sched:(\w+):\s*(.*)", line)
+        if not m:
+            continue
+        comm, pid, at, kind, rest = m.groups()
+        pid, at = int(pid), float(at) * 1000
+        if kind == "sched_process_exec" and rest.split()[0].endswith("/gcc"):
+            execs.append(at)
+            drivers.add(pid)
+        elif kind == "sched_process_exit" and pid in drivers and comm == "gcc":
+            exits.append(at)
+            drivers.discard(pid)
+    # The first compile is left out: through zccache it also starts the daemon.
+    gaps = [b - a for a, b in zip(exits[1:], execs[2:])]
+    runs = [b - a for a, b in zip(execs[1:], exits[1:])]
+    if len(gaps) < SOURCES - 3:
+        sys.exit(f"only {len(gaps)} compiles were traced; is perf allowed to trace?")
+    return statistics.median(gaps), statistics.median(runs)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--builds", type=int, default=3, help="builds per variant (3)")
+    parser.add_argument("zccache", nargs="+")
+    args = parser.parse_args()
+    if not shutil.which("perf"):
+        sys.exit("perf is not installed (Debian: apt-get install linux-perf)")
+    variants = [("bare", None, {})]
+    for spec in args.zccache:
+        path, *settings = spec.split(",")
+        variants.append((spec, os.path.abspath(path), dict(s.split("=", 1) for s in settings)))
+    results = {name: [] for name, _, _ in variants}
+    with tempfile.TemporaryDirectory(prefix="zccache-gap-") as tmp:
+        work = os.path.join(tmp, "work")
+        os.mkdir(work)
+        write_sources(work)
+        data = os.path.join(tmp, "perf.data")
+        for _ in range(args.builds):
+            for name, path, settings in variants:
+                env = dict(os.environ)
+                if path is None:
+                    results[name].append(traced_build([], env, work, data))
+                    continue
+                cache = os.path.join(tmp, "cache")
+                env.update(settings, ZCCACHE_CACHE_DIR=cache)
+                shutil.rmtree(cache, ignore_errors=True)
+                try:
+                    results[name].append(traced_build([path], env, work, data))
+                finally:
+                    subprocess.run([path, "stop"], env=env, capture_output=True)
+    print(f"{SOURCES} cold compiles per build, {args.builds} builds each; medians per compile")
+    print("| variant | gap (ms) | gap per build | gcc run (ms) |")
+    print("|---|---|---|---|")
+    for name, _, _ in variants:
+        gaps = [g for g, _ in results[name]]
+        runs = [r for _, r in results[name]]
+        print(
+            f"| {name} | {statistics.median(gaps):.2f} | "
+            f"{', '.join(f'{g:.2f}' for g in gaps)} | {statistics.median(runs):.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
