@@ -84,9 +84,7 @@ class Tool:
         if not self._stop:
             return
         subprocess.run(self._stop, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 5
-        while time.time() < deadline and daemon_pids(self):
-            time.sleep(0.05)
+        self.wait_for_daemons(5)
         for signal in (15, 9):
             left = daemon_pids(self)
             for pid in left:
@@ -96,9 +94,13 @@ class Tool:
                     pass
             if signal == 15:
                 self.killed += len(left)
-            deadline = time.time() + 2
-            while time.time() < deadline and daemon_pids(self):
-                time.sleep(0.05)
+            self.wait_for_daemons(2)
+
+    def wait_for_daemons(self, seconds):
+        """Waits up to `seconds` for every daemon the tool started to exit."""
+        deadline = time.time() + seconds
+        while time.time() < deadline and daemon_pids(self):
+            time.sleep(0.05)
 
 
 tools = [Tool("bare", None), Tool("zccache", zc, "ZCCACHE_CACHE_DIR", stop=[zc, "stop"])]

@@ -271,7 +271,7 @@ impl Daemon {
         call: &Call,
         units: &[&CompileInvocation],
         toolchain: &Toolchain,
-        compile: impl FnOnce(&SystemDirProbes<'_>) -> R,
+        compile: impl FnOnce(&mut SystemDirProbes<'_>) -> R,
     ) -> R {
         let mut unknown: Vec<&CompileInvocation> = Vec::new();
         for unit in units {
@@ -290,7 +290,7 @@ impl Daemon {
             }
         }
         std::thread::scope(|scope| {
-            let running = unknown
+            let running: Vec<_> = unknown
                 .into_iter()
                 .filter_map(|unit| {
                     std::thread::Builder::new()
@@ -300,9 +300,7 @@ impl Daemon {
                         .ok()
                 })
                 .collect();
-            compile(&SystemDirProbes {
-                running: std::cell::RefCell::new(running),
-            })
+            compile(&mut SystemDirProbes { running })
         })
     }
 
@@ -898,13 +896,13 @@ fn unlink_if_read_only(path: &Path) {
 
 /// The system-dir probes running beside a compile ([`Daemon::beside_system_dir_probes`]).
 struct SystemDirProbes<'scope> {
-    running: std::cell::RefCell<Vec<std::thread::ScopedJoinHandle<'scope, ()>>>,
+    running: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
 }
 
 impl SystemDirProbes<'_> {
     /// Waits for the probes to end (their answers are remembered by the toolchains).
-    fn finish(&self) {
-        for probe in self.running.borrow_mut().drain(..) {
+    fn finish(&mut self) {
+        for probe in self.running.drain(..) {
             let _ = probe.join();
         }
     }

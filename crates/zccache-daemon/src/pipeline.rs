@@ -187,7 +187,7 @@ impl Call {
 /// Reads a child's stdout and stderr to their ends on this thread, with `poll`, and hands each
 /// piece of stderr to `on_stderr` (with the length of stderr so far) as it comes. A reader
 /// thread per compile, as before, cost its creation, and at the compiler's exit a wakeup that
-/// often landed on the other, idle CPU, which the reply then waited for.
+/// could land on the other, idle CPU, which the reply then waited for.
 fn read_both(
     stdout: std::process::ChildStdout,
     stderr: std::process::ChildStderr,
