@@ -108,12 +108,16 @@ impl Journal {
         queue.messages.push(Message::Record(Box::new(record)));
         drop(queue);
         if starts_batch {
-            self.shared.wake.notify_one();
+            let shared = self.shared.clone();
+            crate::after_reply::wake(move || {
+                shared.wake.notify_one();
+            });
         }
     }
 
     /// Waits until every record sent before this call is written.
     pub fn barrier(&self) {
+        crate::after_reply::release_held();
         let (done, wait) = mpsc::channel();
         {
             let mut queue = self.shared.queue.lock();

@@ -6,6 +6,7 @@
 //! message and one reply (see `zccache-protocol`); `pipeline.rs` holds what every cached tool
 //! shares, `cc.rs` and `rust.rs` the gcc/clang and rustc/clippy front ends.
 
+mod after_reply;
 mod analysis;
 mod archive;
 mod cc;

@@ -39,6 +39,10 @@ impl PendingStores {
     /// Waits until no store for `key` is in flight.
     pub fn wait_for(&self, key: &Hash) {
         let mut map = self.by_key.lock();
+        if map.contains_key(key) {
+            // That store may be this thread's own, its worker not yet woken.
+            crate::after_reply::release_held();
+        }
         while map.contains_key(key) {
             if self.changed.wait_for(&mut map, MAX_WAIT).timed_out() {
                 return;
@@ -48,6 +52,7 @@ impl PendingStores {
 
     /// Waits until no store at all is in flight.
     pub fn wait_all(&self) {
+        crate::after_reply::release_held();
         let mut map = self.by_key.lock();
         while !map.is_empty() {
             if self.changed.wait_for(&mut map, MAX_WAIT).timed_out() {
@@ -107,7 +112,10 @@ impl StoreQueue {
         }
         state.jobs.push_back(work);
         drop(state);
-        self.queued.notify_one();
+        let queue = Arc::clone(self);
+        crate::after_reply::wake(move || {
+            queue.queued.notify_one();
+        });
         Ok(())
     }
 

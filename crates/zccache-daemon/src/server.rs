@@ -459,6 +459,8 @@ fn handle_connection(daemon: &Arc<Daemon>, mut connection: ServerConnection, act
             return;
         }
         let shutdown = matches!(request, Request::Shutdown);
+        // The threads this request hands work to are woken once the reply is out.
+        let held_wakes = crate::after_reply::hold_wakes();
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             daemon.handle(request, &connection)
         }));
@@ -467,7 +469,9 @@ fn handle_connection(daemon: &Arc<Daemon>, mut connection: ServerConnection, act
             daemon.stats.error();
             Response::Error("internal error".into())
         });
-        if connection.reply(&response).is_err() {
+        let replied = connection.reply(&response);
+        drop(held_wakes);
+        if replied.is_err() {
             return;
         }
         if shutdown {
