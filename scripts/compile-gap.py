@@ -9,6 +9,9 @@ fraction of a millisecond per compile. This script traces process execs and exit
   gap  the time from one gcc's exit to the next gcc's exec: the build tool's fork and exec,
        and, through zccache, the client, the request, the daemon's lookup and spawn, and the
        reply; it does not include the compiler's run, so it is steady from build to build;
+  outside gcc  the build's whole time minus its gcc runs: start-up (a new daemon, the first
+       compile's probes), every gap (a median hides a slow one) and the last reply; this is
+       what the build's wall time adds to the compiler's own;
   run  gcc's own run (exec to exit), for reference.
 
 Builds alternate between bare gcc and each zccache given (a fresh, empty cache each time).
@@ -66,13 +69,18 @@ def traced_build(prefix, env, work, data):
         ["perf", "script", "-i", data], capture_output=True, text=True, check=True
     ).stdout
     execs, exits, drivers = [], [], set()
+    build_start = build_end = None
     for line in script.splitlines():
         m = re.match(r"\s*(.+?)\s+(\d+)\s+\[\d+\]\s+([\d.]+):\s+sched:(\w+):\s*(.*)", line)
         if not m:
             continue
         comm, pid, at, kind, rest = m.groups()
         pid, at = int(pid), float(at) * 1000
-        if kind == "sched_process_exec" and rest.split()[0].endswith("/gcc"):
+        if kind == "sched_process_exec" and rest.split()[0].endswith("/sh") and build_start is None:
+            build_start, build_pid = at, pid
+        elif kind == "sched_process_exit" and build_start is not None and pid == build_pid:
+            build_end = at
+        elif kind == "sched_process_exec" and rest.split()[0].endswith("/gcc"):
             execs.append(at)
             drivers.add(pid)
         elif kind == "sched_process_exit" and pid in drivers and comm == "gcc":
@@ -83,7 +91,9 @@ def traced_build(prefix, env, work, data):
     runs = [b - a for a, b in zip(execs[1:], exits[1:])]
     if len(gaps) < SOURCES - 3:
         sys.exit(f"only {len(gaps)} compiles were traced; is perf allowed to trace?")
-    return statistics.median(gaps), statistics.median(runs)
+    # Everything in the build that is not a gcc run: start-up, gaps, the last reply.
+    outside = (build_end - build_start) - sum(b - a for a, b in zip(execs, exits))
+    return statistics.median(gaps), statistics.median(runs), outside
 
 
 def main():
@@ -117,14 +127,16 @@ def main():
                 finally:
                     subprocess.run([path, "stop"], env=env, capture_output=True)
     print(f"{SOURCES} cold compiles per build, {args.builds} builds each; medians per compile")
-    print("| variant | gap (ms) | gap per build | gcc run (ms) |")
-    print("|---|---|---|---|")
+    print("| variant | gap (ms) | gap per build | outside gcc (ms) | per build | gcc run (ms) |")
+    print("|---|---|---|---|---|---|")
     for name, _, _ in variants:
-        gaps = [g for g, _ in results[name]]
-        runs = [r for _, r in results[name]]
+        gaps = [g for g, _, _ in results[name]]
+        runs = [r for _, r, _ in results[name]]
+        means = [m for _, _, m in results[name]]
         print(
             f"| {name} | {statistics.median(gaps):.2f} | "
-            f"{', '.join(f'{g:.2f}' for g in gaps)} | {statistics.median(runs):.1f} |"
+            f"{', '.join(f'{g:.2f}' for g in gaps)} | {statistics.median(means):.2f} | "
+            f"{', '.join(f'{m:.2f}' for m in means)} | {statistics.median(runs):.1f} |"
         )
 
 
