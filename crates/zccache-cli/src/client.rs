@@ -1,11 +1,12 @@
 //! Reaching the daemon: connect, or start it and connect.
 
+use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zccache_core::{CacheRoot, Config};
@@ -20,6 +21,9 @@ pub struct Endpoint {
     pub root: CacheRoot,
     pub socket: PathBuf,
     idle_timeout: Option<Duration>,
+    /// A gcc/clang the call is for: a daemon this client starts identifies it while it starts
+    /// up, before the call arrives.
+    compiler: Option<PathBuf>,
 }
 
 impl Endpoint {
@@ -30,7 +34,14 @@ impl Endpoint {
             root,
             socket,
             idle_timeout: config.idle_timeout,
+            compiler: None,
         }
+    }
+
+    /// Has a daemon that this endpoint starts identify the gcc/clang at `compiler` at once.
+    pub fn identifying(mut self, compiler: &Path) -> Endpoint {
+        self.compiler = Some(compiler.to_path_buf());
+        self
     }
 
     /// True while a daemon holds this root's lock (it may be shutting down).
@@ -89,7 +100,7 @@ impl Endpoint {
         if let Ok(connection) = self.connect() {
             return Ok(connection);
         }
-        let mut daemon = spawn_daemon(&self.root, self.idle_timeout)?;
+        let mut daemon = spawn_daemon(&self.root, self.idle_timeout, self.compiler.as_deref())?;
         let deadline = Instant::now() + START_TIMEOUT;
         if let Some(ready) = daemon.stdout.take() {
             wait_until_ready(ready, deadline);
@@ -168,7 +179,11 @@ pub fn mismatch_problem(root: &CacheRoot) -> Option<String> {
 
 /// Starts `zccache-daemon` detached: its own session, stdio on /dev/null, no inherited
 /// descriptors (a build tool waiting on a pipe must not wait for the daemon).
-fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<Child> {
+fn spawn_daemon(
+    root: &CacheRoot,
+    idle_timeout: Option<Duration>,
+    compiler: Option<&Path>,
+) -> io::Result<Child> {
     let exe = daemon_executable();
     let idle = idle_timeout.map(|d| d.as_secs().max(1)).unwrap_or(0);
     let mut command = Command::new(&exe);
@@ -180,6 +195,12 @@ fn spawn_daemon(root: &CacheRoot, idle_timeout: Option<Duration>) -> io::Result<
         .arg("--protocol")
         .arg(PROTOCOL_VERSION.to_string())
         .arg("--notify-ready")
+        .args(
+            compiler
+                .map(|c| [OsStr::new("--identify"), c.as_os_str()])
+                .into_iter()
+                .flatten(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -46,7 +46,10 @@ pub fn main(args: &[OsString]) -> i32 {
     let Ok(frame) = zccache_ipc::encode_request(&request) else {
         return exec(&compiler, compiler_arg, compiler_args);
     };
-    let endpoint = Endpoint::new(&config);
+    let mut endpoint = Endpoint::new(&config);
+    if detect_tool(&compiler) == Some(ToolKind::GccLike) {
+        endpoint = endpoint.identifying(&compiler);
+    }
     let Ok((mut connection, mut reply)) = endpoint.call_encoded::<Response>(&frame) else {
         return exec(&compiler, compiler_arg, compiler_args);
     };

@@ -82,6 +82,10 @@ pub struct Toolchains {
     proxies: DashMap<(PathBuf, Hash), bool>,
     /// Successful query answers, keyed by [`query_key`].
     answers: DashMap<Hash, Arc<QueryAnswer>>,
+    /// One lock per compiler path, held while it is probed: the calls of a parallel cold
+    /// build (and the daemon's own start-up probe) that find it unknown wait for one probe
+    /// instead of each running their own.
+    probing: DashMap<PathBuf, Arc<parking_lot::Mutex<()>>>,
 }
 
 impl Toolchains {
@@ -97,6 +101,11 @@ impl Toolchains {
             .digest_synced(path, synced)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let key = (path.to_path_buf(), digest.hash, "--version");
+        if let Some(found) = self.by_binary.get(&key) {
+            return Ok(found.clone());
+        }
+        let gate = self.probing.entry(path.to_path_buf()).or_default().clone();
+        let _probing = gate.lock();
         if let Some(found) = self.by_binary.get(&key) {
             return Ok(found.clone());
         }
@@ -130,6 +139,11 @@ impl Toolchains {
             major_version: major_version(&banner),
             emscripten,
         });
+        tracing::info!(
+            "identified compiler {}: {}",
+            path.display(),
+            banner.lines().next().unwrap_or_default()
+        );
         self.by_binary.insert(key, toolchain.clone());
         Ok(toolchain)
     }

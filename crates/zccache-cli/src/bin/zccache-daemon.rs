@@ -20,6 +20,7 @@ static LINK_ADDCHDIR: unsafe extern "C" fn(
 fn main() {
     let mut cache_dir: Option<PathBuf> = None;
     let mut notify_ready = false;
+    let mut identify: Option<PathBuf> = None;
     let mut idle_timeout: Option<Option<Duration>> = None;
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
@@ -46,6 +47,7 @@ fn main() {
                 }
             }
             Some("--notify-ready") => notify_ready = true,
+            Some("--identify") => identify = args.next().map(PathBuf::from),
             Some("--version" | "-V") => {
                 println!("zccache-daemon {}", zccache_core::VERSION);
                 return;
@@ -88,11 +90,12 @@ fn main() {
         session_timeout,
         journal_max_size,
         notify_ready,
+        identify,
     }));
 }
 
 fn usage(problem: &str) -> ! {
     eprintln!("zccache-daemon: {problem}");
-    eprintln!("usage: zccache-daemon [--cache-dir DIR] [--idle-timeout SECONDS] [--protocol N] [--notify-ready]");
+    eprintln!("usage: zccache-daemon [--cache-dir DIR] [--idle-timeout SECONDS] [--protocol N] [--notify-ready] [--identify COMPILER]");
     std::process::exit(2);
 }

@@ -38,6 +38,14 @@ fn sixteen_wrappers_at_once_start_exactly_one_daemon() {
     assert_eq!(pids.len(), 1, "daemons: {pids:?}");
     assert_eq!(sb.daemon_pid(), Some(pids[0]));
     assert_eq!(sb.misses(), 16);
+    // gcc was probed once (by the new daemon, at its start, for the client that started
+    // it), not once per call that found it unknown.
+    let log = std::fs::read_to_string(sb.cache.join("logs/daemon.log")).unwrap();
+    let probes = log
+        .lines()
+        .filter(|l| l.contains("identified compiler"))
+        .count();
+    assert_eq!(probes, 1, "daemon log:\n{log}");
 }
 
 #[test]
