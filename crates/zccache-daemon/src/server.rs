@@ -149,7 +149,6 @@ pub fn run(options: DaemonOptions) -> i32 {
     code
 }
 
-/// Opens the store, first stopping the daemons of older zccache versions that hold it.
 /// Identifies the compiler the starting client named, on a thread of its own; the first call
 /// for it waits for this probe instead of running another (see `Toolchains::identify`).
 fn identify_at_start(daemon: &Arc<Daemon>, compiler: PathBuf) {
@@ -168,6 +167,7 @@ fn identify_at_start(daemon: &Arc<Daemon>, compiler: PathBuf) {
         });
 }
 
+/// Opens the store, first stopping the daemons of older zccache versions that hold it.
 fn open_store(root: &CacheRoot, output_mode: u32, max_size: u64) -> crate::OpenedStore {
     let stopped = stop_older_daemons(root);
     let (store, store_problem) = match Store::open(root, output_mode) {
