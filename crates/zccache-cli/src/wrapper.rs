@@ -38,7 +38,8 @@ pub fn main(args: &[OsString]) -> i32 {
         Ok(config) if !config.disabled => config,
         _ => return exec(&compiler, compiler_arg, compiler_args),
     };
-    if is_probe(&compiler, compiler_args) && !daemon_answers(&compiler, compiler_args) {
+    let tool = detect_tool(&compiler);
+    if is_probe(tool, compiler_args) && !daemon_answers(tool, compiler_args) {
         // `--help`, stdin input, a query about a target file: nothing to cache.
         return exec(&compiler, compiler_arg, compiler_args);
     }
@@ -47,7 +48,7 @@ pub fn main(args: &[OsString]) -> i32 {
         return exec(&compiler, compiler_arg, compiler_args);
     };
     let mut endpoint = Endpoint::new(&config);
-    if detect_tool(&compiler) == Some(ToolKind::GccLike) {
+    if tool == Some(ToolKind::GccLike) {
         endpoint = endpoint.identifying(&compiler);
     }
     let Ok((mut connection, mut reply)) = endpoint.call_encoded::<Response>(&frame) else {
@@ -141,8 +142,8 @@ fn stderr_is_colour_terminal() -> bool {
 }
 
 /// A rustc (or clippy-driver) call that only queries the compiler.
-fn is_probe(compiler: &Path, args: &[OsString]) -> bool {
-    match detect_tool(compiler) {
+fn is_probe(tool: Option<ToolKind>, args: &[OsString]) -> bool {
+    match tool {
         Some(ToolKind::Rustc) => is_rustc_probe(args),
         Some(ToolKind::ClippyDriver) => args.len() < 2 || is_rustc_probe(&args[1..]),
         _ => false,
@@ -152,9 +153,9 @@ fn is_probe(compiler: &Path, args: &[OsString]) -> bool {
 /// A rustc query the daemon may answer from memory (cargo's `rustc -vV` and `--print` probe):
 /// only when what rustc would read from stdin is known to be empty, and its stderr is not a
 /// terminal (cargo pipes both).
-fn daemon_answers(compiler: &Path, args: &[OsString]) -> bool {
+fn daemon_answers(tool: Option<ToolKind>, args: &[OsString]) -> bool {
     // On a terminal rustc colours its warnings; the daemon captures them through a pipe.
-    if detect_tool(compiler) != Some(ToolKind::Rustc) || stderr_is_colour_terminal() {
+    if tool != Some(ToolKind::Rustc) || stderr_is_colour_terminal() {
         return false;
     }
     match answerable_rustc_query(args) {

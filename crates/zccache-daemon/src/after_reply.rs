@@ -42,7 +42,10 @@ pub(crate) fn wake(wake: impl FnOnce() + 'static) {
 /// Runs the wakeups held so far and keeps holding later ones. A thread about to wait for the
 /// work it handed off calls this first, so that it never waits for a thread it has not woken.
 pub(crate) fn release_held() {
-    let waiting = HELD.with_borrow_mut(|held| held.as_mut().map(std::mem::take));
+    run(HELD.with_borrow_mut(|held| held.as_mut().map(std::mem::take)));
+}
+
+fn run(waiting: Option<Vec<Wake>>) {
     for wake in waiting.into_iter().flatten() {
         wake();
     }
@@ -53,10 +56,7 @@ pub(crate) struct HeldWakes(());
 
 impl Drop for HeldWakes {
     fn drop(&mut self) {
-        let waiting = HELD.with_borrow_mut(Option::take);
-        for wake in waiting.into_iter().flatten() {
-            wake();
-        }
+        run(HELD.with_borrow_mut(Option::take));
     }
 }
 
