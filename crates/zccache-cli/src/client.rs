@@ -77,11 +77,58 @@ impl Endpoint {
         let mut connection = self.connect_or_start()?;
         let reply = connection.call_encoded(frame);
         if matches!(&reply, Err(e) if hung_up(e)) {
+            self.await_compilers_of(&connection);
             let mut fresh = self.start()?;
             let reply = fresh.call_encoded(frame);
+            if reply.is_err() {
+                self.await_compilers_of(&fresh);
+            }
             return Ok((fresh, reply));
         }
+        if reply.is_err() {
+            self.await_compilers_of(&connection);
+        }
         Ok((connection, reply))
+    }
+
+    /// For a call whose daemon went away before answering it: waits until every compiler that
+    /// daemon started has exited. One may still be writing this call's outputs, and the
+    /// object a build links must not be rewritten (or truncated for a moment) after the
+    /// client has returned, nor be read half-written by another daemon storing its own
+    /// compile of it. A daemon still running only dropped this call and is not waited for.
+    pub fn await_compilers_of(&self, connection: &Connection) {
+        let Some(pid) = peer_pid(connection) else {
+            return;
+        };
+        let path = self.root.compilers_lock_path(pid);
+        let Ok(lock) = std::fs::File::open(&path) else {
+            // No lock: the daemon is older than it, or its compilers are gone already.
+            return;
+        };
+        let started = Instant::now();
+        let mut told = false;
+        loop {
+            // SAFETY: flock on a descriptor we own; closing `lock` releases it.
+            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                let _ = std::fs::remove_file(&path);
+                return;
+            }
+            let waited = started.elapsed();
+            // A killed daemon shows as running until its last thread is gone.
+            if (waited >= DAEMON_EXIT_GRACE && zccache_core::process_is_running(pid))
+                || waited >= COMPILERS_WAIT
+            {
+                return;
+            }
+            if !told && waited >= Duration::from_secs(2) {
+                eprintln!(
+                    "zccache: the daemon (pid {pid}) went away during the compile; waiting for \
+                     the compilers it started to finish"
+                );
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Starts a daemon unless one appeared meanwhile, and connects to it.
@@ -128,6 +175,31 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// How long a client waits for the compilers of a daemon that went away (they can hold the
+/// lock longer only by leaving a background process of their own behind).
+const COMPILERS_WAIT: Duration = Duration::from_secs(300);
+
+/// How long a daemon that hung up may still show as running while it is being torn down.
+const DAEMON_EXIT_GRACE: Duration = Duration::from_millis(200);
+
+/// The pid of the daemon at the other end of `connection` (the process that listens).
+fn peer_pid(connection: &Connection) -> Option<u32> {
+    // SAFETY: an all-zero ucred is valid; getsockopt writes at most `len` bytes into it.
+    let mut credentials: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: as above, on a socket the connection owns.
+    let found = unsafe {
+        libc::getsockopt(
+            connection.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut credentials as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    } == 0;
+    (found && credentials.pid > 0).then_some(credentials.pid as u32)
 }
 
 /// The daemon closed the connection before its first reply.

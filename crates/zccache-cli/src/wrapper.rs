@@ -60,6 +60,9 @@ pub fn main(args: &[OsString]) -> i32 {
         let _ = std::io::stderr().write_all(stderr);
         streamed.extend_from_slice(stderr);
         reply = connection.next_reply();
+        if reply.is_err() {
+            endpoint.await_compilers_of(&connection);
+        }
     }
     match reply {
         Ok(Response::Compiled(reply)) => {

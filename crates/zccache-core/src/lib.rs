@@ -28,6 +28,18 @@ pub fn exit_code(status: &std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
+/// Whether process `pid` exists and has not yet exited (a zombie has). Reads `/proc`, where
+/// an exited process that nobody has reaped yet still shows.
+pub fn process_is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // pid (comm) state …; comm may itself hold ") ".
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
 /// A 32-byte blake3 digest, the unit of identity for files, keys and blobs.
 pub type Hash = [u8; 32];
 
@@ -40,4 +52,28 @@ pub fn hex(hash: &Hash) -> String {
         out.push(DIGITS[(byte & 0xf) as usize] as char);
     }
     out
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::process_is_running;
+
+    #[test]
+    fn running_exited_and_unreaped_processes_are_told_apart() {
+        assert!(process_is_running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not yet reaped: a zombie, no longer running.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_is_running(pid) {
+            assert!(std::time::Instant::now() < deadline, "`true` never exited");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(
+            std::fs::metadata(format!("/proc/{pid}")).is_ok(),
+            "reaped early"
+        );
+        child.wait().unwrap();
+        assert!(!process_is_running(pid));
+    }
 }

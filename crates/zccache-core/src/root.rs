@@ -96,6 +96,13 @@ impl CacheRoot {
         self.root.join(format!("daemon-v{protocol_version}.lock"))
     }
 
+    /// Held (shared flock) by daemon `pid` and inherited by every process it starts, so the
+    /// lock outlives a killed daemon until the last compiler it started has exited. A client
+    /// that lost its daemon waits for that before compiling the same outputs itself.
+    pub fn compilers_lock_path(&self, pid: u32) -> PathBuf {
+        self.root.join(format!("compilers-{pid}.lock"))
+    }
+
     /// The daemon's Unix socket: per root and per protocol version, so an upgraded client
     /// never talks to an old daemon.
     pub fn socket_path(&self, protocol_version: u16) -> PathBuf {
@@ -201,6 +208,10 @@ mod tests {
         assert_eq!(root.index_path(), PathBuf::from("/c/index.redb"));
         assert_eq!(root.socket_path(3), PathBuf::from("/c/daemon-v3.sock"));
         assert_eq!(root.lock_path(3), PathBuf::from("/c/daemon-v3.lock"));
+        assert_eq!(
+            root.compilers_lock_path(42),
+            PathBuf::from("/c/compilers-42.lock")
+        );
     }
 
     #[test]

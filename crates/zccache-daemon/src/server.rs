@@ -65,6 +65,7 @@ pub fn run(options: DaemonOptions) -> i32 {
         return 0;
     }
     init_logging(&root);
+    let compilers_lock = hold_compilers_lock(&root);
     // SAFETY: umask only reads and sets this process's file-creation mask.
     let umask = unsafe {
         let old = libc::umask(0o077);
@@ -120,6 +121,7 @@ pub fn run(options: DaemonOptions) -> i32 {
                     tracing::warn!("store repair failed: {e}");
                 }
             }
+            remove_stale_compilers_locks(&opening.root);
         });
     if opened.is_err() {
         let _ = daemon
@@ -144,6 +146,10 @@ pub fn run(options: DaemonOptions) -> i32 {
     let code = serve(daemon, &socket, options.idle_timeout, options.notify_ready);
     let _ = std::fs::remove_file(&socket);
     exiting.scratch.remove_unused();
+    if let Some((path, file)) = compilers_lock {
+        let _ = std::fs::remove_file(path);
+        drop(file);
+    }
     tracing::info!("daemon exiting");
     drop(lock);
     code
@@ -245,6 +251,76 @@ fn stop_older_daemons(root: &CacheRoot) -> Vec<u16> {
         }
     }
     stopped
+}
+
+/// Takes this daemon's share of its compilers lock ([`CacheRoot::compilers_lock_path`]) on a
+/// descriptor every process it starts inherits: a compiler outlives a killed daemon and may
+/// still be writing its caller's outputs, and the client waits for the lock before it
+/// compiles them itself. Nothing is done per compile.
+fn hold_compilers_lock(root: &CacheRoot) -> Option<(PathBuf, std::fs::File)> {
+    let path = root.compilers_lock_path(std::process::id());
+    let file = match OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(e) => {
+            tracing::warn!("{}: {e}", path.display());
+            return None;
+        }
+    };
+    let fd = file.as_raw_fd();
+    // SAFETY: flock and fcntl on a descriptor we own.
+    let held = unsafe {
+        libc::flock(fd, libc::LOCK_SH) == 0
+            && libc::fcntl(
+                fd,
+                libc::F_SETFD,
+                libc::fcntl(fd, libc::F_GETFD) & !libc::FD_CLOEXEC,
+            ) == 0
+    };
+    if !held {
+        tracing::warn!(
+            "{}: cannot hold it for compilers: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        let _ = std::fs::remove_file(&path);
+        return None;
+    }
+    Some((path, file))
+}
+
+/// Removes the compilers locks of daemons that are gone and whose compilers have all exited.
+fn remove_stale_compilers_locks(root: &CacheRoot) {
+    let own = std::process::id();
+    for entry in std::fs::read_dir(root.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("compilers-")?.strip_suffix(".lock"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own || zccache_core::process_is_running(pid) {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(entry.path()) else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own; closing `file` releases it.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// How long a starting daemon waits for the lock of one that is still going away.

@@ -72,6 +72,13 @@ pub struct Connection {
     stream: UnixStream,
 }
 
+/// The socket, for asking the kernel about the peer (`SO_PEERCRED`: which daemon this is).
+impl std::os::unix::io::AsRawFd for Connection {
+    fn as_raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
 impl Connection {
     /// Connects to the daemon's socket.
     pub fn connect(socket: &Path) -> io::Result<Connection> {

@@ -197,6 +197,90 @@ fn daemon_killed_at_random_moments_fifty_rounds() {
     assert!(sb.hits() >= count as u64, "the last round must hit");
 }
 
+/// The processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid …
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A daemon killed in the middle of a compile leaves the compiler it started running, writing
+/// the caller's object. The client, which then compiles by other means, must not return (and
+/// let the build read or link the object) while that compiler may still rewrite it: an
+/// assembler that has just truncated the object leaves it empty for a moment.
+#[test]
+fn a_killed_daemons_compiler_finishes_before_the_client_returns() {
+    let sb = Sandbox::new();
+    let mut source = String::new();
+    for i in 0..400 {
+        source.push_str(&format!(
+            "int f{i}(int *v, int n) {{ int s = {i}; for (int j = 0; j < n; j++) s += v[j] * (j ^ {i}); return s; }}\n"
+        ));
+    }
+    sb.write_old("slow.c", &source);
+    sb.write_old("warm.c", "int warm(void) { return 1; }\n");
+    sb.ok(&["gcc", "-c", "warm.c", "-o", "warm.o"]);
+    let daemon = sb.daemon_pid().expect("a daemon runs");
+    let mut client = spawn(&sb, &strings(&["gcc", "-c", "slow.c", "-o", "slow.o"]));
+    // The daemon's gcc driver, caught while cc1 runs and before it starts the assembler.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let driver = loop {
+        if let Some(&pid) = children_of(daemon).first() {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the daemon never started gcc");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    // SAFETY: signalling processes this test started.
+    unsafe {
+        libc::kill(driver as i32, libc::SIGSTOP);
+        libc::kill(daemon as i32, libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let returned_while_gcc_ran = client.try_wait().unwrap().is_some();
+    // SAFETY: as above.
+    unsafe { libc::kill(driver as i32, libc::SIGCONT) };
+    let output = client.wait_with_output().unwrap();
+    assert_success(&output, &["gcc", "-c", "slow.c"]);
+    assert!(
+        !returned_while_gcc_ran,
+        "the client returned while the killed daemon's gcc could still write slow.o"
+    );
+    assert!(
+        !zccache_core::process_is_running(driver),
+        "the killed daemon's gcc still runs"
+    );
+    let root = zccache_core::CacheRoot::new(&sb.cache);
+    assert!(
+        !root.compilers_lock_path(daemon).exists(),
+        "the lock of a daemon whose compilers are gone is removed"
+    );
+    let bare = sb.bare_object(&["gcc", "-c", "slow.c", "-o", "b.o"]);
+    assert_eq!(sb.read("slow.o"), bare);
+    // What was stored meanwhile is right too.
+    std::fs::remove_file(sb.path("slow.o")).unwrap();
+    sb.ok(&["gcc", "-c", "slow.c", "-o", "slow.o"]);
+    assert_eq!(sb.read("slow.o"), bare);
+    // A daemon that stops removes its own lock.
+    let serving = sb.daemon_pid().expect("a daemon runs");
+    assert!(root.compilers_lock_path(serving).exists());
+    sb.ok(&["stop"]);
+    assert!(!root.compilers_lock_path(serving).exists());
+}
+
 #[test]
 fn garbage_on_the_socket_leaves_the_daemon_serving() {
     let sb = Sandbox::new();
