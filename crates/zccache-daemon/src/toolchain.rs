@@ -101,14 +101,34 @@ impl Toolchains {
             .digest_synced(path, synced)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let key = (path.to_path_buf(), digest.hash, "--version");
-        if let Some(found) = self.by_binary.get(&key) {
-            return Ok(found.clone());
+        let known = || self.by_binary.get(&key).map(|found| Ok(found.clone()));
+        self.probed_once(path, known, || self.probe_compiler(path, env, &key))
+    }
+
+    /// Runs `probe` for the tool at `path` unless `known` already has the answer. The calls
+    /// of a parallel cold build (and the daemon's own start-up probe) that find the tool
+    /// unknown wait for one probe instead of each running their own.
+    fn probed_once<T>(
+        &self,
+        path: &Path,
+        known: impl Fn() -> Option<T>,
+        probe: impl FnOnce() -> T,
+    ) -> T {
+        if let Some(found) = known() {
+            return found;
         }
         let gate = self.probing.entry(path.to_path_buf()).or_default().clone();
         let _probing = gate.lock();
-        if let Some(found) = self.by_binary.get(&key) {
-            return Ok(found.clone());
-        }
+        known().unwrap_or_else(probe)
+    }
+
+    /// Probes the gcc/clang at `path` (its digest in `key`) and remembers what it is.
+    fn probe_compiler(
+        &self,
+        path: &Path,
+        env: &[(OsString, OsString)],
+        key: &(PathBuf, Hash, &'static str),
+    ) -> Result<Arc<Toolchain>, String> {
         // The two probes run side by side: a cold build waits for both before its first compile.
         let machine_probe = || probe(path, env, &["-dumpmachine"]).unwrap_or_default();
         let (version, machine) = std::thread::scope(|scope| {
@@ -129,7 +149,7 @@ impl Toolchains {
             Family::Gcc
         };
         let mut hasher = blake3::Hasher::new();
-        hasher.update(&digest.hash);
+        hasher.update(&key.1);
         hasher.update(&(version.len() as u64).to_le_bytes());
         hasher.update(&version);
         hasher.update(&machine);
@@ -144,7 +164,7 @@ impl Toolchains {
             path.display(),
             banner.lines().next().unwrap_or_default()
         );
-        self.by_binary.insert(key, toolchain.clone());
+        self.by_binary.insert(key.clone(), toolchain.clone());
         Ok(toolchain)
     }
 
@@ -165,11 +185,16 @@ impl Toolchains {
             digest,
             probes.first().copied().unwrap_or(""),
         );
-        if let Some(found) = self.by_binary.get(&key) {
-            return Ok(found.hash);
-        }
-        let banner = probe(path, env, probes).map_err(Unidentified::Failed)?;
-        Ok(self.remember_identity(key, &banner).hash)
+        let known = || self.by_binary.get(&key).map(|found| Ok(found.hash));
+        self.probed_once(path, known, || {
+            let banner = probe(path, env, probes).map_err(Unidentified::Failed)?;
+            tracing::info!(
+                "identified tool {}: {}",
+                path.display(),
+                String::from_utf8_lossy(banner.split(|&b| b == b'\n').next().unwrap_or_default())
+            );
+            Ok(self.remember_identity(key.clone(), &banner).hash)
+        })
     }
 
     /// The content digest of the tool at `path`, unless it is a rustup proxy (found once per

@@ -48,6 +48,53 @@ fn sixteen_wrappers_at_once_start_exactly_one_daemon() {
     assert_eq!(probes, 1, "daemon log:\n{log}");
 }
 
+/// The first rustc calls of a parallel cargo build all find rustc unknown; they wait for one
+/// `rustc -vV` instead of each running their own.
+#[test]
+fn concurrent_first_rustc_calls_probe_rustc_once() {
+    let sb = Sandbox::new();
+    let rustc = real_rustc();
+    for i in 0..8 {
+        sb.write_old(
+            &format!("c{i}.rs"),
+            &format!("pub fn f{i}() -> u32 {{ {i} }}\n"),
+        );
+    }
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    sb.ok(&["start"]);
+    let children: Vec<Child> = (0..8)
+        .map(|i| {
+            let args = [
+                rustc.as_str(),
+                "--crate-name",
+                &format!("c{i}"),
+                "--edition=2021",
+                "--crate-type",
+                "lib",
+                "--emit=dep-info,metadata,link",
+                "--out-dir",
+                "out",
+                &format!("c{i}.rs"),
+            ]
+            .map(String::from);
+            spawn_compile(&sb, &args)
+        })
+        .collect();
+    for child in children {
+        assert_success(&child.wait_with_output().unwrap(), &["concurrent rustc"]);
+    }
+    assert_eq!(sb.misses(), 8);
+    for i in 0..8 {
+        assert!(sb.path(&format!("out/libc{i}.rlib")).exists());
+    }
+    let log = std::fs::read_to_string(sb.cache.join("logs/daemon.log")).unwrap();
+    let probes = log
+        .lines()
+        .filter(|l| l.contains("identified tool") && l.contains("rustc"))
+        .count();
+    assert_eq!(probes, 1, "daemon log:\n{log}");
+}
+
 #[test]
 fn sixteen_identical_concurrent_compiles_give_identical_valid_objects() {
     let sb = Sandbox::new();
