@@ -232,10 +232,23 @@ fn stale_socket_from_a_killed_daemon_is_replaced() {
             .exists(),
         "socket left behind"
     );
+    let root = zccache_core::CacheRoot::new(&sb.cache);
+    let dead_lock = root.compilers_lock_path(pid);
+    assert!(dead_lock.exists(), "the killed daemon's compilers lock");
     sb.ok(&["gcc", "-c", "m.c"]);
     assert_ne!(sb.daemon_pid().unwrap(), pid);
     // The store survived the kill: this is a hit.
     assert_eq!(sb.hits(), 1);
+    // The new daemon removes the compilers lock of the dead one (no compiler holds it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dead_lock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} left behind",
+            dead_lock.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Entries are synced to disk in groups, not one by one: nothing asks the daemon for its
