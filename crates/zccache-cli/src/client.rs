@@ -101,23 +101,37 @@ impl Endpoint {
             return;
         };
         let path = self.root.compilers_lock_path(pid);
+        if holds_open(&path) {
+            // This client runs under that daemon (a tool it started calls zccache): the lock
+            // is partly this client's own, and its parent waits for it.
+            return;
+        }
         let Ok(lock) = std::fs::File::open(&path) else {
             // No lock: the daemon is older than it, or its compilers are gone already.
             return;
         };
         let started = Instant::now();
         let mut told = false;
+        let mut daemon_checked = false;
         loop {
             // SAFETY: flock on a descriptor we own; closing `lock` releases it.
             if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 let _ = std::fs::remove_file(&path);
                 return;
             }
+            if io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
+                return;
+            }
             let waited = started.elapsed();
-            // A killed daemon shows as running until its last thread is gone.
-            if (waited >= DAEMON_EXIT_GRACE && zccache_core::process_is_running(pid))
-                || waited >= COMPILERS_WAIT
-            {
+            // A killed daemon shows as running until its last thread is gone. Asked once
+            // only: later, its pid may belong to another process.
+            if !daemon_checked && waited >= DAEMON_EXIT_GRACE {
+                daemon_checked = true;
+                if zccache_core::process_is_running(pid) {
+                    return;
+                }
+            }
+            if waited >= COMPILERS_WAIT {
                 return;
             }
             if !told && waited >= Duration::from_secs(2) {
@@ -179,10 +193,22 @@ impl Endpoint {
 
 /// How long a client waits for the compilers of a daemon that went away (they can hold the
 /// lock longer only by leaving a background process of their own behind).
-const COMPILERS_WAIT: Duration = Duration::from_secs(300);
+const COMPILERS_WAIT: Duration = Duration::from_secs(120);
 
 /// How long a daemon that hung up may still show as running while it is being torn down.
 const DAEMON_EXIT_GRACE: Duration = Duration::from_millis(200);
+
+/// Whether this process has a descriptor open on `path` (one inherited from a daemon).
+fn holds_open(path: &Path) -> bool {
+    let Ok(path) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+}
 
 /// The pid of the daemon at the other end of `connection` (the process that listens).
 fn peer_pid(connection: &Connection) -> Option<u32> {
@@ -327,4 +353,28 @@ fn daemon_executable() -> PathBuf {
         }
     }
     PathBuf::from("zccache-daemon")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client started under a daemon (by a tool the daemon ran) holds that daemon's
+    /// compilers lock itself and must not wait for it.
+    #[test]
+    fn a_lock_this_process_holds_open_is_found_through_any_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("compilers-1.lock");
+        std::fs::write(&lock, b"").unwrap();
+        assert!(!holds_open(&lock));
+        let held = std::fs::File::open(&lock).unwrap();
+        assert!(holds_open(&lock));
+        // The same file named through a symlinked directory.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        assert!(holds_open(&link.join("compilers-1.lock")));
+        drop(held);
+        assert!(!holds_open(&lock));
+        assert!(!holds_open(&dir.path().join("missing.lock")));
+    }
 }

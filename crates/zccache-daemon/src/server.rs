@@ -147,8 +147,10 @@ pub fn run(options: DaemonOptions) -> i32 {
     let _ = std::fs::remove_file(&socket);
     exiting.scratch.remove_unused();
     if let Some((path, file)) = compilers_lock {
-        let _ = std::fs::remove_file(path);
+        // A compile that outlasted the drain still holds it, for its client to wait on; the
+        // next daemon removes it then.
         drop(file);
+        remove_unless_held(&path);
     }
     tracing::info!("daemon exiting");
     drop(lock);
@@ -313,13 +315,18 @@ fn remove_stale_compilers_locks(root: &CacheRoot) {
         if pid == own || zccache_core::process_is_running(pid) {
             continue;
         }
-        let Ok(file) = std::fs::File::open(entry.path()) else {
-            continue;
-        };
-        // SAFETY: flock on a descriptor we own; closing `file` releases it.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            let _ = std::fs::remove_file(entry.path());
-        }
+        remove_unless_held(&entry.path());
+    }
+}
+
+/// Removes the compilers lock at `path` unless a process still holds it.
+fn remove_unless_held(path: &Path) {
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    // SAFETY: flock on a descriptor we own; closing `file` releases it.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -76,7 +76,7 @@ const MAX_QUERY_ANSWERS: usize = 1024;
 #[derive(Default)]
 pub struct Toolchains {
     /// Keyed by path, binary digest and the probe that was run.
-    by_binary: DashMap<(PathBuf, Hash, &'static str), Arc<Toolchain>>,
+    by_binary: DashMap<ProbeKey, Arc<Toolchain>>,
     search_dirs: DashMap<Hash, Arc<Vec<PathBuf>>>,
     /// Whether the binary at a path, with this digest, is a rustup proxy.
     proxies: DashMap<(PathBuf, Hash), bool>,
@@ -86,7 +86,15 @@ pub struct Toolchains {
     /// build (and the daemon's own start-up probe) that find it unknown wait for one probe
     /// instead of each running their own.
     probing: DashMap<PathBuf, Arc<parking_lot::Mutex<()>>>,
+    /// Probes that failed, and when: see [`Toolchains::recent_failure`].
+    failed_probes: DashMap<ProbeKey, (std::time::Instant, String)>,
 }
+
+/// What a tool's identity is remembered under: its path, binary digest and the probe run.
+type ProbeKey = (PathBuf, Hash, &'static str);
+
+/// How long a failed probe is taken as the answer for its tool.
+const FAILED_PROBE_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Toolchains {
     /// The identity of the compiler at `path`; probed again whenever the binary's content changes.
@@ -101,8 +109,27 @@ impl Toolchains {
             .digest_synced(path, synced)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let key = (path.to_path_buf(), digest.hash, "--version");
-        let known = || self.by_binary.get(&key).map(|found| Ok(found.clone()));
-        self.probed_once(path, known, || self.probe_compiler(path, env, &key))
+        let known = || {
+            (self.by_binary.get(&key).map(|found| Ok(found.clone())))
+                .or_else(|| self.recent_failure(&key).map(Err))
+        };
+        self.probed_once(path, known, || {
+            self.probe_compiler(path, env, &key)
+                .inspect_err(|why| self.remember_failure(&key, why))
+        })
+    }
+
+    /// The failure of a probe of this tool that ended within [`FAILED_PROBE_MEMORY`]: the
+    /// calls of a parallel build that wait for one probe share its failure instead of each
+    /// probing again in turn; later calls probe afresh, as a failure may be passing.
+    fn recent_failure(&self, key: &ProbeKey) -> Option<String> {
+        let failed = self.failed_probes.get(key)?;
+        (failed.0.elapsed() < FAILED_PROBE_MEMORY).then(|| failed.1.clone())
+    }
+
+    fn remember_failure(&self, key: &ProbeKey, why: &str) {
+        self.failed_probes
+            .insert(key.clone(), (std::time::Instant::now(), why.to_string()));
     }
 
     /// Runs `probe` for the tool at `path` unless `known` already has the answer. The calls
@@ -127,7 +154,7 @@ impl Toolchains {
         &self,
         path: &Path,
         env: &[(OsString, OsString)],
-        key: &(PathBuf, Hash, &'static str),
+        key: &ProbeKey,
     ) -> Result<Arc<Toolchain>, String> {
         // The two probes run side by side: a cold build waits for both before its first compile.
         let machine_probe = || probe(path, env, &["-dumpmachine"]).unwrap_or_default();
@@ -185,9 +212,16 @@ impl Toolchains {
             digest,
             probes.first().copied().unwrap_or(""),
         );
-        let known = || self.by_binary.get(&key).map(|found| Ok(found.hash));
+        let known = || {
+            (self.by_binary.get(&key).map(|found| Ok(found.hash))).or_else(|| {
+                self.recent_failure(&key)
+                    .map(|why| Err(Unidentified::Failed(why)))
+            })
+        };
         self.probed_once(path, known, || {
-            let banner = probe(path, env, probes).map_err(Unidentified::Failed)?;
+            let banner = probe(path, env, probes)
+                .inspect_err(|why| self.remember_failure(&key, why))
+                .map_err(Unidentified::Failed)?;
             tracing::info!(
                 "identified tool {}: {}",
                 path.display(),
@@ -220,11 +254,7 @@ impl Toolchains {
     }
 
     /// The identity of a tool from its digest (in `key`) and what its identity probe printed.
-    fn remember_identity(
-        &self,
-        key: (PathBuf, Hash, &'static str),
-        banner: &[u8],
-    ) -> Arc<Toolchain> {
+    fn remember_identity(&self, key: ProbeKey, banner: &[u8]) -> Arc<Toolchain> {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&key.1);
         hasher.update(banner);
@@ -568,6 +598,37 @@ pub(crate) fn rustup_behind(tool: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_probe_answers_the_calls_waiting_for_it_then_is_tried_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("tool");
+        let count = dir.path().join("probes");
+        std::fs::write(
+            &tool,
+            format!("#!/bin/sh\necho x >> {}\nexit 1\n", count.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let probes = || {
+            std::fs::read_to_string(&count)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let (toolchains, fs) = (Toolchains::default(), FsCache::new());
+        let identify = || toolchains.identify_with(&fs, &tool, &[], &["-vV"], Synced::NO);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| assert!(matches!(identify(), Err(Unidentified::Failed(_)))));
+            }
+        });
+        assert_eq!(probes(), 1, "four calls at once share one failed probe");
+        std::thread::sleep(FAILED_PROBE_MEMORY);
+        assert!(identify().is_err());
+        assert_eq!(probes(), 2, "a later call probes again");
+    }
 
     #[test]
     fn rustc_layouts() {

@@ -217,12 +217,12 @@ fn children_of(parent: u32) -> Vec<u32> {
     pids
 }
 
-/// A daemon killed in the middle of a compile leaves the compiler it started running, writing
-/// the caller's object. The client, which then compiles by other means, must not return (and
-/// let the build read or link the object) while that compiler may still rewrite it: an
-/// assembler that has just truncated the object leaves it empty for a moment.
-#[test]
-fn a_killed_daemons_compiler_finishes_before_the_client_returns() {
+/// A daemon that goes away in the middle of a compile leaves the compiler it started
+/// running, writing the caller's object. The client, which then compiles by other means, must
+/// not return (and let the build read or link the object) while that compiler may still
+/// rewrite it: an assembler that has just truncated the object leaves it empty for a moment.
+/// `end_daemon` ends the daemon while its gcc is held stopped; the gcc is let go 1.5 s after.
+fn orphaned_compiler_finishes_before_the_client_returns(end_daemon: impl FnOnce(&Sandbox, u32)) {
     let sb = Sandbox::new();
     let mut source = String::new();
     for i in 0..400 {
@@ -244,10 +244,13 @@ fn a_killed_daemons_compiler_finishes_before_the_client_returns() {
         assert!(Instant::now() < deadline, "the daemon never started gcc");
         std::thread::sleep(Duration::from_millis(1));
     };
-    // SAFETY: signalling processes this test started.
-    unsafe {
-        libc::kill(driver as i32, libc::SIGSTOP);
-        libc::kill(daemon as i32, libc::SIGKILL);
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(driver as i32, libc::SIGSTOP) };
+    end_daemon(&sb, daemon);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while zccache_core::process_is_running(daemon) {
+        assert!(Instant::now() < deadline, "the daemon never went away");
+        std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(1500));
     let returned_while_gcc_ran = client.try_wait().unwrap().is_some();
@@ -257,11 +260,11 @@ fn a_killed_daemons_compiler_finishes_before_the_client_returns() {
     assert_success(&output, &["gcc", "-c", "slow.c"]);
     assert!(
         !returned_while_gcc_ran,
-        "the client returned while the killed daemon's gcc could still write slow.o"
+        "the client returned while the old daemon's gcc could still write slow.o"
     );
     assert!(
         !zccache_core::process_is_running(driver),
-        "the killed daemon's gcc still runs"
+        "the old daemon's gcc still runs"
     );
     let root = zccache_core::CacheRoot::new(&sb.cache);
     assert!(
@@ -274,11 +277,28 @@ fn a_killed_daemons_compiler_finishes_before_the_client_returns() {
     std::fs::remove_file(sb.path("slow.o")).unwrap();
     sb.ok(&["gcc", "-c", "slow.c", "-o", "slow.o"]);
     assert_eq!(sb.read("slow.o"), bare);
-    // A daemon that stops removes its own lock.
+    // A daemon that stops with no compile running removes its own lock.
     let serving = sb.daemon_pid().expect("a daemon runs");
     assert!(root.compilers_lock_path(serving).exists());
     sb.ok(&["stop"]);
     assert!(!root.compilers_lock_path(serving).exists());
+}
+
+#[test]
+fn a_killed_daemons_compiler_finishes_before_the_client_returns() {
+    orphaned_compiler_finishes_before_the_client_returns(|_, daemon| {
+        // SAFETY: signalling this test's own daemon.
+        unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
+    });
+}
+
+/// `zccache stop` waits a few seconds for the calls in flight and then exits; a compile that
+/// takes longer is left running, and its lock with it.
+#[test]
+fn a_stopped_daemons_unfinished_compiler_finishes_before_the_client_returns() {
+    orphaned_compiler_finishes_before_the_client_returns(|sb, _| {
+        sb.ok(&["stop"]);
+    });
 }
 
 #[test]
