@@ -49,8 +49,7 @@ impl Endpoint {
         let Ok(file) = std::fs::File::open(self.root.lock_path(PROTOCOL_VERSION)) else {
             return false;
         };
-        // SAFETY: flock on a descriptor we own; closing `file` releases our lock.
-        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+        zccache_core::try_lock_exclusive(&file).is_err()
     }
 
     /// Connects to a running daemon.
@@ -114,13 +113,13 @@ impl Endpoint {
         let mut told = false;
         let mut daemon_checked = false;
         loop {
-            // SAFETY: flock on a descriptor we own; closing `lock` releases it.
-            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                let _ = std::fs::remove_file(&path);
-                return;
-            }
-            if io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-                return;
+            match zccache_core::try_lock_exclusive(&lock) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&path);
+                    return;
+                }
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
+                Err(_) => {}
             }
             let waited = started.elapsed();
             // A killed daemon shows as running until its last thread is gone. Asked once

@@ -40,6 +40,17 @@ pub fn process_is_running(pid: u32) -> bool {
     }
 }
 
+/// Takes an exclusive `flock` on `file` without waiting; `WouldBlock` while another open
+/// file holds a lock on it. Released when `file` is closed.
+pub fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor `file` owns.
+    match unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 /// A 32-byte blake3 digest, the unit of identity for files, keys and blobs.
 pub type Hash = [u8; 32];
 

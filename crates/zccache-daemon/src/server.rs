@@ -146,11 +146,11 @@ pub fn run(options: DaemonOptions) -> i32 {
     let code = serve(daemon, &socket, options.idle_timeout, options.notify_ready);
     let _ = std::fs::remove_file(&socket);
     exiting.scratch.remove_unused();
-    if let Some((path, file)) = compilers_lock {
+    if let Some(file) = compilers_lock {
         // A compile that outlasted the drain still holds it, for its client to wait on; the
         // next daemon removes it then.
         drop(file);
-        remove_unless_held(&path);
+        remove_unless_held(&root.compilers_lock_path(std::process::id()));
     }
     tracing::info!("daemon exiting");
     drop(lock);
@@ -259,7 +259,7 @@ fn stop_older_daemons(root: &CacheRoot) -> Vec<u16> {
 /// descriptor every process it starts inherits: a compiler outlives a killed daemon and may
 /// still be writing its caller's outputs, and the client waits for the lock before it
 /// compiles them itself. Nothing is done per compile.
-fn hold_compilers_lock(root: &CacheRoot) -> Option<(PathBuf, std::fs::File)> {
+fn hold_compilers_lock(root: &CacheRoot) -> Option<std::fs::File> {
     let path = root.compilers_lock_path(std::process::id());
     let file = match OpenOptions::new()
         .create(true)
@@ -293,7 +293,7 @@ fn hold_compilers_lock(root: &CacheRoot) -> Option<(PathBuf, std::fs::File)> {
         let _ = std::fs::remove_file(&path);
         return None;
     }
-    Some((path, file))
+    Some(file)
 }
 
 /// Removes the compilers locks of daemons that are gone and whose compilers have all exited.
@@ -324,8 +324,7 @@ fn remove_unless_held(path: &Path) {
     let Ok(file) = std::fs::File::open(path) else {
         return;
     };
-    // SAFETY: flock on a descriptor we own; closing `file` releases it.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+    if zccache_core::try_lock_exclusive(&file).is_ok() {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -340,8 +339,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 fn take_lock(lock: &std::fs::File, socket: &Path) -> bool {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        // SAFETY: flock on a descriptor we own; the lock lives as long as `lock`.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        // The lock lives as long as `lock`.
+        if zccache_core::try_lock_exclusive(lock).is_ok() {
             return true;
         }
         if answers_ping(socket) || Instant::now() > deadline {

@@ -109,14 +109,11 @@ impl Toolchains {
             .digest_synced(path, synced)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let key = (path.to_path_buf(), digest.hash, "--version");
-        let known = || {
-            (self.by_binary.get(&key).map(|found| Ok(found.clone())))
-                .or_else(|| self.recent_failure(&key).map(Err))
-        };
-        self.probed_once(path, known, || {
-            self.probe_compiler(path, env, &key)
-                .inspect_err(|why| self.remember_failure(&key, why))
-        })
+        self.probed_once(
+            &key,
+            || self.by_binary.get(&key).map(|found| found.clone()),
+            || self.probe_compiler(path, env, &key),
+        )
     }
 
     /// The failure of a probe of this tool that ended within [`FAILED_PROBE_MEMORY`]: the
@@ -132,21 +129,30 @@ impl Toolchains {
             .insert(key.clone(), (std::time::Instant::now(), why.to_string()));
     }
 
-    /// Runs `probe` for the tool at `path` unless `known` already has the answer. The calls
-    /// of a parallel cold build (and the daemon's own start-up probe) that find the tool
-    /// unknown wait for one probe instead of each running their own.
+    /// Runs `probe` for the tool `key` names unless `known` already has its identity or a
+    /// probe of it has just failed. The calls of a parallel cold build (and the daemon's own
+    /// start-up probe) that find the tool unknown wait for one probe instead of each running
+    /// their own.
     fn probed_once<T>(
         &self,
-        path: &Path,
+        key: &ProbeKey,
         known: impl Fn() -> Option<T>,
-        probe: impl FnOnce() -> T,
-    ) -> T {
-        if let Some(found) = known() {
-            return found;
+        probe: impl FnOnce() -> Result<T, String>,
+    ) -> Result<T, String> {
+        let answered = || {
+            known()
+                .map(Ok)
+                .or_else(|| self.recent_failure(key).map(Err))
+        };
+        if let Some(answer) = answered() {
+            return answer;
         }
-        let gate = self.probing.entry(path.to_path_buf()).or_default().clone();
+        let gate = self.probing.entry(key.0.clone()).or_default().clone();
         let _probing = gate.lock();
-        known().unwrap_or_else(probe)
+        if let Some(answer) = answered() {
+            return answer;
+        }
+        probe().inspect_err(|why| self.remember_failure(key, why))
     }
 
     /// Probes the gcc/clang at `path` (its digest in `key`) and remembers what it is.
@@ -212,23 +218,21 @@ impl Toolchains {
             digest,
             probes.first().copied().unwrap_or(""),
         );
-        let known = || {
-            (self.by_binary.get(&key).map(|found| Ok(found.hash))).or_else(|| {
-                self.recent_failure(&key)
-                    .map(|why| Err(Unidentified::Failed(why)))
-            })
-        };
-        self.probed_once(path, known, || {
-            let banner = probe(path, env, probes)
-                .inspect_err(|why| self.remember_failure(&key, why))
-                .map_err(Unidentified::Failed)?;
+        let probe_tool = || {
+            let banner = probe(path, env, probes)?;
             tracing::info!(
                 "identified tool {}: {}",
                 path.display(),
                 String::from_utf8_lossy(banner.split(|&b| b == b'\n').next().unwrap_or_default())
             );
             Ok(self.remember_identity(key.clone(), &banner).hash)
-        })
+        };
+        self.probed_once(
+            &key,
+            || self.by_binary.get(&key).map(|found| found.hash),
+            probe_tool,
+        )
+        .map_err(Unidentified::Failed)
     }
 
     /// The content digest of the tool at `path`, unless it is a rustup proxy (found once per
