@@ -365,26 +365,46 @@ impl FsCache {
     }
 }
 
+/// How much of a file is read at once: all of most sources and headers.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Bytes kept from the end of one read to find a time macro split across two: the longest
+/// name, `__TIMESTAMP__`, less one.
+const MACRO_SEAM: usize = 12;
+
 /// Hashes a file's content and looks for time macros in the same pass.
 pub fn hash_file(path: &Path) -> io::Result<(Hash, bool)> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; 64 * 1024];
+    // Not zeroed: a 100-byte source should not cost clearing 64 KiB.
+    let mut chunk = Vec::with_capacity(READ_CHUNK);
     let mut time_macros = false;
-    // Keep the tail of the previous chunk so a macro name split across reads is still found.
-    let mut carry: Vec<u8> = Vec::new();
+    // The last bytes read so far, for a macro name split across reads.
+    let mut tail = [0u8; MACRO_SEAM];
+    let mut tail_len = 0;
     loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
+        chunk.clear();
+        (&mut file)
+            .take(READ_CHUNK as u64)
+            .read_to_end(&mut chunk)?;
+        if chunk.is_empty() {
             break;
         }
-        let chunk = &buffer[..read];
-        hasher.update(chunk);
+        hasher.update(&chunk);
         if !time_macros {
-            carry.extend_from_slice(chunk);
-            time_macros = mentions_time_macro(&carry);
-            let keep = carry.len().saturating_sub(16);
-            carry.drain(..keep);
+            let mut seam = [0u8; 2 * MACRO_SEAM];
+            let head = chunk.len().min(MACRO_SEAM);
+            seam[..tail_len].copy_from_slice(&tail[..tail_len]);
+            seam[tail_len..tail_len + head].copy_from_slice(&chunk[..head]);
+            let seam = &seam[..tail_len + head];
+            time_macros = mentions_time_macro(seam) || mentions_time_macro(&chunk);
+            let ends = if chunk.len() >= MACRO_SEAM {
+                &chunk[..]
+            } else {
+                seam
+            };
+            tail_len = ends.len().min(MACRO_SEAM);
+            tail[..tail_len].copy_from_slice(&ends[ends.len() - tail_len..]);
         }
     }
     Ok((*hasher.finalize().as_bytes(), time_macros))
@@ -392,21 +412,11 @@ pub fn hash_file(path: &Path) -> io::Result<(Hash, bool)> {
 
 /// True when `text` contains `__TIME__`, `__DATE__` or `__TIMESTAMP__`.
 pub fn mentions_time_macro(text: &[u8]) -> bool {
-    const NAMES: [&[u8]; 3] = [b"TIME__", b"DATE__", b"TIMESTAMP__"];
-    let mut at = 0;
-    while at + 2 <= text.len() {
-        match text[at..].windows(2).position(|w| w == b"__") {
-            None => return false,
-            Some(offset) => {
-                let rest = &text[at + offset + 2..];
-                if NAMES.iter().any(|name| rest.starts_with(name)) {
-                    return true;
-                }
-                at += offset + 1;
-            }
-        }
-    }
-    false
+    static NAMES: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+        std::sync::LazyLock::new(|| {
+            [&b"__TIME__"[..], b"__DATE__", b"__TIMESTAMP__"].map(memchr::memmem::Finder::new)
+        });
+    NAMES.iter().any(|name| name.find(text).is_some())
 }
 
 #[cfg(test)]
@@ -593,6 +603,28 @@ mod tests {
         assert!(mentions_time_macro(b"x___TIMESTAMP__"));
         assert!(!mentions_time_macro(b"__TIM__ __DAT_ __x__"));
         assert!(!mentions_time_macro(b""));
+    }
+
+    #[test]
+    fn time_macros_are_found_at_every_offset_around_read_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.h");
+        for name in [&b"__TIME__"[..], b"__DATE__", b"__TIMESTAMP__"] {
+            for at in (READ_CHUNK - 16..READ_CHUNK + 2).chain(2 * READ_CHUNK - 14..2 * READ_CHUNK) {
+                let mut content = vec![b'_'; at];
+                content.extend_from_slice(name);
+                content.extend_from_slice(b"_ tail");
+                std::fs::write(&path, &content).unwrap();
+                let (hash, found) = hash_file(&path).unwrap();
+                assert!(found, "{} at {at}", String::from_utf8_lossy(name));
+                assert_eq!(hash, *blake3::hash(&content).as_bytes());
+                // One byte of the name changed: nothing to find, wherever it is.
+                let mut near = content.clone();
+                near[at + 3] = b'x';
+                std::fs::write(&path, &near).unwrap();
+                assert!(!hash_file(&path).unwrap().1, "near miss at {at}");
+            }
+        }
     }
 
     #[test]
