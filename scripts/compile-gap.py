@@ -12,6 +12,8 @@ fraction of a millisecond per compile. This script traces process execs and exit
   outside gcc  the build's whole time minus its gcc runs: start-up (a new daemon, the first
        compile's probes), every gap (a median hides a slow one) and the last reply; this is
        what the build's wall time adds to the compiler's own;
+  start-up  from the build's start to the first compile's exec: through zccache, the client,
+       a new daemon, the compiler's probes and the first lookup;
   run  gcc's own run (exec to exit), for reference.
 
 Builds alternate between bare gcc and each zccache given (a fresh, empty cache each time).
@@ -31,7 +33,7 @@ import tempfile
 import time
 
 SOURCES = 50
-EVENTS = "sched:sched_process_exec,sched:sched_process_exit"
+EVENTS = "sched:sched_process_exec,sched:sched_process_exit,sched:sched_process_fork"
 
 
 def write_sources(work):
@@ -68,7 +70,7 @@ def traced_build(prefix, env, work, data):
     script = subprocess.run(
         ["perf", "script", "-i", data], capture_output=True, text=True, check=True
     ).stdout
-    execs, exits, drivers = [], [], set()
+    gcc_exec, gcc_exit, parent, assemblers = {}, {}, {}, set()
     build_start = build_end = None
     for line in script.splitlines():
         m = re.match(r"\s*(.+?)\s+(\d+)\s+\[\d+\]\s+([\d.]+):\s+sched:(\w+):\s*(.*)", line)
@@ -76,24 +78,42 @@ def traced_build(prefix, env, work, data):
             continue
         comm, pid, at, kind, rest = m.groups()
         pid, at = int(pid), float(at) * 1000
-        if kind == "sched_process_exec" and rest.split()[0].endswith("/sh") and build_start is None:
-            build_start, build_pid = at, pid
-        elif kind == "sched_process_exit" and build_start is not None and pid == build_pid:
-            build_end = at
-        elif kind == "sched_process_exec" and rest.split()[0].endswith("/gcc"):
-            execs.append(at)
-            drivers.add(pid)
-        elif kind == "sched_process_exit" and pid in drivers and comm == "gcc":
-            exits.append(at)
-            drivers.discard(pid)
+        if kind == "sched_process_fork":
+            child = re.search(r"child_pid=(\d+)", rest)
+            if child:
+                parent[int(child.group(1))] = pid
+        elif kind == "sched_process_exec":
+            program = rest.split()[0]
+            if program.endswith("/sh") and build_start is None:
+                build_start, build_pid = at, pid
+            elif program.endswith("/gcc"):
+                gcc_exec[pid] = at
+            elif program.endswith("/as"):
+                assemblers.add(pid)
+        elif kind == "sched_process_exit":
+            if build_start is not None and pid == build_pid:
+                build_end = at
+            elif pid in gcc_exec and comm == "gcc":
+                gcc_exit[pid] = at
+    # The compiles are the gcc drivers that ran an assembler; zccache's probes of gcc
+    # (-dumpmachine, --version, -E -v) run none.
+    drivers = sorted(
+        (gcc_exec[d], gcc_exit[d])
+        for d in {parent.get(a) for a in assemblers}
+        if d in gcc_exec and d in gcc_exit
+    )
+    execs = [e for e, _ in drivers]
+    exits = [x for _, x in drivers]
     # The first compile is left out: through zccache it also starts the daemon.
     gaps = [b - a for a, b in zip(exits[1:], execs[2:])]
     runs = [b - a for a, b in zip(execs[1:], exits[1:])]
     if len(gaps) < SOURCES - 3:
         sys.exit(f"only {len(gaps)} compiles were traced; is perf allowed to trace?")
-    # Everything in the build that is not a gcc run: start-up, gaps, the last reply.
+    # Everything in the build that is not a compile's run: start-up, gaps, the last reply.
     outside = (build_end - build_start) - sum(b - a for a, b in zip(execs, exits))
-    return statistics.median(gaps), statistics.median(runs), outside
+    # Start-up: from the build's start to the first compile's exec (through zccache: the
+    # client, a new daemon, the compiler's probes, the first lookup).
+    return statistics.median(gaps), statistics.median(runs), outside, execs[0] - build_start
 
 
 def main():
@@ -127,16 +147,18 @@ def main():
                 finally:
                     subprocess.run([path, "stop"], env=env, capture_output=True)
     print(f"{SOURCES} cold compiles per build, {args.builds} builds each; medians per compile")
-    print("| variant | gap (ms) | gap per build | outside gcc (ms) | per build | gcc run (ms) |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | gap (ms) | gap per build | outside gcc (ms) | per build | start-up (ms) | gcc run (ms) |")
+    print("|---|---|---|---|---|---|---|")
     for name, _, _ in variants:
-        gaps = [g for g, _, _ in results[name]]
-        runs = [r for _, r, _ in results[name]]
-        means = [m for _, _, m in results[name]]
+        gaps = [g for g, _, _, _ in results[name]]
+        runs = [r for _, r, _, _ in results[name]]
+        means = [m for _, _, m, _ in results[name]]
+        starts = [s for _, _, _, s in results[name]]
         print(
             f"| {name} | {statistics.median(gaps):.2f} | "
             f"{', '.join(f'{g:.2f}' for g in gaps)} | {statistics.median(means):.2f} | "
-            f"{', '.join(f'{m:.2f}' for m in means)} | {statistics.median(runs):.1f} |"
+            f"{', '.join(f'{m:.2f}' for m in means)} | {statistics.median(starts):.2f} | "
+            f"{statistics.median(runs):.1f} |"
         )
 
 
