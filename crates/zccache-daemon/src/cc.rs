@@ -8,7 +8,7 @@ use crate::scratch::Scratch;
 use crate::search::SearchPath;
 use crate::stats::Stats;
 use crate::toolchain::Toolchain;
-use crate::Daemon;
+use crate::{Daemon, LookupStore};
 use std::borrow::Cow;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -88,15 +88,21 @@ impl Daemon {
             Ok(toolchain) => toolchain,
             Err(response) => return *response,
         };
-        let Some(store) = self.store() else {
+        let Some(store) = self.lookup_store() else {
             return self.run_locally(call, "store_unavailable");
         };
         let invocation = match parsed {
             Parsed::Cacheable(invocation) => invocation,
             Parsed::Multi(multi) => {
                 let colour_explicit = multi.units.iter().any(|u| u.colour_explicit);
-                let response =
-                    self.compile_cc_multi(call, &args, from_response_files, &multi, &toolchain);
+                let response = self.compile_cc_multi(
+                    call,
+                    &args,
+                    from_response_files,
+                    &multi,
+                    &toolchain,
+                    store,
+                );
                 if emcc_failed(&toolchain, &response) {
                     return self.run_locally(call, "emcc_failed_rerun");
                 }
@@ -175,7 +181,7 @@ impl Daemon {
         from_response_files: bool,
         invocation: &CompileInvocation,
         toolchain: &Toolchain,
-        store: &Store,
+        store: LookupStore<'_>,
     ) -> Response {
         let source_path = absolute(&call.cwd, &invocation.source);
         let source = match call.digest(&self.fs, &source_path) {
@@ -183,7 +189,7 @@ impl Daemon {
             Err(_) => return self.run_locally(call, "source_unreadable"),
         };
         let key = cache_key(call, invocation, toolchain, &source);
-        if let Some(found) = self.find_entry(store, &key, call, None) {
+        if let Some((store, found)) = self.look_up(store, &key, call, None) {
             let newest = found.newest_input_ns.max(source.sig.mtime_ns);
             let deliver = |found: &Found| deliver(store, found, call, invocation, newest);
             if let Some(response) = self.serve_hit(call, &found, deliver) {
@@ -330,11 +336,9 @@ impl Daemon {
         from_response_files: bool,
         multi: &MultiCompile,
         toolchain: &Toolchain,
+        store: LookupStore<'_>,
     ) -> Response {
         use rayon::prelude::*;
-        let Some(store) = self.store() else {
-            return self.run_locally(call, "store_unavailable");
-        };
         // The batch asks for -MD; a unit whose build did not will get a depfile beside its
         // object. Never overwrite a file of the build's own there.
         let extra_depfile = |unit: &CompileInvocation| {
@@ -363,7 +367,7 @@ impl Daemon {
             .par_iter()
             .zip(prepared.par_iter())
             .map(|(unit, (key, source))| {
-                let found = self.find_entry(store, key, call, Some(&memo))?;
+                let (store, found) = self.look_up(store, key, call, Some(&memo))?;
                 let newest = found.newest_input_ns.max(source.sig.mtime_ns);
                 let deliver = |found: &Found| deliver(store, found, call, unit, newest);
                 match self.serve_hit(call, &found, deliver)? {

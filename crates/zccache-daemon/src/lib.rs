@@ -39,6 +39,9 @@ pub(crate) struct Daemon {
     root: CacheRoot,
     /// Opened on its own thread while the daemon starts serving (see [`Daemon::store`]).
     store: std::sync::OnceLock<OpenedStore>,
+    /// There was no index when the daemon started: the store it is creating holds nothing
+    /// until it is open (see [`Daemon::lookup_store`]).
+    index_was_absent: bool,
     fs: FsCache,
     toolchains: Toolchains,
     /// Analysers' identities and the compilation databases they read.
@@ -66,6 +69,14 @@ pub(crate) struct Daemon {
 /// How long a request waits for the store to open before it runs uncached.
 const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Where a cache lookup looks (see [`Daemon::lookup_store`]).
+#[derive(Clone, Copy)]
+pub(crate) enum LookupStore<'a> {
+    Open(&'a Store),
+    /// The index is being created: nothing can be in it yet, so every lookup misses.
+    Empty,
+}
+
 /// The store once opening it has been tried, and what went wrong.
 struct OpenedStore {
     /// `None` when the store could not be opened: every compile then runs uncached.
@@ -80,6 +91,23 @@ impl Daemon {
     /// need no store, so it opens beside the first requests; a request that needs it waits.
     fn store(&self) -> Option<&Store> {
         self.opened_store()?.store.as_ref()
+    }
+
+    /// The store to look entries up in; `None` when it is unavailable. A new cache's index
+    /// is created beside the first compiles (~10 ms of syncs and set-up on a new root); since
+    /// nothing can be in it before it is open, their lookups miss at once instead of waiting
+    /// for it, unless a result for their key is on its way in (see [`Daemon::look_up`]).
+    /// Storing results waits for it as before.
+    fn lookup_store(&self) -> Option<LookupStore<'_>> {
+        match self.store.get() {
+            None if self.index_was_absent => Some(LookupStore::Empty),
+            _ => self.store().map(LookupStore::Open),
+        }
+    }
+
+    /// Opening the store has ended (in success or failure).
+    fn store_is_open(&self) -> bool {
+        self.store.get().is_some()
     }
 
     /// The outcome of opening the store; `None` if it is still opening after [`STORE_WAIT`]

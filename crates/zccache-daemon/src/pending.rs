@@ -36,6 +36,11 @@ impl PendingStores {
         self.changed.notify_all();
     }
 
+    /// Whether a store for `key` is in flight.
+    pub fn contains(&self, key: &Hash) -> bool {
+        self.by_key.lock().contains_key(key)
+    }
+
     /// Waits until no store for `key` is in flight.
     pub fn wait_for(&self, key: &Hash) {
         let mut map = self.by_key.lock();

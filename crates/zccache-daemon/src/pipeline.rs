@@ -9,7 +9,7 @@ use crate::search::Listings;
 use crate::search::SearchPath;
 use crate::session::Session;
 use crate::stats::Stats;
-use crate::Daemon;
+use crate::{Daemon, LookupStore};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -598,6 +598,29 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::find_entry`] in `lookup`, with the store the entry was found in.
+    pub(crate) fn look_up<'s>(
+        &'s self,
+        lookup: LookupStore<'s>,
+        key: &Hash,
+        call: &Call,
+        memo: Option<&LookupMemo>,
+    ) -> Option<(&'s Store, Found)> {
+        match lookup {
+            LookupStore::Open(store) => Some((store, self.find_entry(store, key, call, memo)?)),
+            // A result for this key on its way into the store is worth waiting for the store.
+            // Checked before the store's state: a store ends only once the store is open, so
+            // a store still opening after no result was in flight has none for this key.
+            LookupStore::Empty => {
+                if !self.pending.contains(key) && !self.store_is_open() {
+                    return None;
+                }
+                let store = self.store()?;
+                Some((store, self.find_entry(store, key, call, memo)?))
+            }
+        }
+    }
+
     /// The first stored entry for `key` whose inputs are unchanged for this call. `memo` is
     /// shared by the sources of one multi-file call, so headers they share are checked once.
     pub(crate) fn find_entry(
@@ -843,14 +866,9 @@ impl Daemon {
                     session.stats.not_stored(reason);
                 }
             };
-            match daemon.store() {
-                Some(store) => {
-                    if let Err(reason) = daemon.finish_store(store, job) {
-                        not_stored(reason);
-                    }
-                    daemon.evict_if_needed(store);
-                }
-                None => not_stored("store_unavailable"),
+            match daemon.finish_store(job) {
+                Ok(store) => daemon.evict_if_needed(store),
+                Err(reason) => not_stored(reason),
             }
         }));
         if queued.is_err() {
@@ -872,9 +890,9 @@ impl Daemon {
         self.evicting.store(false, Ordering::SeqCst);
     }
 
-    /// Checks that the inputs are still what the tool read, then stores the result. The error
-    /// is the reason it was not stored.
-    fn finish_store(&self, store: &Store, job: StoreJob) -> Result<(), &'static str> {
+    /// Checks that the inputs are still what the tool read, then stores the result; returns
+    /// the store it went into, or the reason it was not stored.
+    fn finish_store(&self, job: StoreJob) -> Result<&Store, &'static str> {
         let StoreJob {
             key,
             cwd,
@@ -944,6 +962,9 @@ impl Daemon {
             let source = source.as_ref().map_or(Path::new(""), |(path, _)| path);
             crate::search::shadow_check(&search, &cwd, source, &paths)
         });
+        // Only now the store: the inputs are checked and hashed while a new cache's index is
+        // still being created (see `Daemon::lookup_store`), before the build can change them.
+        let store = self.store().ok_or("store_unavailable")?;
         for output in outputs {
             let blob = store.put_bytes(&output.bytes).map_err(|e| {
                 tracing::warn!("storing {}: {e}", output.role);
@@ -969,7 +990,8 @@ impl Daemon {
             .map_err(|e| {
                 tracing::warn!("storing entry: {e}");
                 "store_unwritable"
-            })
+            })?;
+        Ok(store)
     }
 }
 

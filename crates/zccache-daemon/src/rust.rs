@@ -60,7 +60,7 @@ impl Daemon {
                 return self.run_locally(call, nc.reason);
             }
         };
-        let Some(store) = self.store() else {
+        let Some(store) = self.lookup_store() else {
             return self.run_locally(call, "store_unavailable");
         };
         let source_path = absolute(&call.cwd, &invocation.source);
@@ -73,7 +73,7 @@ impl Daemon {
             Err(reason) => return self.run_locally(call, reason),
         };
         let out_dir = absolute(&call.cwd, &invocation.out_dir);
-        if let Some(found) = self.find_entry(store, &key, call, None) {
+        if let Some((store, found)) = self.look_up(store, &key, call, None) {
             if let Some(response) =
                 self.serve_hit(call, &found, |found| deliver(store, found, &out_dir))
             {

@@ -76,6 +76,8 @@ pub fn run(options: DaemonOptions) -> i32 {
     let daemon = Arc::new(Daemon {
         root: root.clone(),
         store: Default::default(),
+        // Checked before the store opens (and creates it); one daemon per root creates it.
+        index_was_absent: !root.index_path().exists(),
         fs: file_cache(),
         toolchains: Toolchains::default(),
         analysis: Default::default(),
@@ -107,6 +109,12 @@ pub fn run(options: DaemonOptions) -> i32 {
     let opened = std::thread::Builder::new()
         .name("zccache-store".into())
         .spawn(move || {
+            hold_store_back_for_tests();
+            if opening.index_was_absent {
+                // Creating an index costs a few ms of CPU that a new cache's first compiles,
+                // which do not wait for it, need more on a machine with few cores.
+                yield_cpu_to_requests();
+            }
             // Requests wait for the outcome, so there must be one even if opening panics.
             let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 open_store(&opening.root, output_mode, max_size)
@@ -155,6 +163,29 @@ pub fn run(options: DaemonOptions) -> i32 {
     tracing::info!("daemon exiting");
     drop(lock);
     code
+}
+
+/// Lowers the calling thread's CPU priority to the lowest (nice 19); it still runs, at a
+/// small share, on a machine every core of which is busy.
+fn yield_cpu_to_requests() {
+    // SAFETY: gettid and setpriority only read and set this thread's scheduling priority.
+    let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    if set != 0 {
+        tracing::debug!(
+            "cannot lower the store opener's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// `ZCCACHE_TEST_STORE_GATE`: tests hold the store's opening back while the file it names
+/// exists, to see what calls do meanwhile.
+fn hold_store_back_for_tests() {
+    if let Some(gate) = std::env::var_os("ZCCACHE_TEST_STORE_GATE") {
+        while Path::new(&gate).exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// Identifies the compiler the starting client named, on a thread of its own; the first call

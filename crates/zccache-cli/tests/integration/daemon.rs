@@ -251,6 +251,89 @@ fn stale_socket_from_a_killed_daemon_is_replaced() {
     }
 }
 
+/// A new cache's index is created beside the first compiles. Nothing can be in it before it
+/// is open, so their lookups miss at once instead of waiting for it (here it is held back
+/// until the first compile has returned), and their results are stored once it opens.
+#[test]
+fn a_new_caches_first_compile_does_not_wait_for_its_store_to_open() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "int m(int x) { return x * 3; }\n");
+    let gate = sb.path("store-gate");
+    std::fs::write(&gate, "").unwrap();
+    let args = ["gcc", "-c", "m.c", "-o", "m.o"];
+    sb.ok_env(&[("ZCCACHE_TEST_STORE_GATE", &gate)], &args);
+    let bare = sb.bare_object(&args);
+    assert_eq!(sb.read("m.o"), bare);
+    // The same compile again, the store still held back: its result is on its way into the
+    // store, so this one waits for the store, and hits.
+    std::fs::remove_file(sb.path("m.o")).unwrap();
+    let again = spawn_compile(&sb, &args.map(String::from));
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&gate).unwrap();
+    let again = again.wait_with_output().unwrap();
+    assert_success(&again, &args);
+    assert_eq!(sb.read("m.o"), bare);
+    // Waiting for the store would have ended after 10 s in an uncached run.
+    assert_eq!(sb.reason_count("non_cacheable", "store_unavailable"), 0);
+    assert_eq!((sb.hits(), sb.misses()), (1, 1));
+}
+
+/// A new cache's first results are checked against their inputs as soon as they are
+/// replied to, not once the store has opened: a header the build rewrites in between (here
+/// while the store is held back) does not cost the entry.
+#[test]
+fn a_new_caches_first_results_are_checked_before_its_store_opens() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "#include \"v.h\"\nint m(void) { return VALUE; }\n");
+    sb.write_old("v.h", "#define VALUE 1\n");
+    let gate = sb.path("store-gate");
+    std::fs::write(&gate, "").unwrap();
+    let args = ["gcc", "-c", "m.c", "-o", "m.o"];
+    sb.ok_env(&[("ZCCACHE_TEST_STORE_GATE", &gate)], &args);
+    let first = sb.read("m.o");
+    // Time for the store worker to check the result's inputs (nothing tells when it has).
+    std::thread::sleep(Duration::from_millis(500));
+    sb.write_old("v.h", "#define VALUE 2\n");
+    std::fs::remove_file(&gate).unwrap();
+    sb.ok(&args);
+    assert_ne!(sb.read("m.o"), first);
+    sb.write_old("v.h", "#define VALUE 1\n");
+    sb.ok(&args);
+    assert_eq!(sb.read("m.o"), first);
+    assert_eq!(
+        sb.reason_count("not_stored", "input_modified_during_compile"),
+        0
+    );
+    assert_eq!((sb.hits(), sb.misses()), (1, 2));
+}
+
+/// The other side of the first of the tests above: a daemon started on an existing index waits for it to
+/// open before it answers a lookup, and serves the hit.
+#[test]
+fn a_lookup_in_an_existing_index_waits_for_it_to_open() {
+    let sb = Sandbox::new();
+    sb.write_old("m.c", "int m(int x) { return x * 5; }\n");
+    let args = ["gcc", "-c", "m.c", "-o", "m.o"];
+    sb.ok(&args);
+    sb.ok(&["stop"]);
+    std::fs::remove_file(sb.path("m.o")).unwrap();
+    let gate = sb.path("store-gate");
+    std::fs::write(&gate, "").unwrap();
+    let compile = sb
+        .zccache()
+        .env("ZCCACHE_TEST_STORE_GATE", &gate)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&gate).unwrap();
+    let output = compile.wait_with_output().unwrap();
+    assert_success(&output, &args);
+    assert_eq!((sb.hits(), sb.misses()), (1, 0));
+}
+
 /// Entries are synced to disk in groups, not one by one: nothing asks the daemon for its
 /// status here, so only the periodic sync can have kept the entry through the kill.
 #[test]
