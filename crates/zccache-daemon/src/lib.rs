@@ -113,12 +113,13 @@ impl Daemon {
     /// The outcome of opening the store; `None` if it is still opening after [`STORE_WAIT`]
     /// (an older daemon that does not answer, a slow disk): calls then run uncached.
     fn opened_store(&self) -> Option<&OpenedStore> {
-        let deadline = Instant::now() + STORE_WAIT;
+        // No clock read once the store is open: every lookup comes here.
+        let mut deadline = None;
         loop {
             if let Some(opened) = self.store.get() {
                 return Some(opened);
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= *deadline.get_or_insert_with(|| Instant::now() + STORE_WAIT) {
                 return None;
             }
             std::thread::sleep(std::time::Duration::from_micros(200));

@@ -606,19 +606,17 @@ impl Daemon {
         call: &Call,
         memo: Option<&LookupMemo>,
     ) -> Option<(&'s Store, Found)> {
-        match lookup {
-            LookupStore::Open(store) => Some((store, self.find_entry(store, key, call, memo)?)),
+        let store = match lookup {
+            LookupStore::Open(store) => store,
             // A result for this key on its way into the store is worth waiting for the store.
             // Checked before the store's state: a store ends only once the store is open, so
             // a store still opening after no result was in flight has none for this key.
-            LookupStore::Empty => {
-                if !self.pending.contains(key) && !self.store_is_open() {
-                    return None;
-                }
-                let store = self.store()?;
-                Some((store, self.find_entry(store, key, call, memo)?))
+            LookupStore::Empty if !self.pending.contains(key) && !self.store_is_open() => {
+                return None
             }
-        }
+            LookupStore::Empty => self.store()?,
+        };
+        Some((store, self.find_entry(store, key, call, memo)?))
     }
 
     /// The first stored entry for `key` whose inputs are unchanged for this call. `memo` is

@@ -376,36 +376,21 @@ const MACRO_SEAM: usize = 12;
 pub fn hash_file(path: &Path) -> io::Result<(Hash, bool)> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    // Not zeroed: a 100-byte source should not cost clearing 64 KiB.
-    let mut chunk = Vec::with_capacity(READ_CHUNK);
     let mut time_macros = false;
-    // The last bytes read so far, for a macro name split across reads.
-    let mut tail = [0u8; MACRO_SEAM];
-    let mut tail_len = 0;
+    // The last bytes of the previous read, then this read's (not zeroed first: a 100-byte
+    // source should not cost clearing 64 KiB).
+    let mut window = Vec::with_capacity(MACRO_SEAM + READ_CHUNK);
     loop {
-        chunk.clear();
+        let kept = window.len();
         (&mut file)
             .take(READ_CHUNK as u64)
-            .read_to_end(&mut chunk)?;
-        if chunk.is_empty() {
+            .read_to_end(&mut window)?;
+        if window.len() == kept {
             break;
         }
-        hasher.update(&chunk);
-        if !time_macros {
-            let mut seam = [0u8; 2 * MACRO_SEAM];
-            let head = chunk.len().min(MACRO_SEAM);
-            seam[..tail_len].copy_from_slice(&tail[..tail_len]);
-            seam[tail_len..tail_len + head].copy_from_slice(&chunk[..head]);
-            let seam = &seam[..tail_len + head];
-            time_macros = mentions_time_macro(seam) || mentions_time_macro(&chunk);
-            let ends = if chunk.len() >= MACRO_SEAM {
-                &chunk[..]
-            } else {
-                seam
-            };
-            tail_len = ends.len().min(MACRO_SEAM);
-            tail[..tail_len].copy_from_slice(&ends[ends.len() - tail_len..]);
-        }
+        hasher.update(&window[kept..]);
+        time_macros = time_macros || mentions_time_macro(&window);
+        window.drain(..window.len().saturating_sub(MACRO_SEAM));
     }
     Ok((*hasher.finalize().as_bytes(), time_macros))
 }

@@ -1,12 +1,19 @@
 //! Daemon lifecycle, concurrency and crashes.
 
 use crate::sandbox::*;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use zccache_protocol::PROTOCOL_VERSION;
 
 fn spawn_compile(sb: &Sandbox, args: &[String]) -> Child {
+    spawn_compile_with(sb, &[], args)
+}
+
+/// [`spawn_compile`] with extra environment variables (a daemon it starts has them too).
+fn spawn_compile_with(sb: &Sandbox, env: &[(&str, &Path)], args: &[String]) -> Child {
     sb.zccache()
+        .envs(env.iter().copied())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -251,6 +258,22 @@ fn stale_socket_from_a_killed_daemon_is_replaced() {
     }
 }
 
+/// Holds back the opening of the store of daemons started while the returned file exists
+/// (`ZCCACHE_TEST_STORE_GATE`).
+fn store_gate(sb: &Sandbox) -> PathBuf {
+    let gate = sb.path("store-gate");
+    std::fs::write(&gate, "").unwrap();
+    gate
+}
+
+/// Lets the store open 300 ms into `compile` (which is then waiting for it, or not) and
+/// returns the compile's output.
+fn open_store_gate_during(compile: Child, gate: &Path) -> Output {
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(gate).unwrap();
+    compile.wait_with_output().unwrap()
+}
+
 /// A new cache's index is created beside the first compiles. Nothing can be in it before it
 /// is open, so their lookups miss at once instead of waiting for it (here it is held back
 /// until the first compile has returned), and their results are stored once it opens.
@@ -258,8 +281,7 @@ fn stale_socket_from_a_killed_daemon_is_replaced() {
 fn a_new_caches_first_compile_does_not_wait_for_its_store_to_open() {
     let sb = Sandbox::new();
     sb.write_old("m.c", "int m(int x) { return x * 3; }\n");
-    let gate = sb.path("store-gate");
-    std::fs::write(&gate, "").unwrap();
+    let gate = store_gate(&sb);
     let args = ["gcc", "-c", "m.c", "-o", "m.o"];
     sb.ok_env(&[("ZCCACHE_TEST_STORE_GATE", &gate)], &args);
     let bare = sb.bare_object(&args);
@@ -267,10 +289,7 @@ fn a_new_caches_first_compile_does_not_wait_for_its_store_to_open() {
     // The same compile again, the store still held back: its result is on its way into the
     // store, so this one waits for the store, and hits.
     std::fs::remove_file(sb.path("m.o")).unwrap();
-    let again = spawn_compile(&sb, &args.map(String::from));
-    std::thread::sleep(Duration::from_millis(300));
-    std::fs::remove_file(&gate).unwrap();
-    let again = again.wait_with_output().unwrap();
+    let again = open_store_gate_during(spawn_compile(&sb, &args.map(String::from)), &gate);
     assert_success(&again, &args);
     assert_eq!(sb.read("m.o"), bare);
     // Waiting for the store would have ended after 10 s in an uncached run.
@@ -286,8 +305,7 @@ fn a_new_caches_first_results_are_checked_before_its_store_opens() {
     let sb = Sandbox::new();
     sb.write_old("m.c", "#include \"v.h\"\nint m(void) { return VALUE; }\n");
     sb.write_old("v.h", "#define VALUE 1\n");
-    let gate = sb.path("store-gate");
-    std::fs::write(&gate, "").unwrap();
+    let gate = store_gate(&sb);
     let args = ["gcc", "-c", "m.c", "-o", "m.o"];
     sb.ok_env(&[("ZCCACHE_TEST_STORE_GATE", &gate)], &args);
     let first = sb.read("m.o");
@@ -307,8 +325,8 @@ fn a_new_caches_first_results_are_checked_before_its_store_opens() {
     assert_eq!((sb.hits(), sb.misses()), (1, 2));
 }
 
-/// The other side of the first of the tests above: a daemon started on an existing index waits for it to
-/// open before it answers a lookup, and serves the hit.
+/// The other side of the first of these tests: a daemon started on an existing index waits
+/// for it to open before it answers a lookup, and serves the hit.
 #[test]
 fn a_lookup_in_an_existing_index_waits_for_it_to_open() {
     let sb = Sandbox::new();
@@ -317,19 +335,10 @@ fn a_lookup_in_an_existing_index_waits_for_it_to_open() {
     sb.ok(&args);
     sb.ok(&["stop"]);
     std::fs::remove_file(sb.path("m.o")).unwrap();
-    let gate = sb.path("store-gate");
-    std::fs::write(&gate, "").unwrap();
-    let compile = sb
-        .zccache()
-        .env("ZCCACHE_TEST_STORE_GATE", &gate)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    std::fs::remove_file(&gate).unwrap();
-    let output = compile.wait_with_output().unwrap();
+    let gate = store_gate(&sb);
+    let env = [("ZCCACHE_TEST_STORE_GATE", gate.as_path())];
+    let compile = spawn_compile_with(&sb, &env, &args.map(String::from));
+    let output = open_store_gate_during(compile, &gate);
     assert_success(&output, &args);
     assert_eq!((sb.hits(), sb.misses()), (1, 0));
 }
