@@ -689,13 +689,13 @@ impl Daemon {
 
     /// Closes sessions whose build went away without ending them.
     fn expire_sessions(&self) {
-        let abandoned = self.sessions.abandoned();
-        if abandoned.is_empty() {
+        let expired = self.sessions.expire_abandoned();
+        if expired.is_empty() {
             return;
         }
         self.journal.barrier();
-        for (session, reason) in abandoned {
-            self.sessions.retire(&session, reason);
+        for session in expired {
+            self.sessions.close_expired(&session);
         }
     }
 

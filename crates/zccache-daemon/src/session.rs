@@ -207,10 +207,11 @@ impl Sessions {
         tracing::info!("session {} ended", session.id);
     }
 
-    /// Removes the sessions that were abandoned: owner gone and idle past the timeout, or idle
-    /// past a day. The caller flushes their journal lines and passes each to
-    /// [`Sessions::retire`].
-    pub fn abandoned(&self) -> Vec<(Arc<Session>, String)> {
+    /// Expires the sessions that were abandoned: owner gone and idle past the timeout, or idle
+    /// past a day. Each moves to the expired reports in one step, so a `session-stats` never
+    /// finds it in neither place. The caller flushes their journal lines and then closes their
+    /// files with [`Sessions::close_expired`].
+    pub fn expire_abandoned(&self) -> Vec<Arc<Session>> {
         let mut open = self.open.lock();
         let mut gone = Vec::new();
         open.retain(|_, session| {
@@ -226,21 +227,23 @@ impl Sessions {
             } else {
                 return true;
             };
+            tracing::warn!("session {} expired: {reason}", session.id);
             gone.push((session.clone(), reason));
             false
         });
-        gone
-    }
-
-    /// Closes an abandoned session and keeps its final report.
-    pub fn retire(&self, session: &Session, reason: String) {
-        session.files.lock().close();
-        tracing::warn!("session {} expired: {reason}", session.id);
         let mut expired = self.expired.lock();
-        expired.push_back(session.report(true, Some(reason)));
+        for (session, reason) in &gone {
+            expired.push_back(session.report(true, Some(reason.clone())));
+        }
         while expired.len() > EXPIRED_KEPT {
             expired.pop_front();
         }
+        gone.into_iter().map(|(session, _)| session).collect()
+    }
+
+    /// Closes an expired session's files.
+    pub fn close_expired(&self, session: &Session) {
+        session.files.lock().close();
     }
 
     /// Open sessions keep the daemon from exiting for idleness.
@@ -349,11 +352,13 @@ mod tests {
             })
             .unwrap();
         orphan.stats.miss();
-        let gone = sessions.abandoned();
+        let gone = sessions.expire_abandoned();
         assert_eq!(gone.len(), 1, "only the orphan expires");
-        let (session, reason) = &gone[0];
-        assert_eq!(session.id, orphan.id);
-        sessions.retire(session, reason.clone());
+        assert_eq!(gone[0].id, orphan.id);
+        // Its report is there before its files are closed: session-stats never finds the
+        // session in neither place (it did, while the journal was being flushed).
+        assert!(matches!(sessions.lookup(&orphan.id), Lookup::Expired(_)));
+        sessions.close_expired(&gone[0]);
         match sessions.lookup(&orphan.id) {
             Lookup::Expired(report) => {
                 assert_eq!(report.misses, 1);
