@@ -100,8 +100,9 @@ impl Daemon {
     /// Storing results waits for it as before.
     fn lookup_store(&self) -> Option<LookupStore<'_>> {
         match self.store.get() {
+            Some(opened) => opened.store.as_ref().map(LookupStore::Open),
             None if self.index_was_absent => Some(LookupStore::Empty),
-            _ => self.store().map(LookupStore::Open),
+            None => self.store().map(LookupStore::Open),
         }
     }
 

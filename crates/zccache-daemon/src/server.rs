@@ -680,6 +680,7 @@ impl Daemon {
                 self.pending.wait_all();
                 self.journal.barrier();
                 self.sessions.close(&session);
+                tracing::info!("session {id} ended");
                 Response::Session(session.report(true, None))
             }
             Lookup::Expired(report) => Response::Session(report),
@@ -695,7 +696,7 @@ impl Daemon {
         }
         self.journal.barrier();
         for session in expired {
-            self.sessions.close_expired(&session);
+            self.sessions.close(&session);
         }
     }
 

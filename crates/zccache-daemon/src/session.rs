@@ -201,19 +201,19 @@ impl Sessions {
         }
     }
 
-    /// Closes a removed session's files.
+    /// Closes the files of a session that ended or expired.
     pub fn close(&self, session: &Session) {
         session.files.lock().close();
-        tracing::info!("session {} ended", session.id);
     }
 
     /// Expires the sessions that were abandoned: owner gone and idle past the timeout, or idle
     /// past a day. Each moves to the expired reports in one step, so a `session-stats` never
     /// finds it in neither place. The caller flushes their journal lines and then closes their
-    /// files with [`Sessions::close_expired`].
+    /// files with [`Sessions::close`].
     pub fn expire_abandoned(&self) -> Vec<Arc<Session>> {
         let mut open = self.open.lock();
         let mut gone = Vec::new();
+        let mut reports = Vec::new();
         open.retain(|_, session| {
             let idle = session.idle();
             let reason = if idle >= MAX_IDLE {
@@ -228,22 +228,16 @@ impl Sessions {
                 return true;
             };
             tracing::warn!("session {} expired: {reason}", session.id);
-            gone.push((session.clone(), reason));
+            reports.push(session.report(true, Some(reason)));
+            gone.push(session.clone());
             false
         });
         let mut expired = self.expired.lock();
-        for (session, reason) in &gone {
-            expired.push_back(session.report(true, Some(reason.clone())));
-        }
+        expired.extend(reports);
         while expired.len() > EXPIRED_KEPT {
             expired.pop_front();
         }
-        gone.into_iter().map(|(session, _)| session).collect()
-    }
-
-    /// Closes an expired session's files.
-    pub fn close_expired(&self, session: &Session) {
-        session.files.lock().close();
+        gone
     }
 
     /// Open sessions keep the daemon from exiting for idleness.
@@ -358,7 +352,7 @@ mod tests {
         // Its report is there before its files are closed: session-stats never finds the
         // session in neither place (it did, while the journal was being flushed).
         assert!(matches!(sessions.lookup(&orphan.id), Lookup::Expired(_)));
-        sessions.close_expired(&gone[0]);
+        sessions.close(&gone[0]);
         match sessions.lookup(&orphan.id) {
             Lookup::Expired(report) => {
                 assert_eq!(report.misses, 1);
