@@ -118,8 +118,26 @@ impl Call {
     }
 
     /// Runs `program args` in the caller's directory and environment, stdin closed.
+    ///
+    /// Its stdout and stderr go to two memory files, read once it has exited. With pipes the
+    /// daemon woke at each pipe's close as well as at the exit, and polled and read in between;
+    /// a file also does not keep the call waiting for a background process the tool left
+    /// holding its output. Where memory files are not available, pipes.
     pub fn run(&self, program: &Path, args: &[OsString]) -> std::io::Result<std::process::Output> {
-        self.command(program, args).output()
+        let (Ok(mut stdout), Ok(mut stderr)) = (memory_file(c"stdout"), memory_file(c"stderr"))
+        else {
+            return self.command(program, args).output();
+        };
+        let status = self
+            .command(program, args)
+            .stdout(stdout.try_clone()?)
+            .stderr(stderr.try_clone()?)
+            .status()?;
+        Ok(std::process::Output {
+            status,
+            stdout: read_from_start(&mut stdout)?,
+            stderr: read_from_start(&mut stderr)?,
+        })
     }
 
     fn command(&self, program: &Path, args: &[OsString]) -> Command {
@@ -182,6 +200,28 @@ impl Call {
             sent,
         ))
     }
+}
+
+/// An anonymous file in memory (`memfd_create`), gone when the last descriptor to it closes.
+fn memory_file(name: &std::ffi::CStr) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a valid NUL-terminated name; the descriptor returned is new and ours alone.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// The whole content of a file a child wrote through a shared descriptor (which moved the
+/// shared offset to its end).
+fn read_from_start(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Reads a child's stdout and stderr to their ends on this thread, with `poll`, and hands each

@@ -227,3 +227,43 @@ fn exec_without_a_daemon_still_runs_the_tool() {
     assert_eq!(unreachable.status.code(), Some(4));
     assert_eq!(String::from_utf8_lossy(&unreachable.stdout), "hi\n");
 }
+
+/// A tool that leaves a background process holding its stdout and stderr: the call ends when
+/// the tool exits, with what it printed, not when the last holder of its output closes it.
+#[test]
+fn exec_returns_when_the_tool_exits_though_a_child_keeps_its_output_open() {
+    let sb = Sandbox::new();
+    sb.write_old("in.txt", "x\n");
+    let args: &[&str] = &[
+        "--input",
+        "in.txt",
+        "--output",
+        "out.txt",
+        "--",
+        "sh",
+        "-c",
+        "echo printed; echo warned >&2; sleep 30 & echo $! > bg.pid; cp in.txt out.txt",
+    ];
+    let cold = exec(&sb, args);
+    let pid = String::from_utf8(sb.read("bg.pid")).unwrap();
+    let pid = pid.trim();
+    // Alive and not a zombie left for a slow reaper.
+    let still_running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(") ")
+            .next()
+            .is_some_and(|s| !s.starts_with('Z'))
+    });
+    let _ = std::process::Command::new("kill").arg(pid).status();
+    assert!(
+        still_running,
+        "zccache exec waited for the tool's background process to close its output"
+    );
+    assert_success(&cold, args);
+    assert_eq!(String::from_utf8_lossy(&cold.stdout), "printed\n");
+    assert_eq!(String::from_utf8_lossy(&cold.stderr), "warned\n");
+    std::fs::remove_file(sb.path("out.txt")).unwrap();
+    let warm = exec(&sb, args);
+    assert_eq!((sb.hits(), sb.misses()), (1, 1));
+    assert_eq!((warm.stdout, warm.stderr), (cold.stdout, cold.stderr));
+    assert_eq!(sb.read("out.txt"), b"x\n");
+}
