@@ -676,21 +676,23 @@ impl State {
                 if self.output.is_some() || self.dep_file.is_some() {
                     return refuse("multiple_sources", format!("{count} inputs with -o/-MF"));
                 }
+                // Which key arguments are sources: each unit keeps its own and drops the others'
+                // (a lookup per argument, not a scan of the sources: with response files a call
+                // has hundreds of arguments and dozens of sources).
+                let mut source_at = vec![None; self.key_args.len()];
+                for (unit, (_, key_index)) in self.input_positions.iter().enumerate() {
+                    if let Some(at) = source_at.get_mut(*key_index) {
+                        *at = Some(unit);
+                    }
+                }
                 let mut units = Vec::with_capacity(count);
                 for (index, (source, language)) in self.inputs.iter().enumerate() {
-                    let others: Vec<usize> = self
-                        .input_positions
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != index)
-                        .map(|(_, (_, key_index))| *key_index)
-                        .collect();
                     let key_args = self
                         .key_args
                         .iter()
-                        .enumerate()
-                        .filter(|(k, _)| !others.contains(k))
-                        .map(|(_, a)| a.clone())
+                        .zip(&source_at)
+                        .filter(|(_, at)| at.is_none_or(|unit| unit == index))
+                        .map(|(a, _)| a.clone())
                         .collect();
                     let lists = UnitLists {
                         include_dirs: self.include_dirs.clone(),
