@@ -353,13 +353,18 @@ impl Daemon {
         {
             return self.run_locally(call, "multiple_sources");
         }
-        let mut prepared = Vec::with_capacity(multi.units.len());
-        for unit in &multi.units {
-            match call.digest(&self.fs, &absolute(&call.cwd, &unit.source)) {
-                Ok(source) => prepared.push((cache_key(call, unit, toolchain, &source), source)),
-                Err(_) => return self.run_locally(call, "source_unreadable"),
-            }
-        }
+        // Each unit's key hashes all of the call's arguments: hundreds with response files.
+        let prepared: Result<Vec<(Hash, FileDigest)>, _> = multi
+            .units
+            .par_iter()
+            .map(|unit| {
+                let source = call.digest(&self.fs, &absolute(&call.cwd, &unit.source))?;
+                Ok::<_, std::io::Error>((cache_key(call, unit, toolchain, &source), source))
+            })
+            .collect();
+        let Ok(prepared) = prepared else {
+            return self.run_locally(call, "source_unreadable");
+        };
         // Look up and deliver every unit at once; each answer is a hit's reply or a miss.
         let memo = LookupMemo::default();
         let answers: Vec<Option<CompileReply>> = multi

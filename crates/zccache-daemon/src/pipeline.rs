@@ -302,13 +302,21 @@ impl crate::search::DirState for CallDirs<'_> {
 /// [`KeyHasher::recording`] it also keeps each labelled part as text, for `zccache inspect`.
 pub(crate) struct KeyHasher {
     hasher: blake3::Hasher,
+    /// Fields not yet fed to `hasher`. A key is hundreds of short fields (one per argument),
+    /// and an `update` per field cost more than the hashing itself; the digest of a stream
+    /// does not depend on how it was cut, so keys are the same as with an update per field.
+    pending: Vec<u8>,
     parts: Option<Vec<(String, String)>>,
 }
+
+/// Pending key bytes past this are hashed at once, so a large field is not held twice.
+const KEY_PENDING_LIMIT: usize = 16 * 1024;
 
 impl KeyHasher {
     pub fn new(domain: &str) -> KeyHasher {
         let mut hasher = KeyHasher {
             hasher: blake3::Hasher::new(),
+            pending: Vec::with_capacity(4096),
             parts: None,
         };
         hasher.field(domain.as_bytes());
@@ -324,8 +332,13 @@ impl KeyHasher {
 
     /// An unlabelled field (a separator or marker).
     pub fn field(&mut self, bytes: &[u8]) {
-        self.hasher.update(&(bytes.len() as u64).to_le_bytes());
-        self.hasher.update(bytes);
+        self.pending
+            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= KEY_PENDING_LIMIT {
+            self.hasher.update(&self.pending);
+            self.pending.clear();
+        }
     }
 
     /// A field that is one of the key's inputs, e.g. `("argument", "-O2")`.
@@ -363,7 +376,9 @@ impl KeyHasher {
     }
 
     pub fn finish(&self) -> Hash {
-        *self.hasher.finalize().as_bytes()
+        let mut hasher = self.hasher.clone();
+        hasher.update(&self.pending);
+        *hasher.finalize().as_bytes()
     }
 
     /// The recorded parts (empty unless made with [`KeyHasher::recording`]).
@@ -1127,5 +1142,38 @@ mod tests {
         b.field(b"a");
         b.field(b"bc");
         assert_ne!(a.finish(), b.finish());
+    }
+
+    /// Keys are the digest of the length-prefixed fields in order, however they are buffered:
+    /// entries stored by an earlier version (which fed each field to blake3 as it came) stay
+    /// reachable. Fields past the buffer's limit take the path that hashes as it goes.
+    #[test]
+    fn a_key_is_the_digest_of_its_length_prefixed_fields() {
+        let fields: Vec<Vec<u8>> = (0..3000)
+            .map(|i| format!("-DDEFINE_{i}={i}").into_bytes())
+            .chain([vec![7u8; KEY_PENDING_LIMIT * 2], b"tail".to_vec()])
+            .collect();
+        let mut key = KeyHasher::new("domain");
+        let mut expected = blake3::Hasher::new();
+        let mut feed = |bytes: &[u8]| {
+            expected.update(&(bytes.len() as u64).to_le_bytes());
+            expected.update(bytes);
+        };
+        feed(b"domain");
+        for field in &fields {
+            key.part("argument", field);
+            feed(field);
+        }
+        assert_eq!(key.finish(), *expected.finalize().as_bytes());
+        // finish() leaves the key as it was: asking twice gives the same digest.
+        assert_eq!(key.finish(), key.finish());
+        let mut short = KeyHasher::new("domain");
+        short.field(b"x");
+        let mut expected = blake3::Hasher::new();
+        for bytes in [&b"domain"[..], b"x"] {
+            expected.update(&(bytes.len() as u64).to_le_bytes());
+            expected.update(bytes);
+        }
+        assert_eq!(short.finish(), *expected.finalize().as_bytes());
     }
 }
