@@ -354,15 +354,17 @@ impl Daemon {
             return self.run_locally(call, "multiple_sources");
         }
         // Each unit's key hashes all of the call's arguments: hundreds with response files.
-        let prepared: Result<Vec<(Hash, FileDigest)>, _> = multi
+        let prepared: Option<Vec<(Hash, FileDigest)>> = multi
             .units
             .par_iter()
             .map(|unit| {
-                let source = call.digest(&self.fs, &absolute(&call.cwd, &unit.source))?;
-                Ok::<_, std::io::Error>((cache_key(call, unit, toolchain, &source), source))
+                let source = call
+                    .digest(&self.fs, &absolute(&call.cwd, &unit.source))
+                    .ok()?;
+                Some((cache_key(call, unit, toolchain, &source), source))
             })
             .collect();
-        let Ok(prepared) = prepared else {
+        let Some(prepared) = prepared else {
             return self.run_locally(call, "source_unreadable");
         };
         // Look up and deliver every unit at once; each answer is a hit's reply or a miss.
