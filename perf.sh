@@ -14,7 +14,9 @@
 # tool's writes). Tools run interleaved, run by run, in a shuffled order per round (no tool
 # always runs first or right after the same one); cold runs start
 # from an empty cache, warm runs remove the outputs first so they must be restored. Every warm
-# output is compared byte for byte with the cold one. Timings are wall-clock medians.
+# output is compared byte for byte with the cold one. Timings are wall-clock medians. Cold
+# rounds also time an exec-wrapper (a static C program that only execs the compiler): the
+# floor of what any launcher adds to a cold build.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.perf-venv"
@@ -104,6 +106,30 @@ class Tool:
 
 
 tools = [Tool("bare", None), Tool("zccache", zc, "ZCCACHE_CACHE_DIR", stop=[zc, "stop"])]
+
+
+def build_exec_wrapper():
+    """A launcher that only execs the command it is given, built static from C: the least any
+    compiler launcher (zccache, ccache, sccache) can add to a cold build, one more process
+    start per compile. Cold runs measure it beside the others so that the cold overhead can be
+    read against it; it has no warm runs (they would be bare compiles again)."""
+    source = os.path.join(work, "exec-wrapper.c")
+    binary = os.path.join(work, "exec-wrapper")
+    with open(source, "w") as f:
+        f.write('#include <stdio.h>\n#include <unistd.h>\n'
+                'int main(int argc, char **argv) {\n'
+                '    if (argc < 2) { fputs("usage: exec-wrapper COMMAND [ARG...]\\n", stderr); return 2; }\n'
+                '    execvp(argv[1], argv + 1);\n    perror(argv[1]);\n    return 127;\n}\n')
+    for cc, flags in (("musl-gcc", ["-static"]), ("gcc", ["-static"]), ("gcc", [])):
+        if which(cc) and subprocess.run([cc, "-O2", *flags, "-o", binary, source], capture_output=True).returncode == 0:
+            return binary, " ".join([cc, *flags])
+    notes.append("exec-wrapper floor: not measured (no C compiler could build it)")
+    return None, None
+
+
+exec_wrapper, exec_wrapper_build = build_exec_wrapper()
+# Tools measured in cold rounds only.
+cold_only = [Tool("exec-wrapper", exec_wrapper)] if exec_wrapper else []
 peers = {
     "ccache": ("ccache", "CCACHE_DIR", None),
     "sccache": ("sccache", "SCCACHE_DIR", ["--stop-server"]),
@@ -328,7 +354,7 @@ def timed(workload, tool):
 
 for workload in workloads:
     workload.setup()
-    for tool in tools:
+    for tool in tools + cold_only:
         workload.copy_for(tool)
     print(f"==> {workload.name}", file=sys.stderr)
     entry = results[workload.name] = {"units": workload.units, "tools": {}}
@@ -340,24 +366,28 @@ for workload in workloads:
     cold_reps = 1 if quick else workload.full_cold_reps
     entry["cold_reps"] = cold_reps
     cold_digest = {}
-    for tool in tools:
+    for tool in tools + cold_only:
         entry["tools"][tool.name] = {"cold_runs": [], "warm_runs": []}
     for rep in range(cold_reps):
-        for tool in round_order(tools, rep):
+        for tool in round_order(tools + cold_only, rep):
             tool.clear()
             seconds = timed(workload, tool)
             entry["tools"][tool.name]["cold_runs"].append(seconds)
             outputs = digest(workload.outputs(tool))
             if cold_digest.setdefault(tool.name, outputs) != outputs:
                 raise SystemExit(f"{workload.name}/{tool.name}: cold outputs differ between runs")
-    for tool in tools:
+    for tool in tools + cold_only:
         t = entry["tools"][tool.name]
         t["cold"] = statistics.median(t["cold_runs"])
     # The same overhead paired by round: each round's zccache build against that round's bare
     # one, a few seconds apart. The host's speed drifts by 10-20 % over minutes, which the
     # ratio of the two medians takes in and a per-round ratio mostly cancels.
-    entry["cold_overhead_paired"] = statistics.median(
-        z / b - 1 for z, b in zip(entry["tools"]["zccache"]["cold_runs"], entry["tools"]["bare"]["cold_runs"]))
+    def paired(name):
+        return statistics.median(
+            z / b - 1 for z, b in zip(entry["tools"][name]["cold_runs"], entry["tools"]["bare"]["cold_runs"]))
+    entry["cold_overhead_paired"] = paired("zccache")
+    if cold_only:
+        entry["exec_wrapper_overhead_paired"] = paired("exec-wrapper")
     for rep in range(reps):
         for tool in round_order(tools, rep):
             seconds = timed(workload, tool)
@@ -394,6 +424,7 @@ results["floor"] = {"true_ms": floor(["/bin/true"]), "zccache_version_ms": floor
 results["daemon_memory_mb"] = {name: {"peak": hwm, "resident": rss} for name, (hwm, rss) in memory.items()}
 results["notes"] = notes
 results["tools"] = [t.name for t in tools]
+results["exec_wrapper"] = exec_wrapper_build
 os.makedirs(out_dir, exist_ok=True)
 with open(os.path.join(out_dir, "perf.json"), "w") as f:
     json.dump(results, f, indent=2)
@@ -410,14 +441,19 @@ for w in workloads:
     warm = " | ".join(f"{1000*e[n]['warm']:.0f}" for n in names)
     lines.append(f"| {w.name} | {cold} | {warm} | {e['zccache']['warm_per_unit_ms']:.2f} |")
 lines += ["", "Ratios (peer warm / zccache warm; cold zccache / cold bare):", ""]
-lines.append("| workload | " + " | ".join(f"vs {n}" for n in names if n != "zccache") + " | cold overhead (of medians) | cold overhead (median of rounds) | cold rounds |")
-lines.append("|---" * (len(names) + 3) + "|")
+floor_head = " | exec-wrapper cold overhead (median of rounds)" if cold_only else ""
+lines.append("| workload | " + " | ".join(f"vs {n}" for n in names if n != "zccache") + " | cold overhead (of medians) | cold overhead (median of rounds)" + floor_head + " | cold rounds |")
+lines.append("|---" * (len(names) + 3 + len(cold_only)) + "|")
 for w in workloads:
     e = results[w.name]["tools"]
     ratios = " | ".join(f"{e[n]['warm']/e['zccache']['warm']:.1f}x" for n in names if n != "zccache")
     overhead = 100 * (e["zccache"]["cold"] / e["bare"]["cold"] - 1)
     paired = 100 * results[w.name]["cold_overhead_paired"]
-    lines.append(f"| {w.name} | {ratios} | {overhead:+.1f} % | {paired:+.1f} % | {results[w.name]['cold_reps']} |")
+    floor_cell = f" | {100 * results[w.name]['exec_wrapper_overhead_paired']:+.1f} %" if cold_only else ""
+    lines.append(f"| {w.name} | {ratios} | {overhead:+.1f} % | {paired:+.1f} %{floor_cell} | {results[w.name]['cold_reps']} |")
+if cold_only:
+    lines += ["", f"exec-wrapper: a static C program that only execs the compiler ({exec_wrapper_build}), run as a "
+              "launcher in the cold rounds: what one more process start per compile costs, the least any launcher adds."]
 fl = results["floor"]
 lines += ["", f"Floor: /bin/true {fl['true_ms']:.2f} ms, zccache --version {fl['zccache_version_ms']:.2f} ms per run.", ""]
 if memory:
