@@ -116,10 +116,15 @@ def build_exec_wrapper():
     source = os.path.join(work, "exec-wrapper.c")
     binary = os.path.join(work, "exec-wrapper")
     with open(source, "w") as f:
-        f.write('#include <stdio.h>\n#include <unistd.h>\n'
-                'int main(int argc, char **argv) {\n'
-                '    if (argc < 2) { fputs("usage: exec-wrapper COMMAND [ARG...]\\n", stderr); return 2; }\n'
-                '    execvp(argv[1], argv + 1);\n    perror(argv[1]);\n    return 127;\n}\n')
+        f.write(r"""#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc < 2) { fputs("usage: exec-wrapper COMMAND [ARG...]\n", stderr); return 2; }
+    execvp(argv[1], argv + 1);
+    perror(argv[1]);
+    return 127;
+}
+""")
     for cc, flags in (("musl-gcc", ["-static"]), ("gcc", ["-static"]), ("gcc", [])):
         if which(cc) and subprocess.run([cc, "-O2", *flags, "-o", binary, source], capture_output=True).returncode == 0:
             return binary, " ".join([cc, *flags])
@@ -128,8 +133,9 @@ def build_exec_wrapper():
 
 
 exec_wrapper, exec_wrapper_build = build_exec_wrapper()
-# Tools measured in cold rounds only.
+# Tools measured in cold rounds only, and every tool a cold round measures.
 cold_only = [Tool("exec-wrapper", exec_wrapper)] if exec_wrapper else []
+cold_tools = tools + cold_only
 peers = {
     "ccache": ("ccache", "CCACHE_DIR", None),
     "sccache": ("sccache", "SCCACHE_DIR", ["--stop-server"]),
@@ -354,7 +360,7 @@ def timed(workload, tool):
 
 for workload in workloads:
     workload.setup()
-    for tool in tools + cold_only:
+    for tool in cold_tools:
         workload.copy_for(tool)
     print(f"==> {workload.name}", file=sys.stderr)
     entry = results[workload.name] = {"units": workload.units, "tools": {}}
@@ -366,17 +372,17 @@ for workload in workloads:
     cold_reps = 1 if quick else workload.full_cold_reps
     entry["cold_reps"] = cold_reps
     cold_digest = {}
-    for tool in tools + cold_only:
+    for tool in cold_tools:
         entry["tools"][tool.name] = {"cold_runs": [], "warm_runs": []}
     for rep in range(cold_reps):
-        for tool in round_order(tools + cold_only, rep):
+        for tool in round_order(cold_tools, rep):
             tool.clear()
             seconds = timed(workload, tool)
             entry["tools"][tool.name]["cold_runs"].append(seconds)
             outputs = digest(workload.outputs(tool))
             if cold_digest.setdefault(tool.name, outputs) != outputs:
                 raise SystemExit(f"{workload.name}/{tool.name}: cold outputs differ between runs")
-    for tool in tools + cold_only:
+    for tool in cold_tools:
         t = entry["tools"][tool.name]
         t["cold"] = statistics.median(t["cold_runs"])
     # The same overhead paired by round: each round's zccache build against that round's bare

@@ -183,12 +183,9 @@ impl Daemon {
         toolchain: &Toolchain,
         store: LookupStore<'_>,
     ) -> Response {
-        let source_path = absolute(&call.cwd, &invocation.source);
-        let source = match call.digest(&self.fs, &source_path) {
-            Ok(digest) => digest,
-            Err(_) => return self.run_locally(call, "source_unreadable"),
+        let Some((key, source)) = self.keyed_source(call, invocation, toolchain) else {
+            return self.run_locally(call, "source_unreadable");
         };
-        let key = cache_key(call, invocation, toolchain, &source);
         if let Some((store, found)) = self.look_up(store, &key, call, None) {
             let newest = found.newest_input_ns.max(source.sig.mtime_ns);
             let deliver = |found: &Found| deliver(store, found, call, invocation, newest);
@@ -205,6 +202,19 @@ impl Daemon {
             toolchain,
             source,
         )
+    }
+
+    /// A unit's key and the digest of its source; `None` when the source cannot be read.
+    fn keyed_source(
+        &self,
+        call: &Call,
+        unit: &CompileInvocation,
+        toolchain: &Toolchain,
+    ) -> Option<(Hash, FileDigest)> {
+        let source = call
+            .digest(&self.fs, &absolute(&call.cwd, &unit.source))
+            .ok()?;
+        Some((cache_key(call, unit, toolchain, &source), source))
     }
 
     /// Runs the compiler, replies, and queues the result for storing.
@@ -357,12 +367,7 @@ impl Daemon {
         let prepared: Option<Vec<(Hash, FileDigest)>> = multi
             .units
             .par_iter()
-            .map(|unit| {
-                let source = call
-                    .digest(&self.fs, &absolute(&call.cwd, &unit.source))
-                    .ok()?;
-                Some((cache_key(call, unit, toolchain, &source), source))
-            })
+            .map(|unit| self.keyed_source(call, unit, toolchain))
             .collect();
         let Some(prepared) = prepared else {
             return self.run_locally(call, "source_unreadable");
