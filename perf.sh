@@ -135,7 +135,6 @@ int main(int argc, char **argv) {
 exec_wrapper, exec_wrapper_build = build_exec_wrapper()
 # Tools measured in cold rounds only, and every tool a cold round measures.
 cold_only = [Tool("exec-wrapper", exec_wrapper)] if exec_wrapper else []
-cold_tools = tools + cold_only
 peers = {
     "ccache": ("ccache", "CCACHE_DIR", None),
     "sccache": ("sccache", "SCCACHE_DIR", ["--stop-server"]),
@@ -149,6 +148,8 @@ for name, (binary, var, stop) in peers.items():
         notes.append(f"{name}: not measured ({path} missing; run ./perf.sh --install-peers)")
         continue
     tools.append(Tool(name, path, var, stop=[path] + stop if stop else None))
+# Made after the peers joined `tools`: every tree a cold round builds in is copied from this.
+cold_tools = tools + cold_only
 
 
 def run(cmd, cwd, env):
