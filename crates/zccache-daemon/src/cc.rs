@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 use zccache_artifact::StoredResult;
 use zccache_artifact::{Delivery, Store};
 use zccache_compiler::{
@@ -23,6 +23,7 @@ use zccache_compiler::{
 };
 use zccache_core::paths::absolute;
 use zccache_core::Hash;
+use zccache_fscache::FileClock;
 use zccache_fscache::FileDigest;
 use zccache_protocol::{CompileReply, Outcome, Response};
 
@@ -369,7 +370,7 @@ impl Daemon {
             .par_iter()
             .map(|unit| self.keyed_source(call, unit, toolchain))
             .collect();
-        let Some(prepared) = prepared else {
+        let Some(mut prepared) = prepared else {
             return self.run_locally(call, "source_unreadable");
         };
         // Look up and deliver every unit at once; each answer is a hit's reply or a miss.
@@ -420,8 +421,10 @@ impl Daemon {
         };
         for &i in &misses {
             unlink_if_read_only(&absolute(&call.cwd, &multi.units[i].output));
+            let source = absolute(&call.cwd, &multi.units[i].source);
+            crate::fresh::settle_source(&self.fs, &self.fresh, &source, &mut prepared[i].1);
         }
-        let started_at = SystemTime::now();
+        let started_at = FileClock::now();
         let started = Instant::now();
         let miss_units: Vec<&CompileInvocation> = misses.iter().map(|&i| &multi.units[i]).collect();
         let ran = self.beside_system_dir_probes(call, &miss_units, toolchain, |probes| {

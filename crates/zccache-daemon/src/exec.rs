@@ -14,10 +14,11 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 use zccache_artifact::{Delivery, Store};
 use zccache_core::paths::absolute;
-use zccache_fscache::{FileDigest, StatSig};
+use zccache_fscache::FileClock;
+use zccache_fscache::FileDigest;
 use zccache_protocol::Response;
 
 const KEY_DOMAIN: &str = "zccache exec v1";
@@ -94,7 +95,12 @@ impl Daemon {
             store_failures: true,
             parts: key.into_parts(),
         };
-        let started_at = SystemTime::now();
+        // Declared inputs written in the tick the tool starts in could not be told from ones
+        // written while it runs: wait that tick out (see `fresh.rs`).
+        for (path, digest) in &mut inputs {
+            self.fs.settle(path, digest);
+        }
+        let started_at = FileClock::now();
         let started = Instant::now();
         let output = match call.run(&call.compiler, &call.args) {
             Ok(output) => output,
@@ -115,7 +121,7 @@ impl Daemon {
             // Killed by a signal: a result of the moment, not of the inputs.
             Err("tool_killed")
         } else {
-            capture(&inputs, &outputs, started_at, output.status.success())
+            capture(&inputs, &outputs, output.status.success())
         };
         self.reply_miss(call, miss, ran, captured)
     }
@@ -179,14 +185,10 @@ impl Declared {
 fn capture(
     inputs: &[(PathBuf, FileDigest)],
     outputs: &[PathBuf],
-    started_at: SystemTime,
     success: bool,
 ) -> Result<Captured, &'static str> {
-    for (path, digest) in inputs {
-        match StatSig::of(path) {
-            Ok(sig) if sig == digest.sig && !sig.touched_since(started_at) => {}
-            _ => return Err("input_modified_during_compile"),
-        }
+    if !inputs.iter().all(|(path, digest)| digest.still_holds(path)) {
+        return Err("input_modified_during_compile");
     }
     let mut captured = Captured::default();
     if !success {
@@ -241,23 +243,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in");
         std::fs::write(&input, "a").unwrap();
-        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
         std::fs::File::options()
             .write(true)
             .open(&input)
             .unwrap()
             .set_modified(old)
             .unwrap();
-        // Let the fresh ctime age past the margin, as a settled file's has.
-        std::thread::sleep(zccache_fscache::TIMESTAMP_MARGIN * 2);
         let fs = zccache_fscache::FsCache::new();
-        let digest = fs.digest(&input).unwrap();
-        let started = SystemTime::now();
+        let mut digest = fs.digest(&input).unwrap();
+        // Its fresh ctime is waited out, as before a run.
+        fs.settle(&input, &mut digest);
         let inputs = [(input.clone(), digest)];
-        assert!(capture(&inputs, &[], started, true).is_ok());
+        assert!(capture(&inputs, &[], true).is_ok());
         std::fs::write(&input, "b").unwrap();
         assert_eq!(
-            capture(&inputs, &[], started, true).err(),
+            capture(&inputs, &[], true).err(),
             Some("input_modified_during_compile")
         );
     }
@@ -267,16 +268,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let outputs = [out.clone()];
-        assert_eq!(
-            capture(&[], &outputs, SystemTime::now(), true).err(),
-            Some("missing_output")
-        );
+        assert_eq!(capture(&[], &outputs, true).err(), Some("missing_output"));
         // A failed run keeps no outputs, present or not.
-        let failed = capture(&[], &outputs, SystemTime::now(), false).unwrap();
+        let failed = capture(&[], &outputs, false).unwrap();
         assert!(failed.outputs.is_empty());
         std::fs::write(&out, "x").unwrap();
         std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let ok = capture(&[], &outputs, SystemTime::now(), true).unwrap();
+        let ok = capture(&[], &outputs, true).unwrap();
         assert_eq!(ok.outputs.len(), 1);
         assert_eq!(ok.outputs[0].role, "0");
         assert!(ok.outputs[0].executable);

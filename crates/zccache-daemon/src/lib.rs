@@ -11,6 +11,7 @@ mod analysis;
 mod archive;
 mod cc;
 mod exec;
+mod fresh;
 mod inspect;
 mod journal;
 mod link;
@@ -53,6 +54,8 @@ pub(crate) struct Daemon {
     stats: Stats,
     sessions: session::Sessions,
     journal: journal::Journal,
+    /// Inputs a code generator rewrote before a source's last run (see `fresh.rs`).
+    fresh: fresh::FreshInputs,
     /// Results being stored after their reply was sent.
     pending: pending::PendingStores,
     /// The threads that check and write them, a few at once.

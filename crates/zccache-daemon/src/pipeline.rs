@@ -23,6 +23,7 @@ use zccache_artifact::{
 use zccache_compiler::{detect_tool, ToolKind};
 use zccache_core::paths::{absolute, absolute_cow};
 use zccache_core::Hash;
+use zccache_fscache::FileClock;
 use zccache_fscache::{FileDigest, FsCache, StatSig, Synced, Voucher, Vouchers};
 use zccache_protocol::{CompileReply, CompileRequest, Outcome, Response};
 
@@ -530,7 +531,8 @@ pub(crate) struct Miss {
 /// A tool run a front end has already shaped (its stdout possibly rewritten), ready to be
 /// replied with and, if `captured` says so, stored.
 pub(crate) struct Ran {
-    pub started_at: SystemTime,
+    /// The file clock read just before the tool started.
+    pub started_at: FileClock,
     pub compile_ms: u64,
     pub exit_code: i32,
     pub stdout: Vec<u8>,
@@ -553,7 +555,7 @@ struct StoreJob {
     key: Hash,
     cwd: PathBuf,
     source: Option<(PathBuf, FileDigest)>,
-    started_at: SystemTime,
+    started_at: FileClock,
     captured: Captured,
     time_macros_matter: bool,
     result: StoredResult,
@@ -802,10 +804,13 @@ impl Daemon {
         self: &Arc<Self>,
         call: &Call,
         args: &[OsString],
-        miss: Miss,
+        mut miss: Miss,
         capture: impl FnOnce() -> Result<Captured, &'static str>,
     ) -> Response {
-        let started_at = SystemTime::now();
+        if let Some((path, digest)) = &mut miss.source {
+            crate::fresh::settle_source(&self.fs, &self.fresh, &absolute(&call.cwd, path), digest);
+        }
+        let started_at = FileClock::now();
         let started = Instant::now();
         tracing::debug!(
             "miss: {} us before the tool starts",
@@ -886,7 +891,7 @@ impl Daemon {
         self: &Arc<Self>,
         call: &Call,
         miss: Miss,
-        started_at: SystemTime,
+        started_at: FileClock,
         captured: Captured,
         result: StoredResult,
     ) {
@@ -972,9 +977,8 @@ impl Daemon {
         let source_path = source.as_ref().map(|(path, _)| absolute(&cwd, path));
         if let (Some(path), Some((_, digest))) = (&source_path, &source) {
             // The main input must be exactly what was hashed before the tool started.
-            match StatSig::of(path) {
-                Ok(sig) if sig == digest.sig && !sig.touched_since(started_at) => {}
-                _ => return Err("input_modified_during_compile"),
+            if !digest.still_holds(path) {
+                return Err("input_modified_during_compile");
             }
             if time_macros_matter && digest.has_time_macros {
                 return Err("time_macros");
@@ -987,14 +991,23 @@ impl Daemon {
             .map(|d| absolute(&cwd, Path::new(OsStr::from_bytes(&d.path))))
             .collect();
         let mut deps = hashed_deps;
+        // Inputs written shortly before the run, remembered for the source's next run (see
+        // `fresh.rs`); one written in or after the tick the tool started in refuses the result,
+        // but the other inputs are still looked at, to be remembered too.
+        let mut fresh = Vec::new();
+        let mut modified = false;
         for dep in &reported {
             let path = absolute(&cwd, Path::new(dep));
             if source_path.as_ref() == Some(&path) || !seen.insert(path.clone()) {
                 continue;
             }
             let digest = self.fs.digest(&path).map_err(|_| "dependency_unreadable")?;
+            if crate::fresh::FreshInputs::is_fresh(&digest.sig, started_at.nanos()) {
+                fresh.push(path.clone());
+            }
             if digest.sig.touched_since(started_at) {
-                return Err("input_modified_during_compile");
+                modified = true;
+                continue;
             }
             if time_macros_matter && digest.has_time_macros {
                 return Err("time_macros");
@@ -1011,6 +1024,12 @@ impl Daemon {
                 path: stored.to_vec(),
                 hash: digest.hash,
             });
+        }
+        if let Some(path) = &source_path {
+            self.fresh.remember(path, fresh);
+        }
+        if modified {
+            return Err("input_modified_during_compile");
         }
         let shadow = search.map(|search| {
             let paths: Vec<PathBuf> = deps

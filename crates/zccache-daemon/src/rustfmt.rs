@@ -28,10 +28,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 use zccache_artifact::{Delivery, DepDigest, Store};
 use zccache_core::paths::absolute;
 use zccache_core::Hash;
+use zccache_fscache::FileClock;
 use zccache_fscache::{FileDigest, StatSig};
 use zccache_protocol::Response;
 
@@ -448,16 +449,23 @@ impl Daemon {
         roots: &[Root],
         miss: Miss,
     ) -> Response {
-        let started_at = SystemTime::now();
         let started = Instant::now();
         let snapshot = if invocation.check {
             None
         } else {
             match self.snapshot(call, roots) {
-                Ok(snapshot) => Some(snapshot),
+                Ok(mut snapshot) => {
+                    // Files written in the tick rustfmt starts in could not be told from ones
+                    // it rewrites: wait that tick out (see `fresh.rs`).
+                    for (path, digest) in snapshot.iter_mut() {
+                        self.fs.settle(path, digest);
+                    }
+                    Some(snapshot)
+                }
                 Err(reason) => return self.run_locally(call, reason),
             }
         };
+        let started_at = FileClock::now();
         let run = |args: &[OsString]| call.run(&call.compiler, args);
         let runs = if invocation.verbose {
             // The caller's own -v: its output names the files and stays as it is.
@@ -496,14 +504,7 @@ impl Daemon {
                 return self.run_locally(call, "compiler_spawn_failed");
             }
         };
-        let captured = capture(
-            invocation,
-            roots,
-            &listed,
-            &output,
-            snapshot.as_ref(),
-            started_at,
-        );
+        let captured = capture(invocation, roots, &listed, &output, snapshot.as_ref());
         let ran = Ran {
             started_at,
             compile_ms: started.elapsed().as_millis() as u64,
@@ -717,7 +718,6 @@ fn capture(
     listed: &[PathBuf],
     output: &Output,
     snapshot: Option<&HashMap<PathBuf, FileDigest>>,
-    started_at: SystemTime,
 ) -> Result<Captured, &'static str> {
     let code = output.status.code();
     // Diffs alone (exit 1, nothing on stderr) are a `--check` result; other failures (parse
@@ -759,7 +759,7 @@ fn capture(
         let sig = StatSig::of(path).map_err(|_| "dependency_unreadable")?;
         if *blake3::hash(&bytes).as_bytes() == before.hash {
             // Left alone: it must be the very file hashed before the run.
-            if sig != before.sig || sig.touched_since(started_at) {
+            if !before.trusted || sig != before.sig {
                 return Err("input_modified_during_compile");
             }
         } else {
@@ -782,9 +782,8 @@ fn capture(
     for path in &unlisted {
         // Read, never written: the very file hashed before the run.
         let before = snapshot.get(path).ok_or("rustfmt_input_outside")?;
-        match StatSig::of(path) {
-            Ok(sig) if sig == before.sig && !sig.touched_since(started_at) => {}
-            _ => return Err("input_modified_during_compile"),
+        if !before.still_holds(path) {
+            return Err("input_modified_during_compile");
         }
         captured.hashed_deps.push(DepDigest {
             path: path.as_os_str().as_bytes().to_vec(),

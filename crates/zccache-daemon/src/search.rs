@@ -8,7 +8,7 @@
 //! re-stats those few directories; only when one has changed are the candidates it decides
 //! looked for, one by one (the candidates are derived from the search path and the
 //! dependencies, both stored, once per entry in memory). Directory timestamps follow the same trust rule as file digests: a directory changed
-//! within the safety margin of the store is always re-checked.
+//! in the file-clock tick of the store is always re-checked.
 
 use rustc_hash::FxBuildHasher;
 use std::collections::{HashMap, HashSet};
@@ -16,9 +16,9 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 use zccache_artifact::{DirStamp, ShadowCheck, WatchedDir};
 use zccache_core::paths::absolute;
+use zccache_fscache::FileClock;
 use zccache_fscache::StatSig;
 
 /// A compile's include search path as written, split where system directories begin.
@@ -161,7 +161,7 @@ pub fn shadow_check(
     };
     let mut user = vec![source_dir];
     user.extend(search.user.iter().cloned());
-    let stamped_at = SystemTime::now();
+    let stamped_at = FileClock::now();
     let mut exists: HashMap<PathBuf, bool> = HashMap::new();
     let mut exists = |path: &Path| -> bool {
         *exists
@@ -211,7 +211,7 @@ pub fn shadow_check(
 }
 
 /// A directory's signature, if it is old enough to be trusted (see the module docs).
-fn stamp(dir: &Path, now: SystemTime) -> Option<DirStamp> {
+fn stamp(dir: &Path, now: FileClock) -> Option<DirStamp> {
     let sig = StatSig::of(dir).ok()?;
     (!sig.touched_since(now)).then_some(DirStamp {
         ino: sig.ino,
@@ -637,7 +637,7 @@ mod tests {
     use std::time::Duration;
 
     fn old(path: &Path) {
-        let t = SystemTime::now() - Duration::from_secs(3600);
+        let t = std::time::SystemTime::now() - Duration::from_secs(3600);
         std::fs::File::open(path).unwrap().set_modified(t).ok();
     }
 

@@ -86,6 +86,7 @@ pub fn run(options: DaemonOptions) -> i32 {
         stats: Stats::default(),
         sessions: Sessions::new(options.session_timeout, output_mode),
         journal: Journal::start(&root, options.journal_max_size),
+        fresh: Default::default(),
         pending: Default::default(),
         store_queue: crate::pending::StoreQueue::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),

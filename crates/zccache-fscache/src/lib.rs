@@ -3,10 +3,10 @@
 //! [`FsCache`] maps a path to its last stat signature and content digest, so a hit re-hashes
 //! nothing that has not changed. Correctness rests on the stat signature alone, never on
 //! watcher timing: a cached digest is reused only when the file's (dev, inode, size, mtime,
-//! ctime) are unchanged *and* the file was already older than the moment it was hashed by a
-//! safety margin. File timestamps come from a coarse kernel clock, so an edit made within one
-//! clock tick of hashing could otherwise keep the same timestamps ("racily clean" in git's
-//! words); such entries are re-hashed until they age past the margin.
+//! ctime) are unchanged *and* its stamps were already older than the file clock read when it
+//! was hashed. The kernel stamps files with a coarse clock ([`FileClock`]), so an edit made in
+//! the same clock tick as the hashing could otherwise keep the same timestamps ("racily clean"
+//! in git's words); such entries are re-hashed until the tick is over.
 //!
 //! With a watcher ([`FsCache::with_watcher`], Linux), a request that first calls
 //! [`FsCache::sync`] may reuse a digest without even a `stat`, while the watcher proves nothing
@@ -15,20 +15,18 @@
 //!
 //! This crate reads files and nothing else: no store, no compiler knowledge.
 
+mod clock;
 #[cfg(target_os = "linux")]
 mod watch;
 
+pub use clock::FileClock;
 use dashmap::DashMap;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use zccache_core::Hash;
-
-/// How much older than "now" a timestamp must be before it is trusted. Linux stamps files with
-/// a clock that lags real time by up to one tick (1–10 ms); 50 ms leaves room to spare.
-pub const TIMESTAMP_MARGIN: Duration = Duration::from_millis(50);
 
 /// Entries kept before the cache starts over, bounding the daemon's memory.
 const MAX_ENTRIES: usize = 1 << 20;
@@ -41,38 +39,80 @@ pub struct StatSig {
     pub size: u64,
     pub mtime_ns: i128,
     pub ctime_ns: i128,
+    /// The file system stamps this file more coarsely than the clock ticks (1 s or 2 s stamps:
+    /// FAT, network mounts, ext2/3's small inodes): a stamp may lie up to
+    /// [`clock::COARSE_STAMP`] before the write that made it.
+    pub coarse: bool,
 }
 
 impl StatSig {
-    /// The signature of already-fetched metadata.
+    /// The signature of already-fetched metadata. Stamps count as coarse when the file's
+    /// device was found to have coarse stamps (see [`StatSig::of`]) or when neither stamp has
+    /// a fraction of a second, as such file systems write them.
     pub fn from_metadata(meta: &std::fs::Metadata) -> StatSig {
+        StatSig::with_device(meta, clock::device_is_coarse(meta.dev()) == Some(true))
+    }
+
+    /// Stats `path` (following symlinks). The first file seen on a device has the device's
+    /// file-system type looked up (`statfs`), once.
+    pub fn of(path: &Path) -> io::Result<StatSig> {
+        let meta = std::fs::metadata(path)?;
+        let coarse_device = clock::device_is_coarse(meta.dev())
+            .unwrap_or_else(|| clock::learn_device(meta.dev(), path));
+        Ok(StatSig::with_device(&meta, coarse_device))
+    }
+
+    fn with_device(meta: &std::fs::Metadata, coarse_device: bool) -> StatSig {
         StatSig {
             dev: meta.dev(),
             ino: meta.ino(),
             size: meta.len(),
             mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
             ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            coarse: coarse_device || (meta.mtime_nsec() == 0 && meta.ctime_nsec() == 0),
         }
     }
 
-    /// Stats `path` (following symlinks).
-    pub fn of(path: &Path) -> io::Result<StatSig> {
-        Ok(StatSig::from_metadata(&std::fs::metadata(path)?))
+    /// True when the file may have been written at or after the moment `clock` was read: one
+    /// of its stamps is not older than that reading (less the stamp granularity of a coarse
+    /// file system). A write after the reading always carries a stamp at least as new, so
+    /// `false` proves the file untouched since.
+    pub fn touched_since(&self, clock: FileClock) -> bool {
+        let limit = clock.nanos()
+            - if self.coarse {
+                clock::COARSE_STAMP.as_nanos() as i128
+            } else {
+                0
+            };
+        self.mtime_ns >= limit || self.ctime_ns >= limit
     }
 
-    /// True when the file may have been written at or after `instant` (minus the margin).
-    pub fn touched_since(&self, instant: SystemTime) -> bool {
-        let limit = nanos(instant) - TIMESTAMP_MARGIN.as_nanos() as i128;
-        self.mtime_ns >= limit || self.ctime_ns >= limit
+    /// The newer of the two stamps.
+    pub fn newest_stamp_ns(&self) -> i128 {
+        self.mtime_ns.max(self.ctime_ns)
     }
 }
 
-/// Nanoseconds since the epoch (negative before it).
-pub fn nanos(instant: SystemTime) -> i128 {
-    match instant.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i128,
-        Err(e) => -(e.duration().as_nanos() as i128),
+/// The longest a tool's start waits for the tick of its inputs' last writes to end: a tick is
+/// 1–10 ms, and a fine stamp can be ahead of the coarse clock by a little more than one (seen
+/// on a VM: 4.6 ms with 4 ms ticks); a stamp further ahead (a coarse file system, a clock set
+/// back) is not waited for.
+pub const SETTLE_LIMIT: Duration = Duration::from_millis(25);
+
+/// Waits until `sig`'s stamps are older than the file clock, so that a reading taken next
+/// proves the file untouched since, as long as its stamps stay; `false` (without waiting) when
+/// that would take longer than [`SETTLE_LIMIT`].
+pub fn wait_out_stamps(sig: &StatSig) -> bool {
+    let slack = if sig.coarse {
+        clock::COARSE_STAMP.as_nanos() as i128
+    } else {
+        0
+    };
+    let target = sig.newest_stamp_ns() + slack;
+    if target - FileClock::now().nanos() >= SETTLE_LIMIT.as_nanos() as i128 {
+        return false;
     }
+    FileClock::wait_past(target, SETTLE_LIMIT)
 }
 
 /// What we know about one file's content.
@@ -82,14 +122,25 @@ pub struct FileDigest {
     pub sig: StatSig,
     /// The content mentions `__TIME__`, `__DATE__` or `__TIMESTAMP__`: output depends on the clock.
     pub has_time_macros: bool,
+    /// The stamps were older than the file clock read before the content was: any later write
+    /// changes `sig`, so an unchanged `sig` proves the content still is what `hash` says. An
+    /// untrusted digest was taken in its file's last-write tick and proves nothing later.
+    pub trusted: bool,
+}
+
+impl FileDigest {
+    /// For an input hashed before a tool started: true when the file provably still holds the
+    /// content that was hashed, so the tool read exactly that. It takes a trusted digest (one
+    /// whose stamps were older than the file clock at hashing, see [`FsCache::settle`]) and an
+    /// unchanged signature: any write since the hashing would have changed the stamps.
+    pub fn still_holds(&self, path: &Path) -> bool {
+        self.trusted && StatSig::of(path).is_ok_and(|sig| sig == self.sig)
+    }
 }
 
 #[derive(Clone)]
 struct Entry {
     digest: FileDigest,
-    /// The timestamps were older than the hash time minus the margin: reuse is safe while the
-    /// signature is unchanged.
-    trusted: bool,
     /// The watcher's snapshot taken before the stat that verified `digest`.
     #[cfg(target_os = "linux")]
     armed: Option<watch::Armed>,
@@ -241,7 +292,7 @@ impl FsCache {
         }
         let sig = StatSig::of(path)?;
         if let Some(mut entry) = self.entries.get_mut(key) {
-            if entry.trusted && entry.digest.sig == sig {
+            if entry.digest.trusted && entry.digest.sig == sig {
                 #[cfg(target_os = "linux")]
                 {
                     let voucher = armed.as_ref().map(Voucher::from);
@@ -252,13 +303,15 @@ impl FsCache {
                 return Ok((entry.digest, None));
             }
         }
-        let hashed_at = SystemTime::now();
+        let hashed_at = FileClock::now();
         let (hash, has_time_macros) = hash_file(path)?;
         let after = StatSig::of(path)?;
+        let trusted = !sig.touched_since(hashed_at);
         let digest = FileDigest {
             hash,
             sig,
             has_time_macros,
+            trusted,
         };
         if after != sig {
             // Changed while we read it: report what we read, remember nothing.
@@ -268,7 +321,6 @@ impl FsCache {
                 format!("{} changed while it was being hashed", path.display()),
             ));
         }
-        let trusted = !sig.touched_since(hashed_at);
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
         }
@@ -282,12 +334,29 @@ impl FsCache {
             key.into(),
             Entry {
                 digest,
-                trusted,
                 #[cfg(target_os = "linux")]
                 armed,
             },
         );
         Ok((digest, voucher))
+    }
+
+    /// Before a tool starts: a digest taken in its file's last-write tick (not trusted) is
+    /// waited out, at most [`SETTLE_LIMIT`], and taken again, so that the check after the run
+    /// ([`FileDigest::still_holds`]) is exact and a file written a moment before its compile
+    /// can be stored. The digest is replaced only when the content is the same as was hashed
+    /// (the caller's key rests on it); otherwise it stays untrusted and the result is not
+    /// stored. Returns whether it waited.
+    pub fn settle(&self, path: &Path, digest: &mut FileDigest) -> bool {
+        if digest.trusted || !wait_out_stamps(&digest.sig) {
+            return false;
+        }
+        if let Ok(again) = self.digest(path) {
+            if again.hash == digest.hash && again.trusted {
+                *digest = again;
+            }
+        }
+        true
     }
 
     /// True while every file behind `vouchers` keeps the content it had when its voucher was
@@ -408,6 +477,18 @@ pub fn mentions_time_macro(text: &[u8]) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::path::PathBuf;
+    use std::time::SystemTime;
+
+    /// Waits until `paths` carry stamps older than the file clock. A stamp may be a fine
+    /// reading ahead of the coarse clock by more than a tick, so this waits for the clock, not
+    /// for a fixed time.
+    fn settle(paths: &[&Path]) {
+        for path in paths {
+            let stamp = StatSig::of(path).unwrap().newest_stamp_ns();
+            assert!(FileClock::wait_past(stamp, Duration::from_secs(1)));
+        }
+    }
 
     #[cfg(target_os = "linux")]
     #[test]
@@ -425,8 +506,8 @@ mod tests {
                 .set_modified(old)
                 .unwrap();
         }
-        // Their ctime is now: past the safety margin they are trusted.
-        std::thread::sleep(TIMESTAMP_MARGIN * 2);
+        // Their ctime is now: once its tick is over they are trusted.
+        settle(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>());
         let vouch_all = || {
             let synced = fs.sync();
             let mut vouchers = Vouchers::default();
@@ -456,7 +537,7 @@ mod tests {
                 "{}",
                 file.display()
             );
-            std::thread::sleep(TIMESTAMP_MARGIN * 2);
+            settle(&[file]);
         }
     }
 
@@ -657,16 +738,24 @@ mod tests {
         let path = dir.path().join("fresh.h");
         std::fs::write(&path, b"1").unwrap();
         let cache = FsCache::new();
-        cache.digest(&path).unwrap();
-        let entry = cache
-            .entries
-            .get(path.as_os_str().as_bytes())
-            .unwrap()
-            .clone();
-        assert!(
-            !entry.trusted,
-            "a file written just now must not be trusted"
-        );
+        // Written and hashed in one tick of the file clock (nearly always: retried when the
+        // tick ended in between), the digest proves nothing about later writes in that tick.
+        let mut same_tick = 0;
+        for _ in 0..100 {
+            std::fs::write(&path, b"1").unwrap();
+            let digest = cache.digest(&path).unwrap();
+            if digest.sig.newest_stamp_ns() >= FileClock::now().nanos() {
+                same_tick += 1;
+                assert!(
+                    !digest.trusted,
+                    "a file written in the current tick must not be trusted"
+                );
+            }
+        }
+        assert!(same_tick > 0);
+        // Once the tick is over, hashing it again makes a trusted digest.
+        settle(&[&path]);
+        assert!(cache.digest(&path).unwrap().trusted);
     }
 
     #[test]
@@ -674,8 +763,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.h");
         write_backdated(&path, b"1");
-        // ctime is "now" after set_modified: wait past the margin so the entry is trusted.
-        std::thread::sleep(TIMESTAMP_MARGIN * 2);
+        // ctime is "now" after set_modified: wait out its tick so the entry is trusted.
+        settle(&[&path]);
         let cache = FsCache::new();
         let first = cache.digest(&path).unwrap();
         assert!(
@@ -683,6 +772,7 @@ mod tests {
                 .entries
                 .get(path.as_os_str().as_bytes())
                 .unwrap()
+                .digest
                 .trusted
         );
         assert_eq!(cache.digest(&path).unwrap(), first);
