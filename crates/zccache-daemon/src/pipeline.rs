@@ -720,6 +720,13 @@ impl Daemon {
                         Some(memo) => memo.digest_vouched(&self.fs, call, &path),
                         None => call.digest_vouched(&self.fs, &path),
                     };
+                    if let Some((digest, _)) = &digest {
+                        if !digest.trusted {
+                            // Written in the tick it was hashed in: should this lookup miss,
+                            // the compile waits that tick out (see `fresh.rs`).
+                            self.fresh.note(&path);
+                        }
+                    }
                     match digest {
                         Some((digest, voucher)) if digest.hash == dep.hash => {
                             newest_input_ns = newest_input_ns.max(digest.sig.mtime_ns);
@@ -991,10 +998,9 @@ impl Daemon {
             .map(|d| absolute(&cwd, Path::new(OsStr::from_bytes(&d.path))))
             .collect();
         let mut deps = hashed_deps;
-        // Inputs written shortly before the run, remembered for the source's next run (see
-        // `fresh.rs`); one written in or after the tick the tool started in refuses the result,
-        // but the other inputs are still looked at, to be remembered too.
-        let mut fresh = Vec::new();
+        // Inputs written shortly before the run are remembered, to be waited out before the
+        // next runs (see `fresh.rs`); one written in or after the tick the tool started in
+        // refuses the result, but the other inputs are still looked at, to be remembered too.
         let mut modified = false;
         for dep in &reported {
             let path = absolute(&cwd, Path::new(dep));
@@ -1002,8 +1008,8 @@ impl Daemon {
                 continue;
             }
             let digest = self.fs.digest(&path).map_err(|_| "dependency_unreadable")?;
-            if crate::fresh::FreshInputs::is_fresh(&digest.sig, started_at.nanos()) {
-                fresh.push(path.clone());
+            if crate::fresh::FreshInputs::is_fresh(&digest.sig, started_at) {
+                self.fresh.note(&path);
             }
             if digest.sig.touched_since(started_at) {
                 modified = true;
@@ -1024,9 +1030,6 @@ impl Daemon {
                 path: stored.to_vec(),
                 hash: digest.hash,
             });
-        }
-        if let Some(path) = &source_path {
-            self.fresh.remember(path, fresh);
         }
         if modified {
             return Err("input_modified_during_compile");

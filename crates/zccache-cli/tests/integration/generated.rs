@@ -74,9 +74,9 @@ fn sources_and_headers_generated_right_before_each_compile_hit_when_unchanged() 
         assert_eq!(per_round[1].0, 5, "{compiler}: {per_round:?}");
         assert_eq!(per_round[2], (0, 0), "{compiler}: changed text");
         assert_eq!(per_round[3].0, 5, "{compiler}: {per_round:?}");
-        // B's header may be written in the tick its compile starts in, the first time (not
-        // stored); from then on the daemon knows to wait that tick out, so by round 3 every
-        // compile of the same text hits.
+        // B's header may be written in the tick its compile starts in, the first times (not
+        // stored); once a compile has read it fresh, the daemon waits that tick out before
+        // every compile, so by round 3 every compile of the same text hits.
         assert_eq!(per_round[3].1, 5, "{compiler}: {per_round:?}");
         assert!(refused <= 5, "{compiler}: only the first round may refuse");
     }
