@@ -32,7 +32,14 @@ pub fn is_command(word: &str) -> bool {
 #[command(
     name = "zccache",
     version,
-    about = "A local-first compiler cache. Use as `zccache <compiler> args…`."
+    about = "A local-first compiler cache. Use as `zccache <compiler> args…`.",
+    after_help = "Compiling: zccache [--strict-paths=off|consistent|absolute] <compiler> args…\n\
+        \n\
+        --strict-paths (or ZCCACHE_STRICT_PATHS; 1 = absolute) fails a gcc/clang call before\n\
+        the compiler runs when an include-path flag (-I, -isystem, -iquote, -idirafter,\n\
+        -include, -include-pch, -imacros, -F, -iframework, -imsvc, /I) mixes '/' and '\\'\n\
+        within a path or across the call (consistent), or is not a forward-slash absolute\n\
+        path free of . and .. components (absolute). Response files are checked expanded."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -17,5 +17,6 @@ mod rustfmt;
 mod sandbox;
 mod sessions;
 mod stale;
+mod strict_paths;
 mod tools;
 mod watcher;
