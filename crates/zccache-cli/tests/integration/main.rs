@@ -9,6 +9,7 @@ mod exec;
 mod inspect;
 mod limit;
 mod multi;
+mod priority;
 mod projects;
 mod reliability;
 mod response_files;
