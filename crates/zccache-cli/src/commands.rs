@@ -39,7 +39,10 @@ pub fn is_command(word: &str) -> bool {
         the compiler runs when an include-path flag (-I, -isystem, -iquote, -idirafter,\n\
         -include, -include-pch, -imacros, -F, -iframework, -imsvc, /I) mixes '/' and '\\'\n\
         within a path or across the call (consistent), or is not a forward-slash absolute\n\
-        path free of . and .. components (absolute). Response files are checked expanded."
+        path free of . and .. components (absolute). Response files are checked expanded.\n\
+        \n\
+        ZCCACHE_COMPILE_PRIORITY=auto|low|normal|idle|high: the CPU priority of the tools the\n\
+        daemon runs (auto: normal, or low while the CPUs are 95 % busy)."
 )]
 struct Cli {
     #[command(subcommand)]
