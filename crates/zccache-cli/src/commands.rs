@@ -32,7 +32,17 @@ pub fn is_command(word: &str) -> bool {
 #[command(
     name = "zccache",
     version,
-    about = "A local-first compiler cache. Use as `zccache <compiler> args…`."
+    about = "A local-first compiler cache. Use as `zccache <compiler> args…`.",
+    after_help = "Compiling: zccache [--strict-paths=off|consistent|absolute] <compiler> args…\n\
+        \n\
+        --strict-paths (or ZCCACHE_STRICT_PATHS; 1 = absolute) fails a gcc/clang call before\n\
+        the compiler runs when an include-path flag (-I, -isystem, -iquote, -idirafter,\n\
+        -include, -include-pch, -imacros, -F, -iframework, -imsvc, /I) mixes '/' and '\\'\n\
+        within a path or across the call (consistent), or is not a forward-slash absolute\n\
+        path free of . and .. components (absolute). Response files are checked expanded.\n\
+        \n\
+        ZCCACHE_COMPILE_PRIORITY=auto|low|normal|idle|high: the CPU priority of the tools the\n\
+        daemon runs (auto: normal, or low while the CPUs are 95 % busy)."
 )]
 struct Cli {
     #[command(subcommand)]

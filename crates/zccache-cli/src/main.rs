@@ -1,6 +1,6 @@
 //! The `zccache` command.
 //!
-//! `zccache <compiler> args…` is the wrapper fast path (`wrapper.rs`): no argument-parsing
+//! `zccache [--strict-paths=MODE] <compiler> args…` is the wrapper fast path (`wrapper.rs`): no argument-parsing
 //! framework, no async runtime, one connection, one request, one reply — and the compiler run
 //! directly whenever the daemon cannot help. `zccache exec … -- TOOL args…` takes the same path
 //! for a tool the call describes (`exec.rs`). Everything else (`start`, `stop`, `status`,
@@ -126,6 +126,7 @@ extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) 
         let args = unsafe { args_from(argc, argv) };
         match args.get(1).map(|a| a.to_str()) {
             Some(Some("exec")) => exec::main(&args),
+            Some(Some(word)) if wrapper::is_strict_paths_flag(word) => wrapper::main(&args),
             Some(Some(word)) if !commands::is_command(word) => wrapper::main(&args),
             Some(None) => wrapper::main(&args),
             _ => commands::main(&args),

@@ -1,4 +1,4 @@
-//! `zccache <compiler> args…`: the path every compile takes.
+//! `zccache [--strict-paths=MODE] <compiler> args…`: the path every compile takes.
 
 use crate::client::Endpoint;
 use std::ffi::{OsStr, OsString};
@@ -8,14 +8,36 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use zccache_compiler::{answerable_rustc_query, detect_tool, is_rustc_probe, QueryInput, ToolKind};
+use zccache_compiler::strict_paths::{self, Dialect, Mode};
+use zccache_compiler::{
+    answerable_rustc_query, detect_tool, is_rustc_probe, rsp, QueryInput, ToolKind,
+};
 use zccache_core::Config;
 use zccache_protocol::{CompileRequest, Request, Response};
 
-/// Runs one compile through the daemon, or directly when the daemon can't help.
+/// The variable that turns strict path validation on (see `zccache_compiler::strict_paths`).
+const STRICT_PATHS_ENV: &str = "ZCCACHE_STRICT_PATHS";
+
+/// `--strict-paths=MODE` or `--strict-paths MODE`, given before the compiler.
+pub fn is_strict_paths_flag(word: &str) -> bool {
+    word == "--strict-paths" || word.starts_with("--strict-paths=")
+}
+
+/// Runs one compile through the daemon, or directly when the daemon can't help. `args` is the
+/// whole command line: `zccache [--strict-paths=MODE] <compiler> args…`.
 pub fn main(args: &[OsString]) -> i32 {
-    let compiler_arg = &args[1];
-    let compiler_args = &args[2..];
+    let (strict_flag, args_at) = match strict_paths_flag(args) {
+        Ok(flag) => flag,
+        Err(message) => {
+            eprintln!("zccache: {message}");
+            return 2;
+        }
+    };
+    let Some(compiler_arg) = args.get(args_at) else {
+        eprintln!("zccache: --strict-paths needs a compiler and its arguments after it");
+        return 2;
+    };
+    let compiler_args = &args[args_at + 1..];
     let cwd = match std::env::current_dir() {
         Ok(cwd) => cwd,
         Err(_) => return exec(Path::new(compiler_arg), compiler_arg, compiler_args),
@@ -34,9 +56,18 @@ pub fn main(args: &[OsString]) -> i32 {
     } else {
         compiler_arg
     };
-    let config = match Config::from_process() {
-        Ok(config) if !config.disabled => config,
-        _ => return exec(&compiler, compiler_arg, compiler_args),
+    let config = Config::from_process();
+    if matches!(&config, Ok(config) if config.disabled) {
+        return exec(&compiler, compiler_arg, compiler_args);
+    }
+    // Before the daemon is asked: the check holds when the daemon is unreachable too.
+    if let Some(dialect) = Dialect::of(&compiler) {
+        if let Err(code) = check_strict_paths(strict_flag, dialect, args, args_at, &cwd) {
+            return code;
+        }
+    }
+    let Ok(config) = config else {
+        return exec(&compiler, compiler_arg, compiler_args);
     };
     let tool = detect_tool(&compiler);
     if is_probe(tool, compiler_args) && !daemon_answers(tool, compiler_args) {
@@ -82,6 +113,92 @@ pub fn main(args: &[OsString]) -> i32 {
         // Not cacheable, a daemon error, or a lost connection: the compiler runs here.
         _ if streamed.is_empty() => exec(&compiler, compiler_arg, compiler_args),
         _ => rerun_after(&compiler, compiler_arg, compiler_args, &streamed),
+    }
+}
+
+/// The mode `--strict-paths` gives, if it leads the arguments, and where the compiler's name
+/// is: `Err` with a message for a value that is not a mode.
+fn strict_paths_flag(args: &[OsString]) -> Result<(Option<Mode>, usize), String> {
+    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
+        return Ok((None, 1));
+    };
+    let (value, args_at) = if first == "--strict-paths" {
+        let Some(value) = args.get(2) else {
+            return Err("--strict-paths needs a mode: off, consistent or absolute".into());
+        };
+        (value.to_string_lossy(), 3)
+    } else if let Some(value) = first.strip_prefix("--strict-paths=") {
+        (value.into(), 2)
+    } else {
+        return Ok((None, 1));
+    };
+    match Mode::parse(&value) {
+        Some(mode) => Ok((Some(mode), args_at)),
+        None => Err(format!(
+            "--strict-paths={value:?} is not a mode (off, consistent or absolute)"
+        )),
+    }
+}
+
+/// Strict path validation for a call whose compiler takes include-path flags: the mode from
+/// `--strict-paths`, else from `ZCCACHE_STRICT_PATHS`. With both unset this is one lookup in
+/// the environment, with no allocation and no system call. Response files are expanded first,
+/// as the compiler would (with the daemon's `rsp` code). `Err` holds the exit code when the
+/// call must not run: a violation, or a value that is not a mode.
+fn check_strict_paths(
+    flag: Option<Mode>,
+    dialect: Dialect,
+    args: &[OsString],
+    args_at: usize,
+    cwd: &Path,
+) -> Result<(), i32> {
+    let mode = match flag {
+        Some(mode) => mode,
+        None => match std::env::var_os(STRICT_PATHS_ENV) {
+            None => return Ok(()),
+            Some(value) => match value.to_str().and_then(Mode::parse) {
+                Some(mode) => mode,
+                None => {
+                    eprintln!(
+                        "zccache: {STRICT_PATHS_ENV}={:?} is not a mode (off, 0, consistent, \
+                         absolute or 1)",
+                        value.to_string_lossy()
+                    );
+                    return Err(2);
+                }
+            },
+        },
+    };
+    if mode == Mode::Off {
+        return Ok(());
+    }
+    let compiler_args = &args[args_at + 1..];
+    let expanded = rsp::expand(compiler_args, cwd, &mut |path| std::fs::read(path));
+    let checked = expanded.as_ref().map_or(compiler_args, |e| &e.args[..]);
+    let Err(violation) = strict_paths::check(mode, dialect, checked) else {
+        return Ok(());
+    };
+    let command: Vec<String> = args.iter().map(|a| shell_word(a)).collect();
+    eprintln!(
+        "zccache: strict paths ({}): {violation}; the compiler was not run. Command: {}",
+        mode.as_str(),
+        command.join(" ")
+    );
+    Err(2)
+}
+
+/// `arg` as a shell would need it written: bare when it holds only unremarkable characters,
+/// else in single quotes.
+fn shell_word(arg: &OsStr) -> String {
+    let text = arg.to_string_lossy();
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=+,@%^".contains(&b));
+    if plain {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 

@@ -3,7 +3,8 @@
 //! Pure functions, no I/O: [`detect_tool`] recognizes a compiler from its path, [`parse_gcc`]
 //! turns a gcc/clang argument list into a [`Parsed`] value — a cacheable
 //! [`CompileInvocation`] or the reason it is not cacheable — and [`depfile`] reads and writes
-//! Make dependency files the way each compiler family does. The daemon decides what to do with
+//! Make dependency files the way each compiler family does, and [`strict_paths`] checks how
+//! include-path flags are spelled (`--strict-paths`). The daemon decides what to do with
 //! the result; this crate never runs anything and never touches the store.
 
 pub mod analysis;
@@ -13,6 +14,7 @@ mod gcc;
 mod link;
 pub mod rsp;
 mod rustc;
+pub mod strict_paths;
 
 pub use archive::{parse_ar, ArInvocation};
 pub use gcc::{parse_gcc, CompileInvocation, DepMode, IncludeDirs, Language, MultiCompile};

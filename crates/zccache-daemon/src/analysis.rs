@@ -359,15 +359,18 @@ impl Daemon {
         }
         args.extend(["-E".into(), "-w".into(), "-o".into(), "/dev/null".into()]);
         args.extend(["-MD".into(), "-MF".into(), depfile.as_os_str().to_owned()]);
-        let status = Command::new(&analyser.clang)
+        let mut command = Command::new(&analyser.clang);
+        command
             .args(&args)
             .current_dir(&unit.compile_dir)
             .env_clear()
             .envs(call.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .stderr(Stdio::null());
+        let status = call
+            .spawn(command)
+            .and_then(|mut child| child.wait())
             .map_err(|_| "analysis_headers_unknown")?;
         if !status.success() {
             return Err("analysis_headers_unknown");
@@ -438,13 +441,17 @@ fn single_source(args: &[OsString]) -> Result<PathBuf, NotCacheable> {
 /// Runs `program args` with the caller's environment; stdout and stderr as text, whatever
 /// the exit code.
 fn run_for_text(program: &Path, args: &[&str], call: &Call) -> String {
-    Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env_clear()
         .envs(call.env.iter().map(|(k, v)| (k, v)))
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    call.spawn(command)
+        .and_then(|child| child.wait_with_output())
         .map(|out| {
             let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&out.stderr));

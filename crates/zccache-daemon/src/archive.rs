@@ -103,13 +103,18 @@ impl Daemon {
         if let Some(known) = self.analysis.ar_deterministic.get(&key) {
             return *known;
         }
-        let help = std::process::Command::new(&call.compiler)
+        let mut command = std::process::Command::new(&call.compiler);
+        command
             .arg("--help")
             .env_clear()
             .envs(call.env.iter().map(|(k, v)| (k, v)))
             .env("LC_ALL", "C")
             .stdin(std::process::Stdio::null())
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let help = call
+            .spawn(command)
+            .and_then(|child| child.wait_with_output())
             .map(|out| {
                 let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
                 text.push_str(&String::from_utf8_lossy(&out.stderr));

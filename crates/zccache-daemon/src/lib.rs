@@ -17,6 +17,7 @@ mod journal;
 mod link;
 mod pending;
 mod pipeline;
+mod priority;
 mod rust;
 mod rustfmt;
 mod scratch;

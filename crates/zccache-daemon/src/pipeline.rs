@@ -127,18 +127,26 @@ impl Call {
     pub fn run(&self, program: &Path, args: &[OsString]) -> std::io::Result<std::process::Output> {
         let (Ok(mut stdout), Ok(mut stderr)) = (memory_file(c"stdout"), memory_file(c"stderr"))
         else {
-            return self.command(program, args).output();
+            let mut command = self.command(program, args);
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+            return self.spawn(command)?.wait_with_output();
         };
-        let status = self
-            .command(program, args)
+        let mut command = self.command(program, args);
+        command
             .stdout(stdout.try_clone()?)
-            .stderr(stderr.try_clone()?)
-            .status()?;
+            .stderr(stderr.try_clone()?);
+        let status = self.spawn(command)?.wait()?;
         Ok(std::process::Output {
             status,
             stdout: read_from_start(&mut stdout)?,
             stderr: read_from_start(&mut stderr)?,
         })
+    }
+
+    /// Starts `command` at the priority this call asks for (`ZCCACHE_COMPILE_PRIORITY`, see
+    /// `priority.rs`). Every tool a call runs is started through here.
+    pub fn spawn(&self, command: Command) -> std::io::Result<std::process::Child> {
+        crate::priority::spawn_for(command, &self.env)
     }
 
     fn command(&self, program: &Path, args: &[OsString]) -> Command {
@@ -169,11 +177,9 @@ impl Call {
         let Some(progress) = &self.progress else {
             return Ok((self.run(program, args)?, 0));
         };
-        let mut child = self
-            .command(program, args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut command = self.command(program, args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.spawn(command)?;
         let child_stdout = child.stdout.take().expect("piped stdout");
         let child_stderr = child.stderr.take().expect("piped stderr");
         let mut sent = 0;

@@ -589,13 +589,17 @@ fn rustup_which(call: &Call, rustup: &Path, toolchain: Option<&OsStr>) -> Result
             .arg("--toolchain")
             .arg(OsStr::from_bytes(&toolchain.as_bytes()[1..]));
     }
-    let output = command
+    command
         .arg("rustfmt")
         .current_dir(&call.cwd)
         .env_clear()
         .envs(call.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = call
+        .spawn(command)
+        .and_then(|child| child.wait_with_output())
         .map_err(|e| format!("rustup which: {e}"))?;
     let text = String::from_utf8_lossy(&output.stdout);
     let path = PathBuf::from(text.trim_end_matches('\n'));

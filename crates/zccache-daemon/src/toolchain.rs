@@ -1,6 +1,7 @@
 //! Compiler identity and built-in include directories, learned by running the compiler once
 //! and remembered for as long as its binary is unchanged.
 
+use crate::priority;
 use dashmap::DashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -355,7 +356,8 @@ impl Toolchains {
         if let Some(found) = self.search_dirs.get(&key) {
             return Ok(found.clone());
         }
-        let output = Command::new(path)
+        let mut command = Command::new(path);
+        command
             .args(search_args)
             .args(["-x", language.as_x(), "-E", "-v", "-"])
             .current_dir(cwd)
@@ -368,8 +370,9 @@ impl Toolchains {
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
+            .stderr(Stdio::piped());
+        let output = priority::spawn_for(command, env)
+            .and_then(|child| child.wait_with_output())
             .map_err(|e| format!("probing {}: {e}", path.display()))?;
         let dirs = Arc::new(parse_search_list(
             &String::from_utf8_lossy(&output.stderr),
@@ -540,13 +543,17 @@ fn major_version(banner: &str) -> Option<u32> {
 
 /// Runs the compiler with `args` and returns stdout followed by stderr.
 fn probe(path: &Path, env: &[(OsString, OsString)], args: &[&str]) -> Result<Vec<u8>, String> {
-    let output = Command::new(path)
+    let mut command = Command::new(path);
+    command
         .args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = priority::spawn_for(command, env)
+        .and_then(|child| child.wait_with_output())
         .map_err(|e| format!("running {} {}: {e}", path.display(), args.join(" ")))?;
     if !output.status.success() {
         return Err(format!(
