@@ -443,7 +443,19 @@ const MACRO_SEAM: usize = 12;
 
 /// Hashes a file's content and looks for time macros in the same pass.
 pub fn hash_file(path: &Path) -> io::Result<(Hash, bool)> {
-    let mut file = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so that a FIFO (or a device) among a compile's inputs fails here instead
+    // of holding the thread until someone writes to it.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
     let mut hasher = blake3::Hasher::new();
     let mut time_macros = false;
     // The last bytes of the previous read, then this read's (not zeroed first: a 100-byte
@@ -776,6 +788,17 @@ mod tests {
                 .trusted
         );
         assert_eq!(cache.digest(&path).unwrap(), first);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.h");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let error = FsCache::new().digest(&fifo).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
     }
 
     #[test]
