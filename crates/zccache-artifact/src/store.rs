@@ -704,6 +704,36 @@ impl Store {
         self.copy_to(&source, dest, executable).map_err(dest_err)
     }
 
+    /// Writes blob `blob` to `dest` as a fresh file after `rewrite` has changed its bytes: a
+    /// text that names paths of the caller's checkout (a dep-info file) where the stored one
+    /// holds placeholders. Checked like [`Store::deliver`].
+    pub fn deliver_rewritten(
+        &self,
+        blob: &BlobRef,
+        dest: &Path,
+        rewrite: impl FnOnce(Vec<u8>) -> Vec<u8>,
+    ) -> Result<(), DeliverError> {
+        let _delivering = self.delivering.read().unwrap_or_else(|e| e.into_inner());
+        let source = self.blob_path(&blob.hash);
+        let bytes = match fs::read(&source) {
+            Ok(bytes) if self.blob_is_intact(&blob.hash, &source) => bytes,
+            _ => {
+                self.evict_blob(&blob.hash);
+                return Err(DeliverError::Corrupt(format!(
+                    "{} is missing or was modified",
+                    source.display()
+                )));
+            }
+        };
+        let rewritten = rewrite(bytes);
+        replace_file(dest, &mut rewritten.as_slice(), self.output_mode).map_err(|error| {
+            DeliverError::Io {
+                path: dest.to_path_buf(),
+                error,
+            }
+        })
+    }
+
     fn copy_to(&self, source: &Path, dest: &Path, executable: bool) -> io::Result<()> {
         let mode = if executable {
             // Execute bits wherever read bits are granted, as a linker would create it.

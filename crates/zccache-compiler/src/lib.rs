@@ -20,8 +20,8 @@ pub use archive::{parse_ar, ArInvocation};
 pub use gcc::{parse_gcc, CompileInvocation, DepMode, IncludeDirs, Language, MultiCompile};
 pub use link::{is_sidecar_of, library_file_names, parse_link, LinkInvocation};
 pub use rustc::{
-    answerable_rustc_query, is_rustc_probe, parse_depinfo, parse_rustc, ParsedRust, QueryInput,
-    RustDepInfo, RustInvocation,
+    answerable_rustc_query, depinfo_verbatim, is_rustc_probe, parse_depinfo, parse_rustc,
+    ParsedRust, QueryInput, RustDepInfo, RustInvocation,
 };
 
 use std::path::Path;

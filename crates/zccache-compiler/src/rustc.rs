@@ -25,6 +25,22 @@ pub struct RustInvocation {
     pub linker: Option<PathBuf>,
     /// `-C incremental=`: rustc keeps incremental state there.
     pub incremental: Option<PathBuf>,
+    /// The arguments as they enter the cache key: flag and value apart, and without the paths
+    /// that cannot reach the output, so that another checkout or target directory shares the
+    /// entry: the output directory (its files are restored to the caller's; the dep-info that
+    /// names it is rewritten), the directories of `-L dependency=`/`crate=` (crates are found
+    /// there by the hash in their names) and, for crates that do not link, of every `-L` (only
+    /// bundled static libraries are read from them, keyed by content), and `--extern` paths
+    /// (the crates' contents are keyed).
+    pub key_args: Vec<String>,
+}
+
+/// Whether rustc writes `path` into a dep-info file as it is (no escaping): only then can a
+/// restored dep-info file have one output directory's paths swapped for another's.
+pub fn depinfo_verbatim(path: &str) -> bool {
+    !path
+        .chars()
+        .any(|c| matches!(c, ' ' | '\\' | '#' | '$' | ':' | '\n' | '\r' | '\t'))
 }
 
 impl RustInvocation {
@@ -252,6 +268,9 @@ pub fn parse_rustc(args: &[OsString]) -> ParsedRust {
     let mut native_libs = Vec::new();
     let mut codegen: Vec<String> = Vec::new();
     let mut test = false;
+    let mut key_args: Vec<String> = Vec::with_capacity(args.len() + 8);
+    // Indices in `key_args` of `-L` directories that only a linking crate reads.
+    let mut link_search_dirs: Vec<(usize, String)> = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let Some(arg) = args[i].to_str() else {
@@ -287,6 +306,28 @@ pub fn parse_rustc(args: &[OsString]) -> ParsedRust {
         } else {
             (arg, None)
         };
+        key_args.push(flag.to_string());
+        match (flag, &value) {
+            ("--out-dir", Some(v)) if depinfo_verbatim(v) => key_args.push(String::new()),
+            ("--extern", Some(v)) => match v.split_once('=') {
+                Some((name, _)) => key_args.push(format!("{name}=")),
+                None => key_args.push(v.clone()),
+            },
+            ("-L", Some(v)) => match v.split_once('=') {
+                Some((kind @ ("dependency" | "crate"), _)) => key_args.push(format!("{kind}=")),
+                Some((kind @ ("native" | "all"), _)) => {
+                    link_search_dirs.push((key_args.len(), format!("{kind}=")));
+                    key_args.push(v.clone());
+                }
+                Some(("framework", _)) => key_args.push(v.clone()),
+                _ => {
+                    link_search_dirs.push((key_args.len(), "all=".into()));
+                    key_args.push(v.clone());
+                }
+            },
+            (_, Some(v)) => key_args.push(v.clone()),
+            (_, None) => {}
+        }
         match (flag, value) {
             ("--crate-name", Some(v)) => crate_name = Some(v),
             ("--crate-type", Some(v)) => crate_types.extend(v.split(',').map(str::to_string)),
@@ -405,6 +446,11 @@ pub fn parse_rustc(args: &[OsString]) -> ParsedRust {
     if links && link_args {
         return refuse("unmodelled_link_input", "-C link-arg");
     }
+    if !links {
+        for (at, kind) in link_search_dirs {
+            key_args[at] = kind;
+        }
+    }
     ParsedRust::Cacheable(Box::new(RustInvocation {
         crate_name,
         crate_types,
@@ -417,6 +463,7 @@ pub fn parse_rustc(args: &[OsString]) -> ParsedRust {
         links,
         linker,
         incremental,
+        key_args,
     }))
 }
 
@@ -542,6 +589,42 @@ mod tests {
             ParsedRust::Cacheable(inv) => *inv,
             other => panic!("{line}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn key_args_leave_out_the_target_directory_where_it_cannot_reach_the_output() {
+        let lib = |target: &str| {
+            cacheable(&format!(
+                "--crate-name serde --edition=2018 /reg/serde/src/lib.rs --crate-type lib \
+                 --emit=dep-info,metadata,link -C debuginfo=2 -C metadata=9f -C extra-filename=-9f \
+                 --out-dir {target}/debug/deps -L dependency={target}/debug/deps \
+                 --extern serde_derive={target}/debug/deps/libserde_derive-1.so \
+                 -Lnative={target}/debug/build/z/out -l static=z --cap-lints allow"
+            ))
+            .key_args
+        };
+        let one = lib("/one/target");
+        assert_eq!(one, lib("/elsewhere/t"));
+        assert_eq!(
+            one.join(" "),
+            "--crate-name serde --edition 2018 /reg/serde/src/lib.rs --crate-type lib \
+             --emit dep-info,metadata,link -C debuginfo=2 -C metadata=9f -C extra-filename=-9f \
+             --out-dir  -L dependency= --extern serde_derive= -L native= -l static=z \
+             --cap-lints allow"
+        );
+        // A crate that links keeps its native search directories: the linker reads them.
+        let bin = |target: &str| {
+            cacheable(&format!(
+                "--crate-name app src/main.rs --crate-type bin --emit=dep-info,link \
+                 --out-dir {target}/deps -L dependency={target}/deps -L native={target}/out"
+            ))
+            .key_args
+        };
+        assert_ne!(bin("/one"), bin("/two"));
+        assert!(bin("/one").contains(&"native=/one/out".to_string()));
+        assert!(!bin("/one").iter().any(|a| a.contains("/one/deps")));
+        // An output directory that dep-info would escape stays in the key.
+        assert_ne!(bin("/a#b"), bin("/a#c"));
     }
 
     fn reason(line: &str) -> &'static str {

@@ -1,7 +1,8 @@
 //! rustc and clippy-driver as cargo calls them through `RUSTC_WRAPPER`.
 //!
-//! The key holds the toolchain (`rustc -vV` and the binary), every argument in order, the
-//! working directory, cargo's `CARGO_*` variables, the content of every `--extern` crate and
+//! The key holds the toolchain (`rustc -vV` and the binary), every argument in order (without
+//! the target directory's paths that cannot reach the output, see
+//! `RustInvocation::key_args`), the working directory, cargo's `CARGO_*` variables, the content of every `--extern` crate and
 //! static native library, and for linking crates the linker's identity. The sources come from
 //! rustc's dep-info on the miss, with the `env!` variables it lists; every file rustc wrote
 //! (the dep-info's targets) is stored and restored.
@@ -23,7 +24,21 @@ use zccache_core::paths::absolute;
 use zccache_core::Hash;
 use zccache_protocol::Response;
 
-const KEY_DOMAIN: &str = "zccache rustc v1";
+const KEY_DOMAIN: &str = "zccache rustc v2";
+
+/// Stands for the output directory in a stored dep-info file, so that the file can be restored
+/// into another one (a NUL never occurs in a path).
+const OUT_DIR_MARK: &[u8] = b"\0zccache:out-dir\0";
+
+/// `CARGO*` variables that are cargo's own settings, not the crate's: where the target
+/// directory is reaches rustc only through the arguments, whose paths are keyed apart (see
+/// `RustInvocation::key_args`); a crate that reads one with `env!` has it checked as any other
+/// variable its dep-info names.
+const NOT_KEYED_CARGO_ENV: &[&str] = &[
+    "CARGO_MAKEFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET_DIR",
+];
 
 /// What identifies rustc (and the rustc clippy-driver runs): its `-vV`, which cargo also asks.
 const IDENTITY_PROBE: &str = "-vV";
@@ -68,30 +83,24 @@ impl Daemon {
             Ok(digest) => digest,
             Err(_) => return self.run_locally(call, "source_unreadable"),
         };
-        let key = match self.rust_key(call, clippy, rustc_args, &invocation, &source.hash) {
+        let key = match self.rust_key(call, clippy, &invocation, &source.hash) {
             Ok(key) => key,
             Err(reason) => return self.run_locally(call, reason),
         };
         let out_dir = absolute(&call.cwd, &invocation.out_dir);
         if let Some((store, found)) = self.look_up(store, &key, call, None) {
-            if let Some(response) =
-                self.serve_hit(call, &found, |found| deliver(store, found, &out_dir))
-            {
+            if let Some(response) = self.serve_hit(call, &found, |found| {
+                deliver(store, found, &invocation, &out_dir)
+            }) {
                 return response;
             }
         }
         let mut recorded = KeyHasher::recording(KEY_DOMAIN);
-        let parts = match self.rust_key_parts(
-            &mut recorded,
-            call,
-            clippy,
-            rustc_args,
-            &invocation,
-            &source.hash,
-        ) {
-            Ok(()) => recorded.into_parts(),
-            Err(_) => Vec::new(),
-        };
+        let parts =
+            match self.rust_key_parts(&mut recorded, call, clippy, &invocation, &source.hash) {
+                Ok(()) => recorded.into_parts(),
+                Err(_) => Vec::new(),
+            };
         let miss = Miss {
             key,
             source: Some((invocation.source.clone(), source)),
@@ -166,15 +175,8 @@ impl Daemon {
             .digest(&source_path)
             .map_err(|e| format!("source_unreadable ({}: {e})", source_path.display()))?;
         let mut hasher = KeyHasher::recording(KEY_DOMAIN);
-        self.rust_key_parts(
-            &mut hasher,
-            call,
-            clippy,
-            rustc_args,
-            &invocation,
-            &source.hash,
-        )
-        .map_err(String::from)?;
+        self.rust_key_parts(&mut hasher, call, clippy, &invocation, &source.hash)
+            .map_err(String::from)?;
         Ok(vec![Probe {
             source: source_path,
             key: hasher.finish(),
@@ -186,12 +188,11 @@ impl Daemon {
         &self,
         call: &Call,
         clippy: bool,
-        rustc_args: &[OsString],
         invocation: &RustInvocation,
         source: &Hash,
     ) -> Result<Hash, &'static str> {
         let mut key = KeyHasher::new(KEY_DOMAIN);
-        self.rust_key_parts(&mut key, call, clippy, rustc_args, invocation, source)?;
+        self.rust_key_parts(&mut key, call, clippy, invocation, source)?;
         Ok(key.finish())
     }
 
@@ -201,7 +202,6 @@ impl Daemon {
         key: &mut KeyHasher,
         call: &Call,
         clippy: bool,
-        rustc_args: &[OsString],
         invocation: &RustInvocation,
         source: &Hash,
     ) -> Result<(), &'static str> {
@@ -232,15 +232,18 @@ impl Daemon {
             key.digest_part("rustc identity", &identify(&rustc)?);
             key.part("rustc path", rustc.as_os_str().as_bytes());
         }
-        for arg in rustc_args {
+        for arg in &invocation.key_args {
             key.part("argument", arg.as_bytes());
         }
         key.part("cwd", call.cwd.as_os_str().as_bytes());
-        // Every variable cargo sets for the crate, except the jobserver's descriptors.
+        // Every variable cargo sets for the crate, except the jobserver's descriptors and the
+        // target directory.
         let mut cargo_env: Vec<(&OsString, &OsString)> = call
             .env
             .iter()
-            .filter(|(k, _)| k.as_bytes().starts_with(b"CARGO") && k != "CARGO_MAKEFLAGS")
+            .filter(|(k, _)| {
+                k.as_bytes().starts_with(b"CARGO") && !NOT_KEYED_CARGO_ENV.iter().any(|n| k == n)
+            })
             .map(|(k, v)| (k, v))
             .collect();
         cargo_env.sort();
@@ -329,7 +332,7 @@ fn capture(
     out_dir: &Path,
 ) -> Result<Captured, &'static str> {
     let depinfo_path = absolute(&call.cwd, &invocation.depinfo_path());
-    let text = std::fs::read_to_string(depinfo_path).map_err(|_| "depfile_unreadable")?;
+    let text = std::fs::read_to_string(&depinfo_path).map_err(|_| "depfile_unreadable")?;
     let info = parse_depinfo(&text);
     let mut outputs = Vec::new();
     for output in &info.outputs {
@@ -343,7 +346,12 @@ fn capture(
             .ok_or("output_outside_out_dir")?
             .to_string();
         let meta = std::fs::metadata(&path).map_err(|_| "missing_output")?;
-        let bytes = std::fs::read(&path).map_err(|_| "missing_output")?;
+        let mut bytes = std::fs::read(&path).map_err(|_| "missing_output")?;
+        if path == depinfo_path {
+            if let Some(prefix) = out_dir_prefix(&invocation.out_dir) {
+                bytes = replace_all(&bytes, prefix.as_bytes(), OUT_DIR_MARK);
+            }
+        }
         outputs.push(CapturedOutput {
             role,
             bytes,
@@ -370,22 +378,59 @@ fn capture(
 }
 
 /// Writes every stored output into the output directory, as fresh files: cargo compares
-/// output mtimes across crates, so restored files must look as new as a compile's.
-fn deliver(store: &Store, found: &Found, out_dir: &Path) -> Result<(), String> {
+/// output mtimes across crates, so restored files must look as new as a compile's. The
+/// dep-info file names this call's output directory, whichever one it was stored from.
+fn deliver(
+    store: &Store,
+    found: &Found,
+    invocation: &RustInvocation,
+    out_dir: &Path,
+) -> Result<(), String> {
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let depinfo_name = invocation.depinfo_path();
+    let depinfo_name = depinfo_name.file_name();
     for output in &found.entry().result.outputs {
         if output.role.contains('/') || output.role == ".." || output.role.is_empty() {
             return Err(format!("refusing output name {:?}", output.role));
         }
-        store
-            .deliver(
+        let dest = out_dir.join(&output.role);
+        let delivered = match out_dir_prefix(&invocation.out_dir) {
+            Some(prefix) if Some(std::ffi::OsStr::new(&output.role)) == depinfo_name => store
+                .deliver_rewritten(&output.blob, &dest, |bytes| {
+                    replace_all(&bytes, OUT_DIR_MARK, prefix.as_bytes())
+                }),
+            _ => store.deliver(
                 &output.blob,
-                &out_dir.join(&output.role),
+                &dest,
                 Delivery::Copy {
                     executable: output.executable,
                 },
-            )
-            .map_err(|e| e.to_string())?;
+            ),
+        };
+        delivered.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// How rustc writes the paths of files in `out_dir` (as given, joined with the file name)
+/// up to the file name; `None` when dep-info would escape it (then the output directory is
+/// keyed, see `zccache_compiler::depinfo_verbatim`, and the dep-info is stored as written).
+fn out_dir_prefix(out_dir: &Path) -> Option<String> {
+    let joined = out_dir.join("f");
+    let text = joined.to_str()?;
+    let prefix = &text[..text.len() - 1];
+    zccache_compiler::depinfo_verbatim(prefix).then(|| prefix.to_string())
+}
+
+/// `bytes` with every occurrence of `from` replaced by `to`.
+fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = memchr::memmem::find(rest, from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
 }

@@ -13,6 +13,7 @@ mod multi;
 mod priority;
 mod projects;
 mod reliability;
+mod relocate;
 mod response_files;
 mod rust;
 mod rustfmt;
