@@ -322,17 +322,22 @@ pub(crate) fn breakdown(out: &mut String, label: &str, counts: &[(String, u64)])
 /// The counters `status` and the session commands share.
 pub(crate) struct Counters<'a> {
     pub hits: u64,
+    pub worktree_hits: u64,
     pub misses: u64,
     pub hit_rate: f64,
     pub time_saved_ms: u64,
     pub errors: u64,
     pub non_cacheable: &'a [(String, u64)],
     pub not_stored: &'a [(String, u64)],
+    pub worktree_fallbacks: &'a [(String, u64)],
 }
 
 /// Rows for hits, misses, hit rate, time saved, errors and the two breakdowns.
 pub(crate) fn counter_rows(out: &mut String, c: &Counters) {
     line(out, "hits", c.hits.to_string());
+    if c.worktree_hits > 0 {
+        line(out, "  from another worktree", c.worktree_hits.to_string());
+    }
     line(out, "misses", c.misses.to_string());
     line(out, "hit rate", format!("{:.1} %", c.hit_rate));
     line(
@@ -343,6 +348,9 @@ pub(crate) fn counter_rows(out: &mut String, c: &Counters) {
     line(out, "errors", c.errors.to_string());
     breakdown(out, "not cacheable", c.non_cacheable);
     breakdown(out, "compiled, not stored", c.not_stored);
+    if !c.worktree_fallbacks.is_empty() {
+        breakdown(out, "path remap not applied", c.worktree_fallbacks);
+    }
 }
 
 /// The human-readable status table.
@@ -359,12 +367,14 @@ fn render_status(r: &StatusReport) -> String {
         &mut out,
         &Counters {
             hits: r.hits,
+            worktree_hits: r.worktree_hits,
             misses: r.misses,
             hit_rate: r.hit_rate(),
             time_saved_ms: r.time_saved_ms,
             errors: r.errors,
             non_cacheable: &r.non_cacheable,
             not_stored: &r.not_stored,
+            worktree_fallbacks: &r.worktree_fallbacks,
         },
     );
     line(

@@ -132,12 +132,14 @@ fn render(r: &SessionReport) -> String {
         &mut out,
         &Counters {
             hits: r.hits,
+            worktree_hits: r.worktree_hits,
             misses: r.misses,
             hit_rate: r.hit_rate(),
             time_saved_ms: r.time_saved_ms,
             errors: r.errors,
             non_cacheable: &r.non_cacheable,
             not_stored: &r.not_stored,
+            worktree_fallbacks: &r.worktree_fallbacks,
         },
     );
     for (label, path) in [("journal", &r.journal_path), ("log", &r.log_path)] {

@@ -66,6 +66,12 @@ pub struct JournalEntry {
     pub session_id: Option<String>,
     /// Wall-clock time the daemon spent on the call.
     pub latency_ns: u64,
+    /// A hit served from an entry another checkout stored (`ZCCACHE_PATH_REMAP=auto`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub worktree_hit: bool,
+    /// Why a call that asked for path remapping was keyed by its real paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remap_fallback: Option<String>,
 }
 
 /// `2026-03-17T10:30:00.123Z` for `time`.
@@ -127,6 +133,8 @@ mod tests {
             exit_code: Some(0),
             session_id: None,
             latency_ns: 1_234_567,
+            worktree_hit: false,
+            remap_fallback: None,
         };
         let line = serde_json::to_string(&entry).unwrap();
         assert_eq!(

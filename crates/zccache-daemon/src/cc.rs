@@ -8,6 +8,7 @@ use crate::scratch::Scratch;
 use crate::search::SearchPath;
 use crate::stats::Stats;
 use crate::toolchain::Toolchain;
+use crate::worktree::Worktree;
 use crate::{Daemon, LookupStore};
 use std::borrow::Cow;
 use std::ffi::OsString;
@@ -92,6 +93,15 @@ impl Daemon {
         let Some(store) = self.lookup_store() else {
             return self.run_locally(call, "store_unavailable");
         };
+        if let Some(worktree) = call.worktree() {
+            let reason = match &parsed {
+                Parsed::NotCacheable(_) => Some("unsupported_language"),
+                _ => unshareable(worktree, &args),
+            };
+            if let Some(reason) = reason {
+                call.worktree_fallback(&self.stats, reason);
+            }
+        }
         let invocation = match parsed {
             Parsed::Cacheable(invocation) => invocation,
             Parsed::Multi(multi) => {
@@ -246,6 +256,7 @@ impl Daemon {
             None => args.to_vec(),
         };
         force_colour(&mut run_args, invocation.colour_explicit, toolchain);
+        add_prefix_map(call, &mut run_args);
         let _run_rsp = match self.repack_response_file(&mut run_args, from_response_files) {
             Ok(file) => file,
             Err(e) => {
@@ -412,6 +423,7 @@ impl Daemon {
             multi.units.iter().any(|u| u.colour_explicit),
             toolchain,
         );
+        add_prefix_map(call, &mut run_args);
         let _run_rsp = match self.repack_response_file(&mut run_args, from_response_files) {
             Ok(file) => file,
             Err(e) => {
@@ -606,6 +618,11 @@ impl Daemon {
             }
         };
         if let Some(bytes) = user_depfile {
+            // It names the checkout's files: stored with the root's placeholder.
+            let bytes = match call.worktree() {
+                Some(worktree) => worktree.mark(&bytes),
+                None => bytes,
+            };
             outputs.push(CapturedOutput {
                 role: ROLE_DEPFILE.into(),
                 bytes,
@@ -708,13 +725,15 @@ fn deliver(
                     DepMode::Full { path } | DepMode::UserOnly { path } => path,
                     DepMode::None => continue,
                 };
-                store
-                    .deliver(
-                        &output.blob,
-                        &absolute(&call.cwd, path),
-                        Delivery::Copy { executable: false },
-                    )
-                    .map_err(|e| e.to_string())?;
+                let dest = absolute(&call.cwd, path);
+                match call.worktree() {
+                    Some(worktree) => store
+                        .deliver_rewritten(&output.blob, &dest, |bytes| worktree.resolve(&bytes)),
+                    None => {
+                        store.deliver(&output.blob, &dest, Delivery::Copy { executable: false })
+                    }
+                }
+                .map_err(|e| e.to_string())?;
             }
             other => return Err(format!("unknown output role {other}")),
         }
@@ -851,12 +870,31 @@ fn key_parts(
     key.digest_part("compiler identity", &toolchain.hash);
     key.part("compiler path", call.compiler.as_os_str().as_bytes());
     key.part("compiler name", call.name.as_bytes());
+    let worktree = call.worktree();
+    // Under remap, paths in the checkout are keyed relative to its root (see `worktree.rs`):
+    // `unshareable` has made sure each is one the prefix map covers or none the output holds.
+    let keyed = |text: &[u8]| -> Vec<u8> {
+        match worktree {
+            Some(worktree) => worktree.mark(text),
+            None => text.to_vec(),
+        }
+    };
+    if let Some(worktree) = worktree {
+        key.part(
+            "path remap",
+            if user_maps_root(worktree, &invocation.key_args) {
+                b"the build's own"
+            } else {
+                b"-ffile-prefix-map=<root>=."
+            },
+        );
+    }
     for arg in &invocation.key_args {
-        key.part("argument", arg.as_bytes());
+        key.part("argument", &keyed(arg.as_bytes()));
     }
     key.field(b"--cwd--");
     if invocation.debug_info {
-        key.part("cwd (-g)", call.cwd.as_os_str().as_bytes());
+        key.part("cwd (-g)", &keyed(call.cwd.as_os_str().as_bytes()));
     }
     for name in KEY_ENV {
         key.env(call, name);
@@ -872,6 +910,81 @@ fn key_parts(
     }
     key.digest_part("source", &source.hash);
     key
+}
+
+/// Flags whose value is a path the compiler reads or writes and that reaches no output but
+/// through the prefix map (or the depfile, which is stored with the root's placeholder).
+const PATH_FLAGS: &[&str] = &[
+    "-I",
+    "-isystem",
+    "-iquote",
+    "-idirafter",
+    "-include",
+    "-imacros",
+    "-iprefix",
+    "-iwithprefix",
+    "-iwithprefixbefore",
+    "-isysroot",
+    "--sysroot",
+    "-MF",
+    "-MT",
+    "-MQ",
+    "-o",
+    "-B",
+    "-L",
+];
+
+/// Why a gcc/clang call cannot be keyed relative to `worktree`'s root, if it cannot: a path of
+/// the checkout where the compiler may write it into its output as it is (a `-D` value, a
+/// debug-prefix flag of the build's own, split DWARF's `.dwo` name).
+fn unshareable(worktree: &Worktree, args: &[OsString]) -> Option<&'static str> {
+    let root_map = format!("-ffile-prefix-map={}=", worktree.root().display());
+    for (i, arg) in args.iter().enumerate() {
+        let text = arg.to_string_lossy();
+        if text.starts_with("-gsplit-dwarf") {
+            return Some("path_sensitive_arg");
+        }
+        if !worktree.occurs_in(arg.as_bytes()) {
+            continue;
+        }
+        let after_path_flag = i > 0 && PATH_FLAGS.contains(&&*args[i - 1].to_string_lossy());
+        let is_path = !text.starts_with('-')
+            || text.starts_with(&root_map)
+            || PATH_FLAGS.iter().any(|flag| {
+                text.strip_prefix(flag).is_some_and(|rest| {
+                    worktree.occurs_in(rest.trim_start_matches('=').as_bytes())
+                        && rest.trim_start_matches('=').starts_with('/')
+                })
+            });
+        if !(after_path_flag || is_path) {
+            return Some("path_sensitive_arg");
+        }
+    }
+    None
+}
+
+/// Whether the build passes its own `-ffile-prefix-map` for the root; then none is added.
+fn user_maps_root(worktree: &Worktree, args: &[OsString]) -> bool {
+    let prefix = format!("-ffile-prefix-map={}=", worktree.root().display());
+    args.iter()
+        .any(|a| a.to_str().is_some_and(|a| a.starts_with(&prefix)))
+}
+
+/// Under remap, `-ffile-prefix-map=<root>=.` before the build's arguments (so that a narrower
+/// map of the build's, coming later, still wins), unless the build maps the root itself:
+/// sources, `__FILE__` and debug info then name paths relative to the root, the same in
+/// every checkout.
+fn add_prefix_map(call: &Call, run_args: &mut Vec<OsString>) {
+    let Some(worktree) = call.worktree() else {
+        return;
+    };
+    if user_maps_root(worktree, run_args) {
+        return;
+    }
+    let mut flag = OsString::from("-ffile-prefix-map=");
+    flag.push(worktree.root());
+    flag.push("=.");
+    run_args.insert(0, flag);
 }
 
 /// emcc's settings variables and the digest of its config file (or that it has none).

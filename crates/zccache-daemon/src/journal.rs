@@ -46,6 +46,8 @@ pub(crate) struct JournalRecord {
     pub session_id: Option<String>,
     pub session: Option<Arc<Session>>,
     pub latency_ns: u64,
+    pub worktree_hit: bool,
+    pub remap_fallback: Option<&'static str>,
 }
 
 enum Message {
@@ -252,6 +254,8 @@ impl Writer {
             exit_code: record.exit_code,
             session_id: record.session_id,
             latency_ns: record.latency_ns,
+            worktree_hit: record.worktree_hit,
+            remap_fallback: record.remap_fallback.map(str::to_string),
         }
     }
 
@@ -302,11 +306,17 @@ fn log_line(entry: &JournalEntry) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| entry.compiler.clone());
-    let reason = entry
+    let mut reason = entry
         .reason
         .as_ref()
         .map(|r| format!(" ({r})"))
         .unwrap_or_default();
+    if entry.worktree_hit {
+        reason.push_str(" (from another worktree)");
+    }
+    if let Some(why) = &entry.remap_fallback {
+        reason.push_str(&format!(" (path remap not applied: {why})"));
+    }
     format!(
         "{} {:<13} {:>9.1} ms  {} {}{reason}\n",
         entry.ts,
@@ -334,6 +344,8 @@ mod tests {
             session_id: None,
             session: None,
             latency_ns: 5,
+            worktree_hit: false,
+            remap_fallback: None,
         }
     }
 
@@ -381,6 +393,8 @@ mod tests {
             exit_code: None,
             session_id: None,
             latency_ns: 1_500_000,
+            worktree_hit: false,
+            remap_fallback: None,
         };
         let line = log_line(&writer_entry);
         assert!(line.contains("non_cacheable"), "{line}");

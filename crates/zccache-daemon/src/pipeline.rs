@@ -9,6 +9,7 @@ use crate::search::Listings;
 use crate::search::SearchPath;
 use crate::session::Session;
 use crate::stats::Stats;
+use crate::worktree::{Remap, Worktree};
 use crate::{Daemon, LookupStore};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -61,6 +62,14 @@ pub(crate) struct Call {
     /// Where a miss sends the tool's stderr while it runs (rustc: cargo starts dependent
     /// crates as soon as rustc reports their metadata written, long before rustc exits).
     pub progress: Option<zccache_ipc::FrameSink>,
+    /// The checkout whose root this call's paths are keyed relative to
+    /// (`ZCCACHE_PATH_REMAP=auto`, see `worktree.rs`), unless the front end fell back.
+    worktree: Option<Worktree>,
+    worktree_off: std::sync::atomic::AtomicBool,
+    /// The call was served from an entry another checkout stored.
+    pub worktree_hit: std::sync::atomic::AtomicBool,
+    /// Why remapping was asked for but not applied.
+    remap_fallback: std::sync::OnceLock<&'static str>,
 }
 
 impl Call {
@@ -85,7 +94,32 @@ impl Call {
             link: std::sync::atomic::AtomicBool::new(false),
             synced: std::sync::OnceLock::new(),
             progress: None,
+            worktree: None,
+            worktree_off: Default::default(),
+            worktree_hit: Default::default(),
+            remap_fallback: Default::default(),
         })
+    }
+
+    /// The checkout this call's paths are keyed in, when they are remapped.
+    pub fn worktree(&self) -> Option<&Worktree> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.worktree
+            .as_ref()
+            .filter(|_| !self.worktree_off.load(Relaxed))
+    }
+
+    /// Remapping was asked for, but this call is keyed by its real paths: counts `reason`
+    /// (once per call).
+    pub fn worktree_fallback(&self, stats: &Stats, reason: &'static str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.worktree_off.store(true, Relaxed);
+        if self.remap_fallback.set(reason).is_ok() {
+            stats.worktree_fallback(reason);
+            if let Some(session) = &self.session {
+                session.stats.worktree_fallback(reason);
+            }
+        }
     }
 
     /// The digest of `path` for this call: the watcher's word once it has caught up with the
@@ -568,6 +602,8 @@ struct StoreJob {
     session: Option<Arc<Session>>,
     /// The absolute source path and how it was compiled, for `zccache inspect`.
     record: (Vec<u8>, SourceRecord),
+    /// The call's checkout, when its paths are keyed relative to the root.
+    worktree: Option<Worktree>,
 }
 
 impl Daemon {
@@ -595,6 +631,20 @@ impl Daemon {
         let tool = detect_tool(&call.compiler);
         if matches!(tool, Some(ToolKind::Rustc | ToolKind::ClippyDriver)) {
             call.progress = progress;
+        }
+        match crate::worktree::detect(&call) {
+            Remap::Off => {}
+            Remap::On(worktree)
+                if call.exec.is_none()
+                    && matches!(
+                        tool,
+                        Some(ToolKind::GccLike | ToolKind::Rustc | ToolKind::ClippyDriver)
+                    ) =>
+            {
+                call.worktree = Some(worktree)
+            }
+            Remap::On(_) => call.worktree_fallback(&self.stats, "unsupported_language"),
+            Remap::Fallback(reason) => call.worktree_fallback(&self.stats, reason),
         }
         let response = match tool {
             _ if call.exec.is_some() => self.run_exec(&call),
@@ -647,6 +697,8 @@ impl Daemon {
             exit_code,
             session_id: call.session_id,
             session: call.session,
+            worktree_hit: call.worktree_hit.into_inner(),
+            remap_fallback: call.remap_fallback.into_inner(),
         });
     }
 
@@ -721,7 +773,18 @@ impl Daemon {
             } else {
                 let mut vouchers = Some(Vouchers::default());
                 for dep in &entry.deps {
-                    let path = absolute_cow(&call.cwd, Path::new(OsStr::from_bytes(&dep.path)));
+                    let resolved;
+                    let stored = if crate::worktree::is_marked(&dep.path) {
+                        // Stored relative to a worktree root: this call's root stands in.
+                        let Some(worktree) = call.worktree() else {
+                            continue 'entries;
+                        };
+                        resolved = worktree.resolve_path(&dep.path);
+                        resolved.as_os_str()
+                    } else {
+                        OsStr::from_bytes(&dep.path)
+                    };
+                    let path = absolute_cow(&call.cwd, Path::new(stored));
                     let digest = match memo {
                         Some(memo) => memo.digest_vouched(&self.fs, call, &path),
                         None => call.digest_vouched(&self.fs, &path),
@@ -749,7 +812,12 @@ impl Daemon {
                         .remember(call, &manifest, index, vouchers, newest_input_ns);
                 }
             }
+            let mut stored_root = None;
             for var in &entry.env {
+                if var.name == crate::worktree::STORED_ROOT {
+                    stored_root = var.value.as_deref();
+                    continue;
+                }
                 let now = call
                     .env_var(&String::from_utf8_lossy(&var.name))
                     .map(|v| v.as_bytes().to_vec());
@@ -757,7 +825,25 @@ impl Daemon {
                     continue 'entries;
                 }
             }
-            if let Some(check) = &entry.shadow {
+            let resolved_check;
+            let shadow = match (&entry.shadow, call.worktree()) {
+                (Some(check), Some(worktree)) if crate::worktree::is_marked(&check.cwd) => {
+                    let mut check = check.clone();
+                    let same_root = stored_root == Some(worktree.root().as_os_str().as_bytes());
+                    let cwd = check.cwd.clone();
+                    crate::search::mark_paths(&mut check, &|p| worktree.resolve(p));
+                    if !same_root {
+                        // Another checkout's directories were stamped: everything is derived
+                        // anew in this one (and the per-entry memo, of the storing checkout,
+                        // is not used).
+                        check.cwd = cwd;
+                    }
+                    resolved_check = check;
+                    Some(&resolved_check)
+                }
+                (check, _) => check.as_ref(),
+            };
+            if let Some(check) = shadow {
                 let deps = || -> Vec<PathBuf> {
                     entry
                         .deps
@@ -800,13 +886,34 @@ impl Daemon {
             return None;
         }
         let spent_ms = call.received.elapsed().as_millis() as u64;
-        let saved_ms = found.entry().result.compile_ms.saturating_sub(spent_ms);
+        let result = &found.entry().result;
+        let saved_ms = result.compile_ms.saturating_sub(spent_ms);
         self.count(call, |stats| stats.hit(saved_ms));
+        let (stdout, stderr) = match call.worktree() {
+            Some(worktree) => {
+                let stored_root = found
+                    .entry()
+                    .env
+                    .iter()
+                    .find(|v| v.name == crate::worktree::STORED_ROOT)
+                    .and_then(|v| v.value.as_deref());
+                if stored_root != Some(worktree.root().as_os_str().as_bytes()) {
+                    self.count(call, Stats::worktree_hit);
+                    call.worktree_hit
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                (
+                    worktree.resolve(&result.stdout),
+                    worktree.resolve(&result.stderr),
+                )
+            }
+            None => (result.stdout.clone(), result.stderr.clone()),
+        };
         tracing::debug!("hit: served in {} us", call.received.elapsed().as_micros());
         Some(Response::Compiled(CompileReply {
-            exit_code: found.entry().result.exit_code,
-            stdout: found.entry().result.stdout.clone(),
-            stderr: found.entry().result.stderr.clone(),
+            exit_code: result.exit_code,
+            stdout,
+            stderr,
             outcome: Outcome::Hit,
         }))
     }
@@ -924,6 +1031,7 @@ impl Daemon {
             time_macros_matter: miss.time_macros_matter,
             result,
             session: call.session.clone(),
+            worktree: call.worktree().cloned(),
         });
     }
 
@@ -986,6 +1094,7 @@ impl Daemon {
             mut result,
             session: _,
             record: (record_path, record),
+            worktree,
         } = job;
         let source_path = source.as_ref().map(|(path, _)| absolute(&cwd, path));
         if let (Some(path), Some((_, digest))) = (&source_path, &source) {
@@ -1040,7 +1149,7 @@ impl Daemon {
         if modified {
             return Err("input_modified_during_compile");
         }
-        let shadow = search.map(|search| {
+        let mut shadow = search.map(|search| {
             let paths: Vec<PathBuf> = deps
                 .iter()
                 .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
@@ -1048,6 +1157,23 @@ impl Daemon {
             let source = source.as_ref().map_or(Path::new(""), |(path, _)| path);
             crate::search::shadow_check(&search, &cwd, source, &paths)
         });
+        let mut env = env;
+        if let Some(worktree) = &worktree {
+            // Stored with the root as a placeholder: a hit checks and names the files of the
+            // caller's checkout (see `worktree.rs`).
+            for dep in &mut deps {
+                dep.path = worktree.mark(&dep.path);
+            }
+            if let Some(shadow) = &mut shadow {
+                crate::search::mark_paths(shadow, &|p| worktree.mark(p));
+            }
+            result.stdout = worktree.mark(&result.stdout);
+            result.stderr = worktree.mark(&result.stderr);
+            env.push(EnvDep {
+                name: crate::worktree::STORED_ROOT.to_vec(),
+                value: Some(worktree.root().as_os_str().as_bytes().to_vec()),
+            });
+        }
         // Only now the store: the inputs are checked and hashed while a new cache's index is
         // still being created (see `Daemon::lookup_store`), before the build can change them.
         let store = self.store().ok_or("store_unavailable")?;

@@ -10,6 +10,7 @@
 use crate::inspect::{not_cacheable, Probe};
 use crate::pipeline::{which, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::toolchain::{Query, Unidentified};
+use crate::worktree::Worktree;
 use crate::Daemon;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -78,6 +79,9 @@ impl Daemon {
         let Some(store) = self.lookup_store() else {
             return self.run_locally(call, "store_unavailable");
         };
+        if let Some(reason) = call.worktree().and_then(|w| unshareable(w, &invocation)) {
+            call.worktree_fallback(&self.stats, reason);
+        }
         let source_path = absolute(&call.cwd, &invocation.source);
         let source = match call.digest(&self.fs, &source_path) {
             Ok(digest) => digest,
@@ -90,7 +94,7 @@ impl Daemon {
         let out_dir = absolute(&call.cwd, &invocation.out_dir);
         if let Some((store, found)) = self.look_up(store, &key, call, None) {
             if let Some(response) = self.serve_hit(call, &found, |found| {
-                deliver(store, found, &invocation, &out_dir)
+                deliver(store, found, call, &invocation, &out_dir)
             }) {
                 return response;
             }
@@ -109,7 +113,11 @@ impl Daemon {
             time_macros_matter: false,
             parts,
         };
-        self.run_miss(call, &call.args, miss, || {
+        let run_args = match call.worktree() {
+            Some(worktree) => with_remap(worktree, &invocation, &call.args, usize::from(clippy)),
+            None => call.args.clone(),
+        };
+        self.run_miss(call, &run_args, miss, || {
             capture(call, &invocation, &out_dir)
         })
     }
@@ -232,10 +240,29 @@ impl Daemon {
             key.digest_part("rustc identity", &identify(&rustc)?);
             key.part("rustc path", rustc.as_os_str().as_bytes());
         }
-        for arg in &invocation.key_args {
-            key.part("argument", arg.as_bytes());
+        let worktree = call.worktree();
+        // Under remap, paths in the checkout are keyed relative to its root (see
+        // `worktree.rs`); `unshareable` has made sure every such path is one rustc remaps.
+        let keyed = |text: &[u8]| -> Vec<u8> {
+            match worktree {
+                Some(worktree) => worktree.mark(text),
+                None => text.to_vec(),
+            }
+        };
+        if let Some(worktree) = worktree {
+            key.part(
+                "path remap",
+                if user_remaps_root(worktree, &invocation.key_args) {
+                    b"the build's own"
+                } else {
+                    b"--remap-path-prefix=<root>=."
+                },
+            );
         }
-        key.part("cwd", call.cwd.as_os_str().as_bytes());
+        for arg in &invocation.key_args {
+            key.part("argument", &keyed(arg.as_bytes()));
+        }
+        key.part("cwd", &keyed(call.cwd.as_os_str().as_bytes()));
         // Every variable cargo sets for the crate, except the jobserver's descriptors and the
         // target directory.
         let mut cargo_env: Vec<(&OsString, &OsString)> = call
@@ -250,7 +277,12 @@ impl Daemon {
         cargo_env.dedup_by(|a, b| a.0 == b.0);
         for (name, value) in cargo_env {
             key.field(name.as_bytes());
-            key.part(&format!("env {}", name.to_string_lossy()), value.as_bytes());
+            // `CARGO_MANIFEST_DIR` and the like: a crate that reads one with `env!` has its
+            // real value checked at every hit (its dep-info names it).
+            key.part(
+                &format!("env {}", name.to_string_lossy()),
+                &keyed(value.as_bytes()),
+            );
         }
         for name in KEY_ENV {
             key.env(call, name);
@@ -351,6 +383,9 @@ fn capture(
             if let Some(prefix) = out_dir_prefix(&invocation.out_dir) {
                 bytes = replace_all(&bytes, prefix.as_bytes(), OUT_DIR_MARK);
             }
+            if let Some(worktree) = call.worktree() {
+                bytes = worktree.mark(&bytes);
+            }
         }
         outputs.push(CapturedOutput {
             role,
@@ -383,12 +418,14 @@ fn capture(
 fn deliver(
     store: &Store,
     found: &Found,
+    call: &Call,
     invocation: &RustInvocation,
     out_dir: &Path,
 ) -> Result<(), String> {
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let depinfo_name = invocation.depinfo_path();
     let depinfo_name = depinfo_name.file_name();
+    let worktree = call.worktree();
     for output in &found.entry().result.outputs {
         if output.role.contains('/') || output.role == ".." || output.role.is_empty() {
             return Err(format!("refusing output name {:?}", output.role));
@@ -397,6 +434,10 @@ fn deliver(
         let delivered = match out_dir_prefix(&invocation.out_dir) {
             Some(prefix) if Some(std::ffi::OsStr::new(&output.role)) == depinfo_name => store
                 .deliver_rewritten(&output.blob, &dest, |bytes| {
+                    let bytes = match worktree {
+                        Some(worktree) => worktree.resolve(&bytes),
+                        None => bytes,
+                    };
                     replace_all(&bytes, OUT_DIR_MARK, prefix.as_bytes())
                 }),
             _ => store.deliver(
@@ -410,6 +451,60 @@ fn deliver(
         delivered.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Flags whose value rustc does not remap: a path of the checkout in one may reach the output
+/// as written.
+const UNREMAPPED_VALUE_FLAGS: &[&str] =
+    &["--cfg", "--check-cfg", "--env-set", "--crate-attr", "-Z"];
+
+/// Why `invocation` cannot be keyed relative to `worktree`'s root, if it cannot: a path of
+/// the checkout in an argument rustc's remapping does not cover.
+fn unshareable(worktree: &Worktree, invocation: &RustInvocation) -> Option<&'static str> {
+    let args = &invocation.key_args;
+    for (i, arg) in args.iter().enumerate() {
+        if !worktree.occurs_in(arg.as_bytes()) {
+            continue;
+        }
+        let flag = if i > 0 { args[i - 1].as_str() } else { "" };
+        let remapped = match flag {
+            f if UNREMAPPED_VALUE_FLAGS.contains(&f) => false,
+            // Paths rustc reads, never writes into its outputs.
+            "-C" => arg.starts_with("incremental=") || arg.starts_with("linker="),
+            _ => true,
+        };
+        if !remapped {
+            return Some("path_sensitive_arg");
+        }
+    }
+    None
+}
+
+/// Whether the build passes its own `--remap-path-prefix` for the root; then none is added.
+fn user_remaps_root(worktree: &Worktree, key_args: &[String]) -> bool {
+    let prefix = format!("{}=", worktree.root().display());
+    key_args
+        .windows(2)
+        .any(|w| w[0] == "--remap-path-prefix" && w[1].starts_with(&prefix))
+}
+
+/// `args` with `--remap-path-prefix=<root>=.` before the rest (from `at`, after clippy's
+/// rustc path), unless the build passes its own for the root: rustc applies the last matching
+/// remap, so a narrower one of the build's still wins.
+fn with_remap(
+    worktree: &Worktree,
+    invocation: &RustInvocation,
+    args: &[OsString],
+    at: usize,
+) -> Vec<OsString> {
+    let mut out = args.to_vec();
+    if !user_remaps_root(worktree, &invocation.key_args) {
+        let mut flag = OsString::from("--remap-path-prefix=");
+        flag.push(worktree.root());
+        flag.push("=.");
+        out.insert(at.min(out.len()), flag);
+    }
+    out
 }
 
 /// How rustc writes the paths of files in `out_dir` (as given, joined with the file name)

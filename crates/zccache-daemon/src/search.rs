@@ -221,6 +221,23 @@ fn stamp(dir: &Path, now: FileClock) -> Option<DirStamp> {
     })
 }
 
+/// Applies `f` to every path `check` holds: puts the worktree root's placeholder in, or the
+/// caller's root back (see `worktree.rs`).
+pub fn mark_paths(check: &mut ShadowCheck, f: &dyn Fn(&[u8]) -> Vec<u8>) {
+    check.cwd = f(&check.cwd);
+    for path in check
+        .user
+        .iter_mut()
+        .chain(check.system.iter_mut())
+        .chain(check.existing.iter_mut())
+    {
+        *path = f(path);
+    }
+    for dir in &mut check.watched {
+        dir.path = f(&dir.path);
+    }
+}
+
 /// What the shadowing check asks of the file system. The daemon answers from its file cache,
 /// where the watcher vouches for directory signatures and listings; [`Uncached`] asks the
 /// file system every time.

@@ -670,7 +670,7 @@ impl Daemon {
                 self.pending.wait_all();
                 Response::Session(session.report(false, None))
             }
-            Lookup::Expired(report) => Response::Session(report),
+            Lookup::Expired(report) => Response::Session(*report),
             Lookup::Unknown => Response::Error(unknown_session(id)),
         }
     }
@@ -684,7 +684,7 @@ impl Daemon {
                 tracing::info!("session {id} ended");
                 Response::Session(session.report(true, None))
             }
-            Lookup::Expired(report) => Response::Session(report),
+            Lookup::Expired(report) => Response::Session(*report),
             Lookup::Unknown => Response::Error(unknown_session(id)),
         }
     }
@@ -731,9 +731,11 @@ impl Daemon {
             uptime_secs: self.started.elapsed().as_secs(),
             cache_root: self.root.path().display().to_string(),
             hits: self.stats.hits.load(Relaxed),
+            worktree_hits: self.stats.worktree_hits.load(Relaxed),
             misses: self.stats.misses.load(Relaxed),
             not_stored: self.stats.not_stored_counts(),
             non_cacheable: self.stats.non_cacheable_counts(),
+            worktree_fallbacks: self.stats.worktree_fallback_counts(),
             errors: self.stats.errors.load(Relaxed),
             time_saved_ms: self.stats.time_saved_ms.load(Relaxed),
             queries_answered: self.stats.queries_answered.load(Relaxed),

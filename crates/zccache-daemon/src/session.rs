@@ -80,9 +80,11 @@ impl Session {
                 .as_secs(),
             duration_ms: self.started.elapsed().as_millis() as u64,
             hits: self.stats.hits.load(Relaxed),
+            worktree_hits: self.stats.worktree_hits.load(Relaxed),
             misses: self.stats.misses.load(Relaxed),
             not_stored: self.stats.not_stored_counts(),
             non_cacheable: self.stats.non_cacheable_counts(),
+            worktree_fallbacks: self.stats.worktree_fallback_counts(),
             errors: self.stats.errors.load(Relaxed),
             time_saved_ms: self.stats.time_saved_ms.load(Relaxed),
             journal_path: self.journal_path.as_ref().map(|p| p.display().to_string()),
@@ -107,7 +109,7 @@ pub(crate) struct Sessions {
 /// What `session-stats`/`session-end` found.
 pub(crate) enum Lookup {
     Open(Arc<Session>),
-    Expired(SessionReport),
+    Expired(Box<SessionReport>),
     Unknown,
 }
 
@@ -183,7 +185,7 @@ impl Sessions {
             return Lookup::Open(session);
         }
         match self.expired.lock().iter().find(|r| r.id == id) {
-            Some(report) => Lookup::Expired(report.clone()),
+            Some(report) => Lookup::Expired(Box::new(report.clone())),
             None => Lookup::Unknown,
         }
     }
@@ -196,7 +198,9 @@ impl Sessions {
         }
         let mut expired = self.expired.lock();
         match expired.iter().position(|r| r.id == id) {
-            Some(index) => Lookup::Expired(expired.remove(index).expect("index in range")),
+            Some(index) => {
+                Lookup::Expired(Box::new(expired.remove(index).expect("index in range")))
+            }
             None => Lookup::Unknown,
         }
     }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Default)]
 pub struct Stats {
     pub hits: AtomicU64,
+    /// Hits served from an entry another checkout stored (see `worktree.rs`).
+    pub worktree_hits: AtomicU64,
     pub misses: AtomicU64,
     pub errors: AtomicU64,
     pub time_saved_ms: AtomicU64,
@@ -16,6 +18,7 @@ pub struct Stats {
     pub queries_run: AtomicU64,
     non_cacheable: Mutex<BTreeMap<String, u64>>,
     not_stored: Mutex<BTreeMap<String, u64>>,
+    worktree_fallbacks: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Stats {
@@ -46,6 +49,27 @@ impl Stats {
             .lock()
             .entry(reason.to_string())
             .or_default() += 1;
+    }
+
+    pub fn worktree_hit(&self) {
+        self.worktree_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call that asked for path remapping was keyed by its real paths, for `reason`.
+    pub fn worktree_fallback(&self, reason: &str) {
+        *self
+            .worktree_fallbacks
+            .lock()
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn worktree_fallback_counts(&self) -> Vec<(String, u64)> {
+        self.worktree_fallbacks
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     pub fn non_cacheable_counts(&self) -> Vec<(String, u64)> {

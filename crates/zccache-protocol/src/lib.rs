@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 10;
+pub const PROTOCOL_VERSION: u16 = 11;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -155,11 +155,16 @@ pub struct StatusReport {
     pub uptime_secs: u64,
     pub cache_root: String,
     pub hits: u64,
+    /// Of the hits, those served from an entry another checkout stored
+    /// (`ZCCACHE_PATH_REMAP=auto`).
+    pub worktree_hits: u64,
     pub misses: u64,
     /// Compiles run but not stored, by reason (failed compiles included).
     pub not_stored: Vec<(String, u64)>,
     /// Calls passed through to the compiler, by reason.
     pub non_cacheable: Vec<(String, u64)>,
+    /// Calls that asked for path remapping but were keyed by their real paths, by reason.
+    pub worktree_fallbacks: Vec<(String, u64)>,
     /// Internal errors (the client then compiled by itself).
     pub errors: u64,
     /// Compile time saved by hits, in milliseconds.
@@ -218,9 +223,13 @@ pub struct SessionReport {
     /// Milliseconds from the start to now, or to its end.
     pub duration_ms: u64,
     pub hits: u64,
+    /// Of the hits, those served from an entry another checkout stored.
+    pub worktree_hits: u64,
     pub misses: u64,
     pub not_stored: Vec<(String, u64)>,
     pub non_cacheable: Vec<(String, u64)>,
+    /// Calls that asked for path remapping but were keyed by their real paths, by reason.
+    pub worktree_fallbacks: Vec<(String, u64)>,
     pub errors: u64,
     pub time_saved_ms: u64,
     pub journal_path: Option<String>,

@@ -23,3 +23,4 @@ mod stale;
 mod strict_paths;
 mod tools;
 mod watcher;
+mod worktrees;
