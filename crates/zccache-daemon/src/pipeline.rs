@@ -114,6 +114,12 @@ impl Call {
     pub fn worktree_fallback(&self, stats: &Stats, reason: &'static str) {
         use std::sync::atomic::Ordering::Relaxed;
         self.worktree_off.store(true, Relaxed);
+        self.note_remap_reason(stats, reason);
+    }
+
+    /// Counts why a remapped call could not be served from another checkout's entry, or was
+    /// not remapped (once per call).
+    pub fn note_remap_reason(&self, stats: &Stats, reason: &'static str) {
         if self.remap_fallback.set(reason).is_ok() {
             stats.worktree_fallback(reason);
             if let Some(session) = &self.session {
@@ -514,6 +520,15 @@ impl VerifiedMemo {
     }
 }
 
+/// The root of the checkout that stored `entry`, under remap.
+fn stored_root_of(entry: &ManifestEntry) -> Option<&[u8]> {
+    entry
+        .env
+        .iter()
+        .find(|v| v.name == crate::worktree::STORED_ROOT)
+        .and_then(|v| v.value.as_deref())
+}
+
 /// A stored entry that still matches, with the newest mtime among its inputs.
 pub(crate) struct Found {
     manifest: Arc<Manifest>,
@@ -766,6 +781,8 @@ impl Daemon {
                 &own_listings
             }
         };
+        // An entry of another checkout whose files differ in this one (counted if none hits).
+        let mut other_checkout_differs = false;
         'entries: for (index, entry) in manifest.entries.iter().enumerate() {
             let mut newest_input_ns = i128::MIN;
             if let Some(newest) = self.verified.check(&self.fs, call, &manifest, index) {
@@ -804,7 +821,12 @@ impl Daemon {
                                 _ => vouchers = None,
                             }
                         }
-                        _ => continue 'entries,
+                        _ => {
+                            other_checkout_differs |= call.worktree().is_some_and(|w| {
+                                stored_root_of(entry) != Some(w.root().as_os_str().as_bytes())
+                            });
+                            continue 'entries;
+                        }
                     }
                 }
                 if let Some(vouchers) = vouchers {
@@ -812,10 +834,8 @@ impl Daemon {
                         .remember(call, &manifest, index, vouchers, newest_input_ns);
                 }
             }
-            let mut stored_root = None;
             for var in &entry.env {
                 if var.name == crate::worktree::STORED_ROOT {
-                    stored_root = var.value.as_deref();
                     continue;
                 }
                 let now = call
@@ -829,7 +849,8 @@ impl Daemon {
             let shadow = match (&entry.shadow, call.worktree()) {
                 (Some(check), Some(worktree)) if crate::worktree::is_marked(&check.cwd) => {
                     let mut check = check.clone();
-                    let same_root = stored_root == Some(worktree.root().as_os_str().as_bytes());
+                    let same_root =
+                        stored_root_of(entry) == Some(worktree.root().as_os_str().as_bytes());
                     let cwd = check.cwd.clone();
                     crate::search::mark_paths(&mut check, &|p| worktree.resolve(p));
                     if !same_root {
@@ -870,6 +891,9 @@ impl Daemon {
                 newest_input_ns,
             });
         }
+        if other_checkout_differs {
+            call.note_remap_reason(&self.stats, "content_hash_mismatch");
+        }
         None
     }
 
@@ -891,13 +915,7 @@ impl Daemon {
         self.count(call, |stats| stats.hit(saved_ms));
         let (stdout, stderr) = match call.worktree() {
             Some(worktree) => {
-                let stored_root = found
-                    .entry()
-                    .env
-                    .iter()
-                    .find(|v| v.name == crate::worktree::STORED_ROOT)
-                    .and_then(|v| v.value.as_deref());
-                if stored_root != Some(worktree.root().as_os_str().as_bytes()) {
+                if stored_root_of(found.entry()) != Some(worktree.root().as_os_str().as_bytes()) {
                     self.count(call, Stats::worktree_hit);
                     call.worktree_hit
                         .store(true, std::sync::atomic::Ordering::Relaxed);
