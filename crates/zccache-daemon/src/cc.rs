@@ -870,24 +870,13 @@ fn key_parts(
     key.digest_part("compiler identity", &toolchain.hash);
     key.part("compiler path", call.compiler.as_os_str().as_bytes());
     key.part("compiler name", call.name.as_bytes());
-    let worktree = call.worktree();
     // Under remap, paths in the checkout are keyed relative to its root (see `worktree.rs`):
     // `unshareable` has made sure each is one the prefix map covers or none the output holds.
-    let keyed = |text: &[u8]| -> Vec<u8> {
-        match worktree {
-            Some(worktree) => worktree.mark(text),
-            None => text.to_vec(),
-        }
-    };
+    let worktree = call.worktree();
+    let keyed = |text| crate::worktree::keyed(worktree, text);
     if let Some(worktree) = worktree {
-        key.part(
-            "path remap",
-            if user_maps_root(worktree, &invocation.key_args) {
-                b"the build's own"
-            } else {
-                b"-ffile-prefix-map=<root>=."
-            },
-        );
+        let own = user_maps_root(worktree, &invocation.key_args);
+        crate::worktree::key_remap(&mut key, own, "-ffile-prefix-map=<root>=.");
     }
     for arg in &invocation.key_args {
         key.part("argument", &keyed(arg.as_bytes()));

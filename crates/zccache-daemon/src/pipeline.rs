@@ -791,7 +791,7 @@ impl Daemon {
                 let mut vouchers = Some(Vouchers::default());
                 for dep in &entry.deps {
                     let resolved;
-                    let stored = if crate::worktree::is_marked(&dep.path) {
+                    let stored = if crate::worktree::is_marked_path(&dep.path) {
                         // Stored relative to a worktree root: this call's root stands in.
                         let Some(worktree) = call.worktree() else {
                             continue 'entries;
@@ -847,7 +847,7 @@ impl Daemon {
             }
             let resolved_check;
             let shadow = match (&entry.shadow, call.worktree()) {
-                (Some(check), Some(worktree)) if crate::worktree::is_marked(&check.cwd) => {
+                (Some(check), Some(worktree)) if crate::worktree::is_marked_path(&check.cwd) => {
                     let mut check = check.clone();
                     let same_root =
                         stored_root_of(entry) == Some(worktree.root().as_os_str().as_bytes());

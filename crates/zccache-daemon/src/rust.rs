@@ -240,24 +240,13 @@ impl Daemon {
             key.digest_part("rustc identity", &identify(&rustc)?);
             key.part("rustc path", rustc.as_os_str().as_bytes());
         }
-        let worktree = call.worktree();
         // Under remap, paths in the checkout are keyed relative to its root (see
         // `worktree.rs`); `unshareable` has made sure every such path is one rustc remaps.
-        let keyed = |text: &[u8]| -> Vec<u8> {
-            match worktree {
-                Some(worktree) => worktree.mark(text),
-                None => text.to_vec(),
-            }
-        };
+        let worktree = call.worktree();
+        let keyed = |text| crate::worktree::keyed(worktree, text);
         if let Some(worktree) = worktree {
-            key.part(
-                "path remap",
-                if user_remaps_root(worktree, &invocation.key_args) {
-                    b"the build's own"
-                } else {
-                    b"--remap-path-prefix=<root>=."
-                },
-            );
+            let own = user_remaps_root(worktree, &invocation.key_args);
+            crate::worktree::key_remap(key, own, "--remap-path-prefix=<root>=.");
         }
         for arg in &invocation.key_args {
             key.part("argument", &keyed(arg.as_bytes()));

@@ -11,7 +11,8 @@
 //! in the caller's checkout, never another one's. A call that cannot be shared this way is
 //! keyed as without remap, and the reason is counted.
 
-use crate::pipeline::Call;
+use crate::pipeline::{Call, KeyHasher};
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -113,9 +114,36 @@ impl Worktree {
     }
 }
 
+/// `text` as it enters a cache key: the root replaced by its placeholder under remap, else as
+/// it is (borrowed: keying a call without remap allocates nothing, on the hit path too).
+pub(crate) fn keyed<'a>(worktree: Option<&Worktree>, text: &'a [u8]) -> Cow<'a, [u8]> {
+    match worktree {
+        Some(worktree) => Cow::Owned(worktree.mark(text)),
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// Keys how a remapped call's paths reach its outputs: through the build's own map of the
+/// root, or through the one zccache adds (`added`, as the compiler spells it).
+pub(crate) fn key_remap(key: &mut KeyHasher, builds_own: bool, added: &str) {
+    let how: &[u8] = if builds_own {
+        b"the build's own"
+    } else {
+        added.as_bytes()
+    };
+    key.part("path remap", how);
+}
+
 /// Whether `stored` (a path or text as stored) names the root by its placeholder.
-pub(crate) fn is_marked(stored: &[u8]) -> bool {
+#[cfg(test)]
+fn is_marked(stored: &[u8]) -> bool {
     memchr::memmem::find(stored, ROOT_MARK).is_some()
+}
+
+/// Whether a stored path is under the root (marked at its start): one byte compared, for the
+/// dependencies a hit checks.
+pub(crate) fn is_marked_path(stored: &[u8]) -> bool {
+    stored.first() == Some(&0) && stored.starts_with(ROOT_MARK)
 }
 
 /// The first occurrence of `root` in `bytes` that is a whole path component sequence: not

@@ -6,7 +6,7 @@
 use crate::sandbox::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// A binary crate using crates.io's serde (with derive) and regex, and a path dependency
 /// whose build script compiles C with the `cc` crate. The program prints its manifest
@@ -46,25 +46,9 @@ fn project(sb: &Sandbox, dir: &str) {
 
 /// cargo in `dir`, through zccache when `wrapped`; the target directory is the project's own.
 fn cargo(sb: &Sandbox, dir: &str, args: &[&str], wrapped: bool) {
-    sb.settle_writes();
-    let mut command = Command::new("cargo");
-    command
-        .args(args)
-        .current_dir(sb.path(dir))
-        .env("ZCCACHE_CACHE_DIR", &sb.cache)
-        .env("CARGO_TERM_COLOR", "never")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO_INCREMENTAL")
-        .stdin(Stdio::null());
+    let mut command = cargo_in(sb, dir, args);
     if wrapped {
         command.env("RUSTC_WRAPPER", ZCCACHE);
-    } else {
-        command.env_remove("RUSTC_WRAPPER");
     }
     let out = command.output().unwrap();
     assert_success(&out, args);

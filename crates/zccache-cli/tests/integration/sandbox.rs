@@ -273,6 +273,30 @@ pub fn settle() {
     std::thread::sleep(Duration::from_millis(120));
 }
 
+/// `cargo args` in `dir` (relative to the work dir) with this sandbox's cache root and none of
+/// the caller's build settings (target directory, flags, wrappers): each test sets its own.
+pub fn cargo_in(sb: &Sandbox, dir: &str, args: &[&str]) -> Command {
+    sb.settle_writes();
+    let mut command = Command::new("cargo");
+    command
+        .args(args)
+        .current_dir(sb.path(dir))
+        .env("ZCCACHE_CACHE_DIR", &sb.cache)
+        .env("CARGO_TERM_COLOR", "never")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("CARGO_INCREMENTAL")
+        .env_remove("ZCCACHE_PATH_REMAP")
+        .env_remove("ZCCACHE_WORKTREE_ROOT")
+        .stdin(Stdio::null());
+    command
+}
+
 /// The real compilers every test runs against.
 pub const COMPILERS: [&str; 2] = ["gcc", "clang"];
 

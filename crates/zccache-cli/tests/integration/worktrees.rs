@@ -262,26 +262,10 @@ fn rust_project(sb: &Sandbox, dir: &str) {
 }
 
 fn cargo_build(sb: &Sandbox, dir: &str, remap: bool) {
-    sb.settle_writes();
-    let mut command = Command::new("cargo");
-    command
-        .args(["build"])
-        .current_dir(sb.path(dir))
-        .env("RUSTC_WRAPPER", ZCCACHE)
-        .env("ZCCACHE_CACHE_DIR", &sb.cache)
-        .env("CARGO_TERM_COLOR", "never")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("ZCCACHE_WORKTREE_ROOT")
-        .stdin(Stdio::null());
+    let mut command = cargo_in(sb, dir, &["build"]);
+    command.env("RUSTC_WRAPPER", ZCCACHE);
     if remap {
         command.env("ZCCACHE_PATH_REMAP", "auto");
-    } else {
-        command.env_remove("ZCCACHE_PATH_REMAP");
     }
     assert_success(&command.output().unwrap(), &["cargo build"]);
 }
