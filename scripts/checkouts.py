@@ -96,6 +96,8 @@ def relocated(work):
         subprocess.run(["cargo", "clean", "-q"], cwd=two, env=bare_env, check=True)
         bare = timed(["cargo", "build", "-q"], two, bare_env)
         subprocess.run([binary] + stop, env=env, capture_output=True)
+        # zccache 1.15 can leave daemons behind after its stop command.
+        subprocess.run(["pkill", "-f", env[var]], capture_output=True)
         rows.append((name, after - before, units, second, first, bare))
     print("\nRelocated crates.io project (second path, same CARGO_HOME):")
     print("| tool | hits at the second path | packages in Cargo.lock | second build (s) | first build (s) | bare build at the second path (s) |")

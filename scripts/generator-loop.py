@@ -94,6 +94,8 @@ try:
             per_round.append((mid - before, count() - mid))
         if stop:
             subprocess.run([binary] + stop, env=env, capture_output=True)
+        # zccache 1.15 can leave daemons behind after its stop command.
+        subprocess.run(["pkill", "-f", env[var]], capture_output=True)
         rows.append((name, per_round))
 finally:
     shutil.rmtree(work, ignore_errors=True)
