@@ -21,6 +21,7 @@ ap.add_argument("--peers", default=os.path.join(here, ".perf-venv"))
 ap.add_argument("--rounds", type=int, default=4)
 ap.add_argument("--compiler", default="gcc")
 opts = ap.parse_args()
+opts.zccache = os.path.abspath(opts.zccache)
 
 
 def zccache_hits(binary, env):
