@@ -25,6 +25,7 @@ pub fn is_command(word: &str) -> bool {
                 | "analyze"
                 | "inspect"
                 | "exec"
+                | "cargo-registry"
         )
 }
 
@@ -120,6 +121,10 @@ enum Cmd {
         )]
         args: Vec<OsString>,
     },
+    /// Save, restore, key and clean the archive of cargo's downloaded crates and index
+    /// (`registry/index`, `registry/cache`, `git/db`) that a fresh CI runner restores.
+    #[command(subcommand)]
+    CargoRegistry(RegistryCmd),
     /// Summarize a compile journal (hits and misses by tool, output type and source; the
     /// slowest misses; why calls were not cacheable). Works without the daemon.
     Analyze {
@@ -131,6 +136,36 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum RegistryCmd {
+    /// Save the cargo registry to `<cache root>/cargo-registry/<key>.tar.gz` (or --output).
+    Save {
+        /// Cache key (the archive's file name when --output is not given).
+        #[arg(long)]
+        key: String,
+        /// Cargo home directory (default: $CARGO_HOME, else ~/.cargo).
+        #[arg(long)]
+        cargo_home: Option<PathBuf>,
+        /// Write the archive exactly here.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Restore the cargo registry saved under a key.
+    Restore {
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        cargo_home: Option<PathBuf>,
+    },
+    /// Print a key for the content of Cargo.lock.
+    Hash {
+        #[arg(long, default_value = "Cargo.lock")]
+        lockfile: PathBuf,
+    },
+    /// Remove the saved registry archives.
+    Clean,
 }
 
 pub fn main(args: &[OsString]) -> i32 {
@@ -168,6 +203,21 @@ pub fn main(args: &[OsString]) -> i32 {
         Some(Cmd::SessionStats { id, json }) => crate::sessions::stats(&endpoint, id, json, false),
         Some(Cmd::SessionEnd { id, json }) => crate::sessions::stats(&endpoint, id, json, true),
         Some(Cmd::Analyze { file, json, top }) => crate::analyze::main(&file, json, top),
+        Some(Cmd::CargoRegistry(command)) => {
+            let root = &config.cache_dir;
+            match command {
+                RegistryCmd::Save {
+                    key,
+                    cargo_home,
+                    output,
+                } => crate::registry::save(root, &key, cargo_home, output),
+                RegistryCmd::Restore { key, cargo_home } => {
+                    crate::registry::restore(root, &key, cargo_home)
+                }
+                RegistryCmd::Hash { lockfile } => crate::registry::hash(&lockfile),
+                RegistryCmd::Clean => crate::registry::clean(root),
+            }
+        }
         Some(Cmd::Inspect { json, command }) => crate::inspect::main(&endpoint, &command, json),
         // Reached only if `main` did not route it (it always does); same behaviour either way.
         Some(Cmd::Exec { args: rest }) => {

@@ -18,6 +18,7 @@ mod client;
 mod commands;
 mod exec;
 mod inspect;
+mod registry;
 mod sessions;
 mod wrapper;
 

@@ -12,6 +12,7 @@ mod limit;
 mod multi;
 mod priority;
 mod projects;
+mod registry;
 mod reliability;
 mod relocate;
 mod response_files;

@@ -1,0 +1,8 @@
+//! zccache-ci: what a CI run needs besides the compile cache, as library functions the CLI's
+//! commands call (the GitHub Action's steps stay thin shell).
+//!
+//! Today: [`cargo_registry`], the archive of cargo's downloaded crates and index that a fresh
+//! runner restores instead of downloading them again. This crate knows nothing of the store,
+//! the daemon or compilers.
+
+pub mod cargo_registry;
