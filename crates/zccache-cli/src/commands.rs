@@ -26,6 +26,7 @@ pub fn is_command(word: &str) -> bool {
                 | "inspect"
                 | "exec"
                 | "cargo-registry"
+                | "fp"
         )
 }
 
@@ -125,6 +126,21 @@ enum Cmd {
     /// (`registry/index`, `registry/cache`, `git/db`) that a fresh CI runner restores.
     #[command(subcommand)]
     CargoRegistry(RegistryCmd),
+    /// Whether files changed since a step last succeeded: `check` exits 0 (run) or 1 (skip);
+    /// `mark-success`, `mark-failure`, `invalidate` keep the state in the cache file.
+    Fp {
+        /// The state file (e.g. .cache/lint.json).
+        #[arg(long)]
+        cache_file: PathBuf,
+        /// `hash` (every file read each time) or `two-layer` (stat first).
+        #[arg(long, default_value = "two-layer")]
+        cache_type: String,
+        /// Accepted for compatibility; the files are scanned directly.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[command(subcommand)]
+        command: FpCmd,
+    },
     /// Summarize a compile journal (hits and misses by tool, output type and source; the
     /// slowest misses; why calls were not cacheable). Works without the daemon.
     Analyze {
@@ -168,6 +184,32 @@ enum RegistryCmd {
     Clean,
 }
 
+#[derive(Subcommand)]
+pub(crate) enum FpCmd {
+    /// Exit 0 when the selected files changed since the last success (run the step), 1 when
+    /// not (skip it).
+    Check {
+        /// Root directory to scan.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// File extensions to include, without the dot (not with --include).
+        #[arg(long)]
+        ext: Vec<String>,
+        /// Globs relative to the root (not with --ext).
+        #[arg(long)]
+        include: Vec<String>,
+        /// Directory or file names, or globs, to leave out.
+        #[arg(long)]
+        exclude: Vec<String>,
+    },
+    /// The step succeeded on what the last check saw.
+    MarkSuccess,
+    /// The step failed: the next check says run.
+    MarkFailure,
+    /// Forget the state: the next check says run.
+    Invalidate,
+}
+
 pub fn main(args: &[OsString]) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -203,6 +245,12 @@ pub fn main(args: &[OsString]) -> i32 {
         Some(Cmd::SessionStats { id, json }) => crate::sessions::stats(&endpoint, id, json, false),
         Some(Cmd::SessionEnd { id, json }) => crate::sessions::stats(&endpoint, id, json, true),
         Some(Cmd::Analyze { file, json, top }) => crate::analyze::main(&file, json, top),
+        Some(Cmd::Fp {
+            cache_file,
+            cache_type,
+            endpoint: _,
+            command,
+        }) => crate::registry::fp(&cache_file, &cache_type, command),
         Some(Cmd::CargoRegistry(command)) => {
             let root = &config.cache_dir;
             match command {

@@ -6,6 +6,7 @@ mod compile;
 mod daemon;
 mod depfiles;
 mod exec;
+mod fp;
 mod generated;
 mod inspect;
 mod limit;
