@@ -309,8 +309,9 @@ fn a_new_caches_first_results_are_checked_before_its_store_opens() {
     let args = ["gcc", "-c", "m.c", "-o", "m.o"];
     sb.ok_env(&[("ZCCACHE_TEST_STORE_GATE", &gate)], &args);
     let first = sb.read("m.o");
-    // Time for the store worker to check the result's inputs (nothing tells when it has).
-    std::thread::sleep(Duration::from_millis(500));
+    // Time for the store worker to check the result's inputs (nothing tells when it has; on
+    // a loaded 2-core machine 500 ms was once not enough).
+    std::thread::sleep(Duration::from_millis(2000));
     sb.write_old("v.h", "#define VALUE 2\n");
     std::fs::remove_file(&gate).unwrap();
     sb.ok(&args);
