@@ -781,8 +781,10 @@ impl Daemon {
                 &own_listings
             }
         };
-        // An entry of another checkout whose files differ in this one (counted if none hits).
+        // An entry of another checkout whose files differ in this one, or whose outputs name
+        // that checkout (counted if none hits).
         let mut other_checkout_differs = false;
+        let mut pinned_elsewhere = false;
         'entries: for (index, entry) in manifest.entries.iter().enumerate() {
             let mut newest_input_ns = i128::MIN;
             if let Some(newest) = self.verified.check(&self.fs, call, &manifest, index) {
@@ -838,6 +840,14 @@ impl Daemon {
                 if var.name == crate::worktree::STORED_ROOT {
                     continue;
                 }
+                if var.name == crate::worktree::PINNED_ROOT {
+                    let here = call.worktree().map(|w| w.root().as_os_str().as_bytes());
+                    if var.value.as_deref() != here {
+                        pinned_elsewhere = true;
+                        continue 'entries;
+                    }
+                    continue;
+                }
                 let now = call
                     .env_var(&String::from_utf8_lossy(&var.name))
                     .map(|v| v.as_bytes().to_vec());
@@ -891,7 +901,9 @@ impl Daemon {
                 newest_input_ns,
             });
         }
-        if other_checkout_differs {
+        if pinned_elsewhere {
+            call.note_remap_reason(&self.stats, "path_in_output");
+        } else if other_checkout_differs {
             call.note_remap_reason(&self.stats, "content_hash_mismatch");
         }
         None
@@ -1187,9 +1199,19 @@ impl Daemon {
             }
             result.stdout = worktree.mark(&result.stdout);
             result.stderr = worktree.mark(&result.stderr);
+            let root = worktree.root().as_os_str().as_bytes().to_vec();
+            // An output that names the checkout despite the remap (rustc does not track a
+            // proc-macro's `std::env::var`; a path no prefix map covers) is this checkout's
+            // alone: never served to another, whose build would name its own.
+            if outputs.iter().any(|o| worktree.occurs_in(&o.bytes)) {
+                env.push(EnvDep {
+                    name: crate::worktree::PINNED_ROOT.to_vec(),
+                    value: Some(root.clone()),
+                });
+            }
             env.push(EnvDep {
                 name: crate::worktree::STORED_ROOT.to_vec(),
-                value: Some(worktree.root().as_os_str().as_bytes().to_vec()),
+                value: Some(root),
             });
         }
         // Only now the store: the inputs are checked and hashed while a new cache's index is

@@ -29,6 +29,11 @@ pub(crate) const ROOT_MARK: &[u8] = b"\0zccache:root\0";
 /// dependencies (skipped when those are checked): a hit from another root is counted apart.
 pub(crate) const STORED_ROOT: &[u8] = b"\0zccache:stored-root";
 
+/// The name under which an entry whose outputs hold its checkout's root as written (a
+/// proc-macro that read `CARGO_MANIFEST_DIR`, a path no prefix map covers) records that root:
+/// only calls from the same root may use it.
+pub(crate) const PINNED_ROOT: &[u8] = b"\0zccache:pinned-root";
+
 /// The checkout a remapped call belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Worktree {

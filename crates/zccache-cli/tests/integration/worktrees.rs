@@ -317,3 +317,55 @@ fn a_sibling_worktree_of_a_cargo_workspace_hits_every_crate_its_path_does_not_re
         }
     }
 }
+
+/// A proc-macro that reads `CARGO_MANIFEST_DIR` with `std::env::var` (not tracked by rustc's
+/// dep-info) and writes it into the crate that uses it.
+fn proc_macro_project(sb: &Sandbox, dir: &str) {
+    sb.write_old(
+        &format!("{dir}/Cargo.toml"),
+        "[workspace]\nresolver = \"2\"\nmembers = [\"pm\", \"app\"]\n",
+    );
+    sb.write_old(
+        &format!("{dir}/pm/Cargo.toml"),
+        "[package]\nname = \"pm\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[lib]\nproc-macro = true\n",
+    );
+    sb.write_old(
+        &format!("{dir}/pm/src/lib.rs"),
+        "use proc_macro::TokenStream;\n#[proc_macro]\npub fn here(_: TokenStream) -> TokenStream {\n\
+         \x20   format!(\"{:?}\", std::env::var(\"CARGO_MANIFEST_DIR\").unwrap()).parse().unwrap()\n}\n",
+    );
+    sb.write_old(
+        &format!("{dir}/app/Cargo.toml"),
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+         [dependencies]\npm = { path = \"../pm\" }\n",
+    );
+    sb.write_old(
+        &format!("{dir}/app/src/main.rs"),
+        "fn main() { println!(\"{}\", pm::here!()); }\n",
+    );
+}
+
+#[test]
+fn an_output_that_names_its_checkout_is_not_served_to_another() {
+    let sb = Sandbox::new();
+    repo_with_worktree(&sb, |dir| proc_macro_project(&sb, dir));
+    cargo_build(&sb, "repo", true);
+    assert_eq!(
+        run(&sb, "repo", "target/debug/app"),
+        format!("{}\n", sb.path("repo/app").display())
+    );
+    cargo_build(&sb, "sibling", true);
+    // The proc-macro itself is shared; the program it wrote the first checkout's path into
+    // is compiled again, and names the sibling.
+    assert_eq!(
+        run(&sb, "sibling", "target/debug/app"),
+        format!("{}\n", sb.path("sibling/app").display())
+    );
+    assert_eq!(
+        (sb.hits(), sb.misses()),
+        (1, 3),
+        "pm hits, app compiles again"
+    );
+    let fallbacks = sb.status()["worktree_fallbacks"].clone();
+    assert_eq!(fallbacks, serde_json::json!([["path_in_output", 1]]));
+}
