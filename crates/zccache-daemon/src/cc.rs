@@ -927,7 +927,13 @@ const PATH_FLAGS: &[&str] = &[
 /// the checkout where the compiler may write it into its output as it is (a `-D` value, a
 /// debug-prefix flag of the build's own, split DWARF's `.dwo` name).
 fn unshareable(worktree: &Worktree, args: &[OsString]) -> Option<&'static str> {
-    let root_map = format!("-ffile-prefix-map={}=", worktree.root().display());
+    let root = worktree.root().to_string_lossy();
+    let root_map = format!("-ffile-prefix-map={root}=");
+    // A path of the checkout: the root, then nothing or a component separator.
+    let names_path = |text: &str| {
+        text.strip_prefix(&*root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     for (i, arg) in args.iter().enumerate() {
         let text = arg.to_string_lossy();
         if text.starts_with("-gsplit-dwarf") {
@@ -937,13 +943,14 @@ fn unshareable(worktree: &Worktree, args: &[OsString]) -> Option<&'static str> {
             continue;
         }
         let after_path_flag = i > 0 && PATH_FLAGS.contains(&&*args[i - 1].to_string_lossy());
-        let is_path = !text.starts_with('-')
+        // A source or input named by its path, the build's own map of the root, or a path
+        // flag with its value joined; anything else holding the root (`-D NAME=<root>/x`
+        // joined or apart, `-fdebug-prefix-map=…`) may reach the output as written.
+        let is_path = names_path(&text)
             || text.starts_with(&root_map)
             || PATH_FLAGS.iter().any(|flag| {
-                text.strip_prefix(flag).is_some_and(|rest| {
-                    worktree.occurs_in(rest.trim_start_matches('=').as_bytes())
-                        && rest.trim_start_matches('=').starts_with('/')
-                })
+                text.strip_prefix(flag)
+                    .is_some_and(|rest| names_path(rest.strip_prefix('=').unwrap_or(rest)))
             });
         if !(after_path_flag || is_path) {
             return Some("path_sensitive_arg");

@@ -214,10 +214,29 @@ fn calls_that_cannot_be_shared_are_keyed_by_their_paths_and_counted() {
         .output()
         .unwrap();
     assert_success(&out, &["gcc -D"]);
+    // The same with the flag and its value apart.
+    let value = format!("WHERE=\"{}/data\"", sb.path("repo").display());
+    let out = sb
+        .zccache()
+        .args([
+            "gcc",
+            "-D",
+            &value,
+            "-Iinclude",
+            "-c",
+            "src/util.c",
+            "-o",
+            "util2.o",
+        ])
+        .current_dir(sb.path("repo"))
+        .env("ZCCACHE_PATH_REMAP", "auto")
+        .output()
+        .unwrap();
+    assert_success(&out, &["gcc -D apart"]);
     let fallbacks = sb.status()["worktree_fallbacks"].clone();
     assert_eq!(
         fallbacks,
-        serde_json::json!([["git_root_unavailable", 1], ["path_sensitive_arg", 1]])
+        serde_json::json!([["git_root_unavailable", 1], ["path_sensitive_arg", 2]])
     );
     let lines = journal(&sb);
     assert_eq!(lines[0]["remap_fallback"], "git_root_unavailable");
