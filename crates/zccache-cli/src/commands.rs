@@ -250,7 +250,7 @@ pub fn main(args: &[OsString]) -> i32 {
             cache_type,
             endpoint: _,
             command,
-        }) => crate::registry::fp(&cache_file, &cache_type, command),
+        }) => crate::fp::main(&cache_file, &cache_type, command),
         Some(Cmd::CargoRegistry(command)) => {
             let root = &config.cache_dir;
             match command {

@@ -17,6 +17,7 @@ mod analyze;
 mod client;
 mod commands;
 mod exec;
+mod fp;
 mod inspect;
 mod registry;
 mod sessions;

@@ -10,7 +10,7 @@
 use crate::inspect::{not_cacheable, Probe};
 use crate::pipeline::{which, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::toolchain::{Query, Unidentified};
-use crate::worktree::Worktree;
+use crate::worktree::{replace_all, Worktree};
 use crate::Daemon;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -504,17 +504,4 @@ fn out_dir_prefix(out_dir: &Path) -> Option<String> {
     let text = joined.to_str()?;
     let prefix = &text[..text.len() - 1];
     zccache_compiler::depinfo_verbatim(prefix).then(|| prefix.to_string())
-}
-
-/// `bytes` with every occurrence of `from` replaced by `to`.
-fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut rest = bytes;
-    while let Some(at) = memchr::memmem::find(rest, from) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(to);
-        rest = &rest[at + from.len()..];
-    }
-    out.extend_from_slice(rest);
-    out
 }

@@ -16,9 +16,9 @@ pub struct Stats {
     /// Compiler queries answered from memory, and run.
     pub queries_answered: AtomicU64,
     pub queries_run: AtomicU64,
-    non_cacheable: Mutex<BTreeMap<String, u64>>,
-    not_stored: Mutex<BTreeMap<String, u64>>,
-    worktree_fallbacks: Mutex<BTreeMap<String, u64>>,
+    non_cacheable: Reasons,
+    not_stored: Reasons,
+    worktree_fallbacks: Reasons,
 }
 
 impl Stats {
@@ -36,19 +36,11 @@ impl Stats {
     }
 
     pub fn non_cacheable(&self, reason: &str) {
-        *self
-            .non_cacheable
-            .lock()
-            .entry(reason.to_string())
-            .or_default() += 1;
+        self.non_cacheable.count(reason);
     }
 
     pub fn not_stored(&self, reason: &str) {
-        *self
-            .not_stored
-            .lock()
-            .entry(reason.to_string())
-            .or_default() += 1;
+        self.not_stored.count(reason);
     }
 
     pub fn worktree_hit(&self) {
@@ -57,34 +49,32 @@ impl Stats {
 
     /// A call that asked for path remapping was keyed by its real paths, for `reason`.
     pub fn worktree_fallback(&self, reason: &str) {
-        *self
-            .worktree_fallbacks
-            .lock()
-            .entry(reason.to_string())
-            .or_default() += 1;
+        self.worktree_fallbacks.count(reason);
     }
 
     pub fn worktree_fallback_counts(&self) -> Vec<(String, u64)> {
-        self.worktree_fallbacks
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        self.worktree_fallbacks.counts()
     }
 
     pub fn non_cacheable_counts(&self) -> Vec<(String, u64)> {
-        self.non_cacheable
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        self.non_cacheable.counts()
     }
 
     pub fn not_stored_counts(&self) -> Vec<(String, u64)> {
-        self.not_stored
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        self.not_stored.counts()
+    }
+}
+
+/// Counts by reason, listed in the reasons' order.
+#[derive(Default)]
+struct Reasons(Mutex<BTreeMap<String, u64>>);
+
+impl Reasons {
+    fn count(&self, reason: &str) {
+        *self.0.lock().entry(reason.to_string()).or_default() += 1;
+    }
+
+    fn counts(&self) -> Vec<(String, u64)> {
+        self.0.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 }

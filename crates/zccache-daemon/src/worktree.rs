@@ -101,12 +101,12 @@ impl Worktree {
     /// `bytes` with the root, wherever it occurs as a whole path or a path's start, replaced
     /// by [`ROOT_MARK`].
     pub(crate) fn mark(&self, bytes: &[u8]) -> Vec<u8> {
-        swap(bytes, self.root_bytes(), ROOT_MARK)
+        swap_root(bytes, self.root_bytes(), ROOT_MARK)
     }
 
     /// `bytes` with [`ROOT_MARK`] replaced by this root.
     pub(crate) fn resolve(&self, bytes: &[u8]) -> Vec<u8> {
-        swap(bytes, ROOT_MARK, self.root_bytes())
+        replace_all(bytes, ROOT_MARK, self.root_bytes())
     }
 
     /// Whether the root occurs in `bytes` as a path or a path's start.
@@ -170,18 +170,25 @@ fn continues_component(next: Option<&u8>) -> bool {
     matches!(next, Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'~'))
 }
 
-/// `bytes` with every occurrence of `from` (at a component boundary, for a root) replaced.
-fn swap(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let marker = from.first() == Some(&0);
+/// `bytes` with every occurrence of `root` that is a whole path or a path's start replaced.
+fn swap_root(bytes: &[u8], root: &[u8], to: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut rest = bytes;
-    loop {
-        let found = if marker {
-            memchr::memmem::find(rest, from)
-        } else {
-            find_boundary(rest, from)
-        };
-        let Some(at) = found else { break };
+    while let Some(at) = find_boundary(rest, root) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + root.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// `bytes` with every occurrence of `from` replaced by `to`: a placeholder put in or taken
+/// out (the root's here, the output directory's in `rust.rs`).
+pub(crate) fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = memchr::memmem::find(rest, from) {
         out.extend_from_slice(&rest[..at]);
         out.extend_from_slice(to);
         rest = &rest[at + from.len()..];

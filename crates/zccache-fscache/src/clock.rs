@@ -168,9 +168,8 @@ mod tests {
     }
 
     #[test]
-    fn waiting_past_a_stamp_of_the_current_tick_takes_at_most_about_a_tick() {
+    fn waiting_past_a_stamp_of_the_current_tick_ends_and_a_future_one_is_given_up() {
         let now = FileClock::now().nanos();
-        let started = std::time::Instant::now();
         assert!(FileClock::wait_past(now, Duration::from_secs(5)));
         assert!(FileClock::now().nanos() > now);
         // Not a timing assertion on speed: a future stamp is given up on.
@@ -178,7 +177,6 @@ mod tests {
             now + 3_600_000_000_000,
             Duration::from_millis(20)
         ));
-        let _ = started;
     }
 
     #[test]

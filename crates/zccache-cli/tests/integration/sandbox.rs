@@ -79,8 +79,8 @@ impl Sandbox {
         self.run_in(".", args)
     }
 
-    /// `zccache <args>` in the work dir with extra environment variables; asserts success.
-    pub fn ok_env<S: AsRef<OsStr>, V: AsRef<OsStr>>(
+    /// `zccache <args>` in the work dir with extra environment variables.
+    pub fn run_env<S: AsRef<OsStr>, V: AsRef<OsStr>>(
         &self,
         env: &[(&str, V)],
         args: &[S],
@@ -90,11 +90,20 @@ impl Sandbox {
         for (name, value) in env {
             command.env(name, value);
         }
-        let output = command
+        command
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .expect("run zccache");
+            .expect("run zccache")
+    }
+
+    /// Like [`Sandbox::run_env`], and asserts success.
+    pub fn ok_env<S: AsRef<OsStr>, V: AsRef<OsStr>>(
+        &self,
+        env: &[(&str, V)],
+        args: &[S],
+    ) -> Output {
+        let output = self.run_env(env, args);
         assert_success(&output, args);
         output
     }

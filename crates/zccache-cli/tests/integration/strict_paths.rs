@@ -92,11 +92,10 @@ fn consistent_mode_checks_response_files_expanded() {
     // In a response file a backslash escapes the next character: `\\` is one backslash.
     sb.write_old("flags.rsp", "-Iinc\\\\win -DX=1\n");
     let env = [("ZCCACHE_STRICT_PATHS", "consistent")];
-    let mut command = sb.zccache();
-    command
-        .envs(env)
-        .args(["gcc", "-c", "m.c", "-o", "m.o", "-I./inc", "@flags.rsp"]);
-    let out = command.output().unwrap();
+    let out = sb.run_env(
+        &env,
+        &["gcc", "-c", "m.c", "-o", "m.o", "-I./inc", "@flags.rsp"],
+    );
     assert_refused(
         &sb,
         &out,
@@ -122,19 +121,9 @@ fn the_flag_wins_and_bad_values_are_named() {
     project(&sb);
     let call = ["gcc", "-c", "m.c", "-o", "m.o", "-Iinc"];
     // `1` means absolute.
-    let mut command = sb.zccache();
-    let out = command
-        .env("ZCCACHE_STRICT_PATHS", "1")
-        .args(call)
-        .output()
-        .unwrap();
+    let out = sb.run_env(&[("ZCCACHE_STRICT_PATHS", "1")], &call);
     assert_refused(&sb, &out, &["-I \"inc\"", "absolute"]);
-    let mut command = sb.zccache();
-    let out = command
-        .env("ZCCACHE_STRICT_PATHS", "sometimes")
-        .args(call)
-        .output()
-        .unwrap();
+    let out = sb.run_env(&[("ZCCACHE_STRICT_PATHS", "sometimes")], &call);
     assert_refused(&sb, &out, &["ZCCACHE_STRICT_PATHS", "sometimes"]);
     let out = sb.run(&["--strict-paths=strict", "gcc", "-c", "m.c", "-o", "m.o"]);
     assert_refused(&sb, &out, &["--strict-paths", "strict"]);
