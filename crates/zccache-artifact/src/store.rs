@@ -21,6 +21,9 @@ const LAST_USE: TableDefinition<&[u8], u64> = TableDefinition::new("last_use");
 /// Absolute source path → the last few [`SourceRecord`]s, for `zccache inspect`.
 const SOURCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sources");
 
+/// A source's absolute path and its records, newest first.
+pub type SourceRecords = (Vec<u8>, Vec<SourceRecord>);
+
 /// Records kept per source (a file built in several configurations has one per key).
 pub const MAX_RECORDS_PER_SOURCE: usize = 4;
 
@@ -439,6 +442,24 @@ impl Store {
                 Ok(None)
             }
         }
+    }
+
+    /// Every source's records (see [`Store::source_records`]), read straight from the index.
+    pub fn all_source_records(&self) -> Result<Vec<SourceRecords>, StoreError> {
+        let tx = self.db.begin_read().map_err(index_err)?;
+        let table = match tx.open_table(SOURCES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(index_err(e)),
+        };
+        let mut out = Vec::new();
+        for item in table.iter().map_err(index_err)? {
+            let (path, value) = item.map_err(index_err)?;
+            if let Ok(records) = bincode::deserialize(value.value()) {
+                out.push((path.value().to_vec(), records));
+            }
+        }
+        Ok(out)
     }
 
     /// How `source` (an absolute path) was compiled into the store, newest first.

@@ -18,9 +18,11 @@ mod client;
 mod commands;
 mod exec;
 mod fp;
+mod gha;
 mod inspect;
 mod registry;
 mod sessions;
+mod target;
 mod wrapper;
 
 use std::ffi::OsString;

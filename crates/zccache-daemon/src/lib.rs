@@ -26,6 +26,7 @@ mod server;
 mod session;
 mod stats;
 mod toolchain;
+pub mod warm;
 mod worktree;
 
 pub use server::{run, DaemonOptions};
