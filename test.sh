@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for tool in gcc g++ clang clang++ cmake ninja make clang-tidy include-what-you-use emcc node ld.lld; do
+for tool in gcc g++ clang clang++ cmake ninja make clang-tidy include-what-you-use emcc node npm ld.lld python3 zstd; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -14,12 +14,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make clang-tidy iwyu emscripten nodejs lld >/dev/null
+  $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make clang-tidy iwyu emscripten nodejs npm lld python3 zstd >/dev/null
 fi
 
 # rustfmt and clippy are driven by the Rust tests.
 for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
+
+# The official GitHub cache client (@actions/cache), which tests/gha's cache server is checked
+# against, into tests/gha/node_modules (pinned by its package-lock.json).
+if [ ! -d tests/gha/node_modules/@actions/cache ]; then
+  echo "==> npm ci --prefix tests/gha"
+  npm ci --prefix tests/gha --no-audit --no-fund >/dev/null
+fi
 
 cargo test --workspace --locked "$@"
