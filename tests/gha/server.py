@@ -264,6 +264,9 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- plumbing -------------------------------------------------------
 
+    def version_string(self):
+        return self.server_version
+
     @property
     def state(self):
         return self.server.state
@@ -335,11 +338,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def read_small_body(self, limit=MAX_TWIRP_BODY):
         if self.is_chunked():
-            return self.read_chunked(limit)
+            self._body_consumed = True
+            try:
+                return self.read_chunked(limit)
+            except ValueError:
+                self.close_connection = True
+                raise
         n = self.content_length() or 0
         if n > limit:
             self.drain_body()
             raise ValueError("body too large")
+        self._body_consumed = True
         data = self.rfile.read(n) if n else b""
         if len(data) != n:
             self.close_connection = True
@@ -556,7 +565,6 @@ class Handler(BaseHTTPRequestHandler):
                 raise ValueError("request body is not a JSON object")
         except ValueError as e:
             raise TwirpError("malformed", "the json request could not be decoded: %s" % e)
-        self._body_consumed = True
         result = handlers[method](body, read_only)
         self.send_json(200, result)
 
@@ -862,8 +870,10 @@ class Handler(BaseHTTPRequestHandler):
         self.put_success({"Content-MD5": base64.b64encode(digest).decode("ascii")})
 
     def put_block_list(self, blob):
-        body = self.read_small_body(limit=16 << 20)
-        self._body_consumed = True
+        try:
+            body = self.read_small_body(limit=16 << 20)
+        except ValueError:
+            raise BlobError(413, "RequestBodyTooLarge", "The block list is too large.")
         try:
             root = ET.fromstring(body)
         except ET.ParseError as e:
