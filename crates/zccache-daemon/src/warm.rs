@@ -81,6 +81,30 @@ fn externs(argv: &[Vec<u8>]) -> Vec<(String, String)> {
     out
 }
 
+/// The `--out-dir` of a rustc call.
+fn out_dir(argv: &[Vec<u8>]) -> Option<std::path::PathBuf> {
+    let mut iter = argv.iter();
+    while let Some(arg) = iter.next() {
+        if arg == b"--out-dir" {
+            return iter
+                .next()
+                .map(|v| Path::new(OsStr::from_bytes(v)).to_path_buf());
+        }
+        if let Some(value) = arg.strip_prefix(b"--out-dir=") {
+            return Some(Path::new(OsStr::from_bytes(value)).to_path_buf());
+        }
+    }
+    None
+}
+
+/// The last three components of a path (`target/debug/deps`, `<triple>/release/deps`): a
+/// result compiled for another profile or target is never warmed into this one.
+fn tail(path: &Path) -> Vec<&OsStr> {
+    let mut names: Vec<&OsStr> = path.iter().rev().take(3).collect();
+    names.reverse();
+    names
+}
+
 /// A result that may be put in place once the crates it was linked against are.
 struct Candidate<'a> {
     name: &'a str,
@@ -119,7 +143,11 @@ pub fn warm(
         }
     }
     let mut pending: Vec<Candidate> = Vec::new();
+    let wanted_tail = tail(deps_dir);
     for (current, record, manifest) in &manifests {
+        if out_dir(&record.argv).as_deref().map(tail) != Some(wanted_tail.clone()) {
+            continue;
+        }
         let part = |label: &str| {
             record
                 .parts

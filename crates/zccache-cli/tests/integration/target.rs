@@ -147,6 +147,12 @@ fn warm_backfills_deleted_deps_and_never_a_crate_built_from_other_sources() {
     build(&sb);
     assert_eq!(program(&sb), "v=3");
     set_value(&sb, 1);
+    // And a release build of it, which is never warmed into debug/deps.
+    let release = cargo_in(&sb, "ws", &["build", "--release"])
+        .env("RUSTC_WRAPPER", ZCCACHE)
+        .output()
+        .unwrap();
+    assert_success(&release, &["cargo build --release"]);
 
     // A new runner restores the snapshot of v=1, but target/debug/deps is gone.
     fresh_checkout(&sb);
