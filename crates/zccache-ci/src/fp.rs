@@ -181,8 +181,10 @@ fn glob_set(patterns: &[String]) -> Result<GlobSet, Error> {
     })
 }
 
-/// The selected files, relative to the root, sorted.
-fn scan(selection: &Selection) -> Result<Vec<String>, Error> {
+/// The selected files (relative to the root, sorted) and every directory the scan read,
+/// root first: a daemon that watches those directories knows the list still holds while no
+/// name in them changed.
+pub fn scan_tree(selection: &Selection) -> Result<(Vec<String>, Vec<PathBuf>), Error> {
     if !selection.include.is_empty() && !selection.ext.is_empty() {
         return Err(Error::IncludeAndExt);
     }
@@ -191,6 +193,7 @@ fn scan(selection: &Selection) -> Result<Vec<String>, Error> {
     let excluded_name = |name: &str| selection.exclude.iter().any(|e| e == name);
     let root = &selection.root;
     let mut files = Vec::new();
+    let mut dirs = Vec::new();
     let walk = walkdir::WalkDir::new(root)
         .sort_by_file_name()
         .into_iter()
@@ -204,6 +207,10 @@ fn scan(selection: &Selection) -> Result<Vec<String>, Error> {
             path: e.path().unwrap_or(root).to_path_buf(),
             error: e.into(),
         })?;
+        if entry.file_type().is_dir() {
+            dirs.push(entry.path().to_path_buf());
+            continue;
+        }
         if !entry.file_type().is_file() {
             continue;
         }
@@ -219,33 +226,57 @@ fn scan(selection: &Selection) -> Result<Vec<String>, Error> {
             files.push(rel.to_string_lossy().into_owned());
         }
     }
-    Ok(files)
+    Ok((files, dirs))
 }
 
-/// Fingerprints the selection, reusing `known` digests under the two-layer rule.
+/// A file's stat, its content digest (hex) and whether it was stamped in the current clock
+/// tick: what a check needs of each selected file.
+pub struct Observed {
+    pub sig: StatSig,
+    pub hash: String,
+    pub fresh: bool,
+}
+
+/// Where a check gets digests: the files themselves (the two-layer rule or hashing each one),
+/// or a caller that knows better, such as the daemon whose watcher vouches for files.
+pub type DigestFn<'a> = &'a dyn Fn(&Path) -> io::Result<Observed>;
+
+/// Fingerprints `files` (relative to the selection's root), with `digest` when given, else
+/// reusing `known` digests under the two-layer rule.
 fn fingerprint(
     selection: &Selection,
+    files_selected: Vec<String>,
     cache_type: CacheType,
     known: Option<&Snapshot>,
+    digest: Option<DigestFn>,
 ) -> Result<Snapshot, Error> {
     let started = FileClock::now();
     let mut files = BTreeMap::new();
-    for rel in scan(selection)? {
+    for rel in files_selected {
         let path = selection.root.join(&rel);
-        let sig = StatSig::of(&path).map_err(io_at(&path))?;
-        let reuse = match (cache_type, known.and_then(|k| k.files.get(&rel))) {
-            (CacheType::TwoLayer, Some(was)) => {
-                !was.fresh
-                    && (was.size, was.mtime_ns, was.ctime_ns, was.ino)
-                        == (sig.size, sig.mtime_ns, sig.ctime_ns, sig.ino)
+        let (sig, hash, fresh) = match digest {
+            Some(digest) => {
+                let seen = digest(&path).map_err(io_at(&path))?;
+                (seen.sig, seen.hash, seen.fresh)
             }
-            _ => false,
-        };
-        let hash = if reuse {
-            known.expect("reused from it").files[&rel].hash.clone()
-        } else {
-            let (hash, _) = zccache_fscache::hash_file(&path).map_err(io_at(&path))?;
-            zccache_core::hex(&hash)
+            None => {
+                let sig = StatSig::of(&path).map_err(io_at(&path))?;
+                let reuse = match (cache_type, known.and_then(|k| k.files.get(&rel))) {
+                    (CacheType::TwoLayer, Some(was)) => {
+                        !was.fresh
+                            && (was.size, was.mtime_ns, was.ctime_ns, was.ino)
+                                == (sig.size, sig.mtime_ns, sig.ctime_ns, sig.ino)
+                    }
+                    _ => false,
+                };
+                let hash = if reuse {
+                    known.expect("reused from it").files[&rel].hash.clone()
+                } else {
+                    let (hash, _) = zccache_fscache::hash_file(&path).map_err(io_at(&path))?;
+                    zccache_core::hex(&hash)
+                };
+                (sig, hash, sig.touched_since(started))
+            }
         };
         files.insert(
             rel,
@@ -255,7 +286,7 @@ fn fingerprint(
                 ctime_ns: sig.ctime_ns,
                 ino: sig.ino,
                 hash,
-                fresh: sig.touched_since(started),
+                fresh,
             },
         );
     }
@@ -272,8 +303,21 @@ pub fn check(
     cache_type: CacheType,
     selection: &Selection,
 ) -> Result<bool, Error> {
+    let (files, _) = scan_tree(selection)?;
+    check_files(cache_file, cache_type, selection, files, None)
+}
+
+/// [`check`] on a file list the caller already has (the daemon's, kept current by its
+/// watcher), with its digests when `digest` is given.
+pub fn check_files(
+    cache_file: &Path,
+    cache_type: CacheType,
+    selection: &Selection,
+    files: Vec<String>,
+    digest: Option<DigestFn>,
+) -> Result<bool, Error> {
     let mut state = load(cache_file)?;
-    let now = fingerprint(selection, cache_type, state.success.as_ref())?;
+    let now = fingerprint(selection, files, cache_type, state.success.as_ref(), digest)?;
     let changed = !state.success.as_ref().is_some_and(|s| s.same_content(&now));
     if changed {
         state.pending = Some(now);

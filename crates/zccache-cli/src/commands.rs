@@ -167,9 +167,10 @@ enum Cmd {
         /// `hash` (every file read each time) or `two-layer` (stat first).
         #[arg(long, default_value = "two-layer")]
         cache_type: String,
-        /// Accepted for compatibility; the files are scanned directly.
+        /// The daemon's socket (default: this cache root's); `check` asks a running daemon
+        /// and scans the files itself when there is none.
         #[arg(long)]
-        endpoint: Option<String>,
+        endpoint: Option<PathBuf>,
         #[command(subcommand)]
         command: FpCmd,
     },
@@ -356,9 +357,15 @@ pub fn main(args: &[OsString]) -> i32 {
         Some(Cmd::Fp {
             cache_file,
             cache_type,
-            endpoint: _,
+            endpoint: socket,
             command,
-        }) => crate::fp::main(&cache_file, &cache_type, command),
+        }) => {
+            let mut endpoint = endpoint;
+            if let Some(socket) = socket {
+                endpoint.socket = socket;
+            }
+            crate::fp::main(&endpoint, &cache_file, &cache_type, command)
+        }
         Some(Cmd::CargoRegistry(command)) => {
             let root = &config.cache_dir;
             match command {

@@ -11,6 +11,7 @@ mod analysis;
 mod archive;
 mod cc;
 mod exec;
+mod fp;
 mod fresh;
 mod inspect;
 mod journal;
@@ -70,6 +71,8 @@ pub(crate) struct Daemon {
     output_mode: u32,
     /// Depfiles and response files handed to compilers, reused from one miss to the next.
     scratch: scratch::ScratchFiles,
+    /// `zccache fp check`'s file lists, kept current by the watcher.
+    fp_trees: fp::FpTrees,
 }
 
 /// How long a request waits for the store to open before it runs uncached.

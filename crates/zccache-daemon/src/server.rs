@@ -98,6 +98,7 @@ pub fn run(options: DaemonOptions) -> i32 {
             Some(dir) => crate::scratch::ScratchFiles::new(dir, true),
             None => crate::scratch::ScratchFiles::new(root.tmp_dir(), false),
         },
+        fp_trees: Default::default(),
     });
     if let Some(compiler) = options.identify.clone() {
         identify_at_start(&daemon, compiler);
@@ -651,6 +652,7 @@ impl Daemon {
             Request::SessionEnd { id } => self.session_end(&id),
             Request::Inspect(call) => self.inspect(call),
             Request::InspectSource { path } => self.inspect_source(&path),
+            Request::FpCheck(check) => self.fp_check(&check),
         }
     }
 

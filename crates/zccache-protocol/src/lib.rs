@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 11;
+pub const PROTOCOL_VERSION: u16 = 12;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -44,6 +44,21 @@ pub enum Request {
     Inspect(CompileRequest),
     /// The same for the last recorded compile of a source file (an absolute path).
     InspectSource { path: Vec<u8> },
+    /// `zccache fp check`, answered from the daemon's watcher: whether the selected files
+    /// changed since the last success recorded in the cache file.
+    FpCheck(FpCheckRequest),
+}
+
+/// `zccache fp check`'s options, paths absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FpCheckRequest {
+    pub cache_file: Vec<u8>,
+    /// `hash` or `two-layer`.
+    pub cache_type: String,
+    pub root: Vec<u8>,
+    pub include: Vec<String>,
+    pub ext: Vec<String>,
+    pub exclude: Vec<String>,
 }
 
 /// `zccache session-start`'s options.
@@ -117,6 +132,12 @@ pub enum Response {
     /// stderr is then only the rest). Build tools act on some lines at once: cargo starts the
     /// crates that depend on this one when rustc reports its metadata written.
     Progress { stderr: Vec<u8> },
+    /// Answer to [`Request::FpCheck`]: the files changed (run the step) or not (skip it);
+    /// `listed_from_watch` when the file list came from the watcher's state, not a scan.
+    FpChecked {
+        changed: bool,
+        listed_from_watch: bool,
+    },
     /// The output of a compiler query (`rustc -vV`, cargo's `--print` probe), run by the
     /// daemon or answered from its memory; the client prints it and exits with its code.
     Answered {

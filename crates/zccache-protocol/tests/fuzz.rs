@@ -105,6 +105,26 @@ fn sample_messages() -> Vec<(&'static str, Vec<u8>)> {
             .unwrap(),
         ),
         (
+            "fp-check",
+            encode(&Request::FpCheck(zccache_protocol::FpCheckRequest {
+                cache_file: b"/w/.cache/lint.json".to_vec(),
+                cache_type: "two-layer".into(),
+                root: b"/w".to_vec(),
+                include: vec!["**/*.rs".into()],
+                ext: Vec::new(),
+                exclude: vec!["target".into()],
+            }))
+            .unwrap(),
+        ),
+        (
+            "fp-checked",
+            encode(&Response::FpChecked {
+                changed: false,
+                listed_from_watch: true,
+            })
+            .unwrap(),
+        ),
+        (
             "answered",
             encode(&Response::Answered {
                 exit_code: 0,
