@@ -36,6 +36,14 @@ case "$host" in
         echo "==> adding Rust's $musl target for the client (rustup target add)" >&2
         timeout 120 rustup target add "$musl" >&2 2>&1 || true
       fi
+      # The client's C parts (ring for TLS, zstd) are compiled with musl-gcc.
+      if ! command -v musl-gcc >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing musl-tools (musl-gcc) for the client's C dependencies" >&2
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo -n"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq musl-tools >/dev/null 2>&1 ||
+          { $sudo apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq musl-tools >/dev/null 2>&1; } || true
+      fi
       if [ -d "$sysroot/lib/rustlib/$musl" ] &&
         RUSTFLAGS="${RUSTFLAGS:-} -C relocation-model=static" \
           cargo build --release --locked -q -p zccache-cli --bin zccache --target "$musl" >&2; then
