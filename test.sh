@@ -24,9 +24,12 @@ done
 
 # The official GitHub cache client (@actions/cache), which tests/gha's cache server is checked
 # against, into tests/gha/node_modules (pinned by its package-lock.json).
-if [ ! -d tests/gha/node_modules/@actions/cache ]; then
-  echo "==> npm ci --prefix tests/gha"
-  npm ci --prefix tests/gha --no-audit --no-fund >/dev/null
-fi
+# tests/action's runner emulator (yaml, @actions/cache) likewise.
+for dir in tests/gha tests/action; do
+  if [ ! -d "$dir/node_modules/@actions/cache" ]; then
+    echo "==> npm ci --prefix $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund >/dev/null
+  fi
+done
 
 cargo test --workspace --locked "$@"

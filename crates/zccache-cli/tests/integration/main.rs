@@ -1,6 +1,7 @@
 //! End-to-end tests: the built `zccache` and `zccache-daemon` binaries driving real gcc and
 //! clang on real files, each test in its own temp dir with its own cache root and daemon.
 
+mod action;
 mod cli;
 mod compile;
 mod daemon;
