@@ -15,7 +15,8 @@
 //                   DIR/work/repo/repo     GITHUB_WORKSPACE (created empty if missing)
 //                   DIR/temp               RUNNER_TEMP (emptied at job start and end)
 //                   DIR/temp/_runner_file_commands/  GITHUB_ENV, _PATH, _OUTPUT, _STATE,
-//                                          _STEP_SUMMARY: fresh files for every step
+//                                          _STEP_SUMMARY: fresh files for every step (under
+//                                          RUNNER_TEMP, where the real runner keeps them)
 //                   DIR/tool-cache         RUNNER_TOOL_CACHE
 //                   DIR/work/_actions/...  github.action_path of the emulated actions
 //   --env K=V     given to every step, as if set on the runner machine. Except:
@@ -56,7 +57,9 @@
 //   - uses: ./path (composite and node actions read from --repo), actions/github-script
 //     (core, require, process), actions/cache, actions/cache/restore, actions/cache/save
 //     (v4 behaviour, with the official @actions/cache client; actions/cache saves in
-//     its post step with post-if: success())
+//     its post step with post-if: success(); cache-hit is 'true'/'false' when an entry
+//     was restored and, as in v4, left unset on a miss), each with its inputs' defaults,
+//     INPUT_*/STATE_* variables and an "Unexpected input(s)" warning
 //   - composite actions: inputs (with: values, else evaluated defaults, '' if none),
 //     outputs, steps context of their own, github.action_path / GITHUB_ACTION_PATH,
 //     `shell` required, success()/failure() meaning the composite's own status, a
@@ -83,7 +86,15 @@
 // (an almost empty object), github-script's github/context/exec/glob/io (an error
 // if used). Stricter than GitHub on purpose: an unknown context, function,
 // github.*/runner.* property, undeclared `inputs.x` or unknown `steps.<id>` is an
-// error, not an empty string, so a mistake in an action.yml is caught here.
+// error, not an empty string, so a mistake in an action.yml is caught here; every
+// expression of the job and of each local action is checked when it is loaded
+// (syntax, contexts, functions), as GitHub does, even in steps that do not run.
+//
+// Files: expressions.mjs (the expression language), node-actions.mjs (the emulated
+// JavaScript actions, run as node child processes), hashfiles.mjs (hashFiles()),
+// selftest.sh (bash tests/action/selftest.sh). Dependencies (package-lock.json):
+// yaml, @actions/cache 4.1.0, @actions/glob 0.7.0 (the runner's hashFiles uses it);
+// npm ci --prefix tests/action --no-audit --no-fund.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
