@@ -95,6 +95,98 @@ STAT_NAMES = (
 )
 
 
+# --- Twirp's protobuf encoding of the three calls (field numbers as in
+# github.actions.results.api.v1's cache.proto) ----------------------------------------------
+
+PROTO_REQUESTS = {
+    "CreateCacheEntry": {2: ("key", "string"), 3: ("version", "string")},
+    "FinalizeCacheEntryUpload": {2: ("key", "string"), 3: ("size_bytes", "int64"), 4: ("version", "string")},
+    "GetCacheEntryDownloadURL": {2: ("key", "string"), 3: ("restore_keys", "repeated string"), 4: ("version", "string")},
+}
+PROTO_RESPONSES = {
+    "CreateCacheEntry": [(1, "ok", "bool"), (2, "signed_upload_url", "string"), (3, "message", "string")],
+    "FinalizeCacheEntryUpload": [(1, "ok", "bool"), (2, "entry_id", "int64"), (3, "message", "string")],
+    "GetCacheEntryDownloadURL": [(1, "ok", "bool"), (2, "signed_download_url", "string"), (3, "matched_key", "string")],
+}
+
+
+def _varint(data, i):
+    shift = value = 0
+    while True:
+        if i >= len(data):
+            raise ValueError("truncated varint")
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def proto_decode(method, data):
+    fields = PROTO_REQUESTS[method]
+    out = {"restore_keys": []} if method == "GetCacheEntryDownloadURL" else {}
+    i = 0
+    while i < len(data):
+        tag, i = _varint(data, i)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, i = _varint(data, i)
+        elif wire == 2:
+            length, i = _varint(data, i)
+            value = bytes(data[i:i + length])
+            if len(value) != length:
+                raise ValueError("truncated field")
+            i += length
+        elif wire == 1:
+            value, i = data[i:i + 8], i + 8
+        elif wire == 5:
+            value, i = data[i:i + 4], i + 4
+        else:
+            raise ValueError("unsupported wire type %d" % wire)
+        if number not in fields:
+            continue  # metadata and unknown fields
+        name, kind = fields[number]
+        if kind == "string":
+            out[name] = value.decode()
+        elif kind == "repeated string":
+            out.setdefault(name, []).append(value.decode())
+        elif kind == "int64":
+            out[name] = str(value)
+    return out
+
+
+def _put_varint(n):
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def proto_encode(method, obj):
+    out = bytearray()
+    for number, name, kind in PROTO_RESPONSES[method]:
+        value = obj.get(name)
+        if kind == "bool":
+            if value:
+                out += _put_varint(number << 3) + _put_varint(1)
+        elif kind == "int64":
+            if value not in (None, "", 0, "0"):
+                out += _put_varint(number << 3) + _put_varint(int(value))
+        elif value:
+            raw = value.encode()
+            out += _put_varint(number << 3 | 2) + _put_varint(len(raw)) + raw
+    return bytes(out)
+
+
 class TwirpError(Exception):
     def __init__(self, code, msg, headers=None):
         super().__init__(msg)
@@ -557,8 +649,17 @@ class Handler(BaseHTTPRequestHandler):
             raise TwirpError("unauthenticated", "invalid bearer token")
 
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype == "application/protobuf":
+            # Twirp's binary encoding (opendal's ghac service, hence sccache, speaks it).
+            try:
+                body = proto_decode(method, self.read_small_body() or b"")
+            except ValueError as e:
+                raise TwirpError("malformed", "the protobuf request could not be decoded: %s" % e)
+            result = handlers[method](body, read_only)
+            self.send_bytes(200, proto_encode(method, result), "application/protobuf")
+            return
         if ctype != "application/json":
-            raise TwirpError("bad_route", "unexpected Content-Type: %r (only application/json is supported)" % ctype)
+            raise TwirpError("bad_route", "unexpected Content-Type: %r (application/json or application/protobuf)" % ctype)
         try:
             body = json.loads(self.read_small_body() or b"{}")
             if not isinstance(body, dict):
