@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds zccache from source, installs `zccache` and `zccache-daemon`, and shows a real
+# Builds zccache from source, installs `zccache`, `zccache-daemon` and `zccache-ci`, and shows a real
 # compile becoming a cache hit.
 #
 #   ./install.sh                 # installs into ~/.local/bin
@@ -25,12 +25,12 @@ echo "==> building zccache (release)"
 built="$(./scripts/build-release.sh)"
 bindir="${prefix}/bin"
 mkdir -p "$bindir"
-for bin in zccache zccache-daemon; do
+for bin in zccache zccache-daemon zccache-ci; do
   # Install beside a running daemon safely: write a new file, then rename over the old one.
   install -m 0755 "$built/$bin" "$bindir/.$bin.new"
   mv -f "$bindir/.$bin.new" "$bindir/$bin"
 done
-echo "==> installed $bindir/zccache and $bindir/zccache-daemon"
+echo "==> installed $bindir/zccache, $bindir/zccache-daemon and $bindir/zccache-ci"
 case ":$PATH:" in
   *":$bindir:"*) ;;
   *) echo "    note: $bindir is not on your PATH; add it with: export PATH=\"$bindir:\$PATH\"" ;;

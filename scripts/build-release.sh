@@ -28,7 +28,7 @@ case "$host" in
       cargo build --release --locked -q -p zccache-cli --target "$host" >&2
     out="$PWD/target/zccache-release"
     mkdir -p "$out"
-    cp -f "target/$host/release/zccache-daemon" "target/$host/release/zccache" "$out/"
+    cp -f "target/$host/release/zccache-daemon" "target/$host/release/zccache" "target/$host/release/zccache-ci" "$out/"
     musl="${host%-linux-gnu}-linux-musl"
     if [ "${ZCCACHE_CLIENT_LIBC:-musl}" = musl ] && [ "${host%%-*}" = x86_64 ]; then
       sysroot="$(rustc --print sysroot)"

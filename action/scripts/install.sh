@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The zccache action's install step.
 #   install.sh plan     decide where zccache comes from (outputs: build, install-dir, binary-key)
-#   install.sh install  put zccache and zccache-daemon on the PATH
+#   install.sh install  put zccache, zccache-daemon and zccache-ci on the PATH
 # ZCCACHE_VERSION: latest | <version> | source | <directory holding the binaries>.
 # A release archive is used when one exists for the version and this runner; otherwise zccache
 # is built from the action's own source (cargo build --release) and kept in the cache.
@@ -49,7 +49,7 @@ try_release() {
       mkdir -p "$dest"
       tar -xzf "$tmp/zccache.tar.gz" -C "$dest" --strip-components=1 --no-same-owner
       rm -rf "$tmp"
-      [ -x "$dest/zccache" ] && [ -x "$dest/zccache-daemon" ] && return 0
+      [ -x "$dest/zccache" ] && [ -x "$dest/zccache-daemon" ] && [ -x "$dest/zccache-ci" ] && return 0
     fi
     echo "::warning::zccache release archive $url failed its checksum or lacks the binaries"
   fi
@@ -64,7 +64,7 @@ build_from_source() {
   env -u RUSTC_WRAPPER -u CARGO_BUILD_RUSTC_WRAPPER CARGO_TARGET_DIR="$target_dir" \
     cargo build --release --locked --manifest-path "$source_dir/Cargo.toml" -p zccache-cli
   mkdir -p "$dest"
-  cp "$target_dir/release/zccache" "$target_dir/release/zccache-daemon" "$dest/"
+  cp "$target_dir/release/zccache" "$target_dir/release/zccache-daemon" "$target_dir/release/zccache-ci" "$dest/"
 }
 
 case "${1:-}" in
@@ -96,7 +96,7 @@ case "${1:-}" in
     ;;
   install)
     dir="$ZCCACHE_INSTALL_DIR"
-    if [ ! -x "$dir/zccache" ] || [ ! -x "$dir/zccache-daemon" ]; then
+    if [ ! -x "$dir/zccache" ] || [ ! -x "$dir/zccache-daemon" ] || [ ! -x "$dir/zccache-ci" ]; then
       build_from_source "$dir"
     fi
     echo "$dir" >>"$GITHUB_PATH"

@@ -52,6 +52,30 @@ impl Endpoint {
         zccache_core::try_lock_exclusive(&file).is_err()
     }
 
+    /// Stops a running daemon and waits until it has let go of the cache (so a following
+    /// start gets a new one, and its index may be read or replaced); false when none answered.
+    pub fn stop_daemon(&self) -> bool {
+        let Ok(mut connection) = self.connect() else {
+            return false;
+        };
+        if connection
+            .set_timeout(Some(Duration::from_secs(60)))
+            .is_err()
+            || connection
+                .call::<zccache_protocol::Request, zccache_protocol::Response>(
+                    &zccache_protocol::Request::Shutdown,
+                )
+                .is_err()
+        {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.daemon_holds_lock() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     /// Connects to a running daemon.
     pub fn connect(&self) -> io::Result<Connection> {
         Connection::connect(&self.socket)
@@ -352,6 +376,12 @@ fn daemon_executable() -> PathBuf {
         }
     }
     PathBuf::from("zccache-daemon")
+}
+
+/// Prints `error` as zccache's and gives the exit code of a failed command.
+pub fn fail(error: impl std::fmt::Display) -> i32 {
+    eprintln!("zccache: {error}");
+    1
 }
 
 #[cfg(test)]

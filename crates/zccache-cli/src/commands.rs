@@ -5,13 +5,14 @@ use crate::client::Endpoint;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zccache_core::Config;
 use zccache_protocol::{Request, Response, StatusReport};
 
 /// Words that select a subcommand rather than a compiler.
 pub fn is_command(word: &str) -> bool {
-    word.starts_with('-')
+    crate::ci_args::CI_COMMANDS.contains(&word)
+        || word.starts_with('-')
         || matches!(
             word,
             "start"
@@ -26,9 +27,6 @@ pub fn is_command(word: &str) -> bool {
                 | "inspect"
                 | "exec"
                 | "cargo-registry"
-                | "gha-cache"
-                | "warm"
-                | "target-snapshot"
                 | "fp"
         )
 }
@@ -129,35 +127,10 @@ enum Cmd {
     /// (`registry/index`, `registry/cache`, `git/db`) that a fresh CI runner restores.
     #[command(subcommand)]
     CargoRegistry(RegistryCmd),
-    /// GitHub Actions' cache service (v2), from a workflow step: `--path` entries are
-    /// interchangeable with actions/cache's for the same paths; `--cache` saves zccache's cache
-    /// directory incrementally. Never fails a job: a missing or read-only runtime is reported.
-    #[command(subcommand)]
-    GhaCache(GhaCmd),
-    /// Pre-populate target/ with cached artifacts for near-instant builds: puts rustc's
-    /// cached outputs for the lockfile's crates into <target-dir>/<profile>/deps where
-    /// missing, from results whose sources are unchanged. Reads the store (no daemon).
-    Warm {
-        /// Cargo target directory.
-        #[arg(long, default_value = "target")]
-        target_dir: PathBuf,
-        /// Build profile (dev and test are `debug`).
-        #[arg(long, default_value = "debug")]
-        profile: String,
-        /// Target triple, for builds with --target.
-        #[arg(long)]
-        target: Option<String>,
-        /// The lockfile naming the crates to warm.
-        #[arg(long, default_value = "Cargo.lock")]
-        lockfile: PathBuf,
-        /// Accepted for compatibility; the store is read directly.
-        #[arg(long)]
-        endpoint: Option<String>,
-    },
-    /// Save or restore a snapshot of cargo's target directory for the next CI run (the
-    /// action's cache-target layer).
-    #[command(subcommand)]
-    TargetSnapshot(SnapshotCmd),
+    /// The CI commands (gha-cache, warm, target-snapshot): run by the `zccache-ci` program
+    /// beside this one, so that its network and archive code stays out of the compile path.
+    #[command(flatten)]
+    Ci(crate::ci_args::CiCmd),
     /// Whether files changed since a step last succeeded: `check` exits 0 (run) or 1 (skip);
     /// `mark-success`, `mark-failure`, `invalidate` keep the state in the cache file.
     Fp {
@@ -215,82 +188,6 @@ enum RegistryCmd {
     },
     /// Remove the saved registry archives.
     Clean,
-}
-
-#[derive(Subcommand)]
-enum SnapshotCmd {
-    /// Prune, select and archive the target directory (tar + zstd).
-    Save {
-        #[arg(long, default_value = "target")]
-        target_dir: PathBuf,
-        /// The workspace whose files are recorded, to tell changed sources on restore.
-        #[arg(long, default_value = ".")]
-        workspace: PathBuf,
-        /// hot: cargo's metadata and the files read or written since the restore; full: the
-        /// whole pruned tree.
-        #[arg(long, default_value = "hot")]
-        mode: String,
-        /// Skip (or fail) when the selected files exceed this; 0 for no limit.
-        #[arg(long, default_value = "2GiB")]
-        max_size: String,
-        /// skip or fail.
-        #[arg(long, default_value = "skip")]
-        too_large: String,
-        #[arg(long, default_value = "true", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
-        prune_incremental: bool,
-        #[arg(long, default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
-        prune_build_script_out: bool,
-        /// The archive to write.
-        #[arg(long)]
-        output: PathBuf,
-    },
-    /// Unpack a snapshot and date files so cargo sees unchanged crates fresh and rebuilds the
-    /// ones whose sources changed.
-    Restore {
-        #[arg(long)]
-        archive: PathBuf,
-        #[arg(long, default_value = "target")]
-        target_dir: PathBuf,
-        #[arg(long, default_value = ".")]
-        workspace: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum GhaCmd {
-    /// Whether the cache service is reachable from here (ACTIONS_RESULTS_URL and
-    /// ACTIONS_RUNTIME_TOKEN set).
-    Status,
-    /// Save paths (tar + zstd, then upload) or, with --cache, what zccache's cache directory
-    /// gained since it was restored. Exit 0 when saved or already there, 1 when not.
-    Save {
-        /// Cache key (must be unique per content).
-        #[arg(long)]
-        key: String,
-        /// A directory or file to cache; repeat for several.
-        #[arg(long, required_unless_present = "cache", conflicts_with = "cache")]
-        path: Vec<String>,
-        /// zccache's cache directory (the daemon is stopped first).
-        #[arg(long)]
-        cache: bool,
-    },
-    /// Restore from the key, else the newest entry whose key starts with it, else the same for
-    /// each --restore-key. Prints the key restored; exit 0 when restored, 1 when not.
-    Restore {
-        /// Cache key to look up.
-        #[arg(long)]
-        key: String,
-        /// Key prefixes to fall back to, in order.
-        #[arg(long)]
-        restore_key: Vec<String>,
-        /// Where to restore (the same paths as saved); repeat for several.
-        #[arg(long, required_unless_present = "cache", conflicts_with = "cache")]
-        path: Vec<String>,
-        /// zccache's cache directory (only into one without an index; the daemon is stopped
-        /// first).
-        #[arg(long)]
-        cache: bool,
-    },
 }
 
 #[derive(Subcommand)]
@@ -381,55 +278,7 @@ pub fn main(args: &[OsString]) -> i32 {
                 RegistryCmd::Clean => crate::registry::clean(root),
             }
         }
-        Some(Cmd::GhaCache(command)) => match command {
-            GhaCmd::Status => crate::gha::status(),
-            GhaCmd::Save { key, path, cache } => crate::gha::save(&endpoint, &key, &path, cache),
-            GhaCmd::Restore {
-                key,
-                restore_key,
-                path,
-                cache,
-            } => crate::gha::restore(&endpoint, &key, &restore_key, &path, cache),
-        },
-        Some(Cmd::Warm {
-            target_dir,
-            profile,
-            target,
-            lockfile,
-            endpoint: _,
-        }) => crate::target::warm(
-            &endpoint,
-            &target_dir,
-            &profile,
-            target.as_deref(),
-            &lockfile,
-        ),
-        Some(Cmd::TargetSnapshot(command)) => match command {
-            SnapshotCmd::Save {
-                target_dir,
-                workspace,
-                mode,
-                max_size,
-                too_large,
-                prune_incremental,
-                prune_build_script_out,
-                output,
-            } => crate::target::snapshot_save(crate::target::SnapshotSave {
-                target_dir,
-                workspace,
-                mode,
-                max_size,
-                too_large,
-                prune_incremental,
-                prune_build_script_out,
-                output,
-            }),
-            SnapshotCmd::Restore {
-                archive,
-                target_dir,
-                workspace,
-            } => crate::target::snapshot_restore(&archive, &target_dir, &workspace),
-        },
+        Some(Cmd::Ci(_)) => crate::ci_args::exec_ci(args),
         Some(Cmd::Inspect { json, command }) => crate::inspect::main(&endpoint, &command, json),
         // Reached only if `main` did not route it (it always does); same behaviour either way.
         Some(Cmd::Exec { args: rest }) => {
@@ -478,21 +327,8 @@ fn start(endpoint: &Endpoint) -> i32 {
     }
 }
 
-/// Stops the daemon and waits until it has let go of the cache, saying nothing.
-pub(crate) fn stop_quietly(endpoint: &Endpoint) -> bool {
-    if request(endpoint, false, &Request::Shutdown).is_err() {
-        return false;
-    }
-    // Wait until it has released its lock, so a following `start` gets a new one.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while endpoint.daemon_holds_lock() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
-
 fn stop(endpoint: &Endpoint) -> i32 {
-    if stop_quietly(endpoint) {
+    if endpoint.stop_daemon() {
         println!("zccache daemon stopped");
     } else {
         println!("zccache daemon is not running");

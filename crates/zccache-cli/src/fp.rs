@@ -2,8 +2,8 @@
 //! `zccache_ci::fp`). A running daemon answers `check` from its watcher's state (no scan when
 //! nothing changed); without one the files are scanned here, with the same answers.
 
+use crate::client::fail;
 use crate::client::Endpoint;
-use crate::registry::fail;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use zccache_protocol::{FpCheckRequest, Request, Response};

@@ -35,7 +35,7 @@ pub fn status() -> i32 {
 /// The daemon must not hold the index while its directory is packed or replaced.
 fn stop_daemon(endpoint: &Endpoint) {
     if endpoint.daemon_holds_lock() {
-        crate::commands::stop_quietly(endpoint);
+        endpoint.stop_daemon();
     }
 }
 

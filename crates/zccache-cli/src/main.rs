@@ -14,15 +14,14 @@
 #![cfg_attr(not(test), no_main)]
 
 mod analyze;
+mod ci_args;
 mod client;
 mod commands;
 mod exec;
 mod fp;
-mod gha;
 mod inspect;
 mod registry;
 mod sessions;
-mod target;
 mod wrapper;
 
 use std::ffi::OsString;

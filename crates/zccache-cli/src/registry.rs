@@ -14,11 +14,7 @@ fn cargo_home(flag: Option<PathBuf>) -> Option<PathBuf> {
     .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
 }
 
-/// Prints `error` as zccache's and gives the exit code of a failed command.
-pub(crate) fn fail(error: impl std::fmt::Display) -> i32 {
-    eprintln!("zccache: {error}");
-    1
-}
+use crate::client::fail;
 
 pub fn save(cache_dir: &Path, key: &str, home: Option<PathBuf>, output: Option<PathBuf>) -> i32 {
     let Some(home) = cargo_home(home) else {

@@ -2,8 +2,8 @@
 //! between CI runs (see `zccache_ci::snapshot` and `zccache_daemon::warm`). Neither needs the
 //! daemon; both stop it if it holds the cache.
 
+use crate::client::fail;
 use crate::client::Endpoint;
-use crate::registry::fail;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use zccache_ci::snapshot::{self, Mode, SaveOptions, Saved};
@@ -59,7 +59,7 @@ pub fn warm(
     deps.push(profile_dir(profile));
     deps.push("deps");
     if endpoint.daemon_holds_lock() {
-        crate::commands::stop_quietly(endpoint);
+        endpoint.stop_daemon();
     }
     let time = snapshot::restored_time(&target_dir);
     match zccache_daemon::warm::warm(&endpoint.root, &deps, &crates, time) {

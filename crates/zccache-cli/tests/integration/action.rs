@@ -191,7 +191,12 @@ fn run_job_env(
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-    assert_eq!(report["result"], "success", "{name}:\n{stdout}");
+    let expected = if name.starts_with("failing") {
+        "failure"
+    } else {
+        "success"
+    };
+    assert_eq!(report["result"], expected, "{name}:\n{stdout}");
     let read = |f: &str| std::fs::read_to_string(results.join(f)).unwrap_or_default();
     Run {
         build: read("build.txt"),
@@ -261,6 +266,51 @@ fn a_second_ci_run_restores_everything_and_an_edit_rebuilds_only_what_it_touches
     assert_eq!(edited.output("cache-hit-target"), "true");
     assert_eq!(edited.compiled(), ["c1", "c2", "app"], "{}", edited.build);
     assert_eq!(edited.out, "72");
+}
+
+#[test]
+fn save_cache_false_saves_nothing_and_an_oversized_snapshot_fails_cleanup_only_when_asked() {
+    let sb = Sandbox::new();
+    let server = GhaServer::start();
+    let runner = sb.path("runner");
+    project(&sb, 1);
+    // A pull request build: restore-only.
+    let pr = run_job(
+        &sb,
+        &server,
+        &runner,
+        "      cache-target: 'true'\n      save-cache: 'false'\n",
+        "pr",
+    );
+    assert_eq!(pr.out, "12");
+    assert_eq!(server.entries().len(), 0, "{:?}", server.entries());
+    // A snapshot over target-snapshot-max-size: skipped by default (the job succeeds, the
+    // other layers are saved) ...
+    let tiny = "      cache-target: 'true'\n      target-snapshot-max-size: '1K'\n";
+    run_job(&sb, &server, &runner, tiny, "skip");
+    let keys: Vec<String> = server.entries().into_iter().map(|e| e.0).collect();
+    assert!(
+        keys.iter().any(|k| k.starts_with("zccache-comp-")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("zccache-target-")),
+        "{keys:?}"
+    );
+    // ... and with target-snapshot-too-large: fail the cleanup (so the job) fails.
+    let fail = format!("{tiny}      target-snapshot-too-large: fail\n");
+    let failed = run_job(&sb, &server, &runner, &fail, "failing-too-large");
+    let cleanup = failed.report["steps"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(cleanup["outcome"], "failure", "{cleanup}");
+    assert!(!server
+        .entries()
+        .iter()
+        .any(|e| e.0.starts_with("zccache-target-")));
 }
 
 #[test]
