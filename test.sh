@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for tool in gcc g++ clang clang++ cmake ninja make clang-tidy include-what-you-use emcc node npm ld.lld python3 zstd; do
+for tool in gcc g++ clang clang++ cmake ninja make clang-tidy include-what-you-use emcc node npm ld.lld python3 zstd redis-server redis-cli; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -14,7 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make clang-tidy iwyu emscripten nodejs npm lld python3 zstd >/dev/null
+  $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make clang-tidy iwyu emscripten nodejs npm lld python3 python3-venv zstd redis-server >/dev/null
 fi
 
 # rustfmt and clippy are driven by the Rust tests.
@@ -31,5 +31,15 @@ for dir in tests/gha tests/action; do
     npm ci --prefix "$dir" --no-audit --no-fund >/dev/null
   fi
 done
+
+# The S3-compatible server the remote tier's tests start (moto_server), in a private venv.
+if ! command -v moto_server >/dev/null 2>&1; then
+  if [ ! -x .test-venv/bin/moto_server ]; then
+    echo "==> pip install 'moto[server]' into .test-venv"
+    python3 -m venv .test-venv
+    .test-venv/bin/pip install -q 'moto[server]'
+  fi
+  export PATH="$PWD/.test-venv/bin:$PATH"
+fi
 
 cargo test --workspace --locked "$@"

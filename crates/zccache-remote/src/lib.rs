@@ -1,0 +1,368 @@
+//! zccache-remote: the second tier behind the local store, on Redis or S3-compatible storage
+//! through Apache OpenDAL, shared by every machine that points at it.
+//!
+//! OpenDAL is async; it runs on a small tokio runtime owned by [`Remote`], never on the
+//! daemon's request threads, and the thin client never links this crate. Every call is bounded
+//! by its own deadline (OpenDAL's `TimeoutLayer` under its `RetryLayer`, and a tokio timeout
+//! around the whole call: a dead Redis holds a call in its connection pool, a black-holed S3
+//! endpoint never answers). A [`breaker::Breaker`] skips a failing remote for a while. Entries
+//! are framed ([`frame`]) so whatever comes back is verified before use. Uploads are
+//! write-behind: queued within a byte budget, sent by the runtime, dropped (and counted) when
+//! the queue is full, flushed with a time limit at shutdown.
+
+pub mod breaker;
+pub mod config;
+pub mod frame;
+
+pub use config::{Mode, RemoteConfig, Target};
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{ErrorKind, Operator};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest one lookup may take, end to end.
+pub const GET_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// The longest one upload may take.
+pub const PUT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes waiting to be uploaded at most; past it uploads are dropped.
+pub const QUEUE_BYTES: u64 = 64 << 20;
+
+/// Uploads in flight at once.
+const PARALLEL_PUTS: usize = 4;
+
+/// How long a key found missing is not asked for again.
+const NEGATIVE_TTL: Duration = Duration::from_secs(30);
+const NEGATIVE_MAX: usize = 4096;
+
+/// What a lookup gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// The entry, verified.
+    Hit(Vec<u8>),
+    Miss,
+    /// Not asked: write-only mode, the breaker is open, or the key was missing a moment ago.
+    Skipped,
+    /// The remote failed (the reason is counted and kept for `status`).
+    Failed,
+    /// The remote answered with something that is not the entry: refused.
+    Corrupt,
+}
+
+/// The tier's counters.
+#[derive(Debug, Default)]
+pub struct RemoteStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub errors: AtomicU64,
+    pub corrupt: AtomicU64,
+    pub uploads: AtomicU64,
+    pub dropped: AtomicU64,
+    pub bytes_down: AtomicU64,
+    pub bytes_up: AtomicU64,
+    /// Sum and count of lookup latencies (microseconds) that reached the remote.
+    pub latency_us: AtomicU64,
+    pub lookups: AtomicU64,
+}
+
+/// A copy of [`RemoteStats`] for reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub hits: u64,
+    pub misses: u64,
+    pub errors: u64,
+    pub corrupt: u64,
+    pub uploads: u64,
+    pub dropped: u64,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+    /// Mean latency of the lookups that reached the remote, in microseconds.
+    pub mean_latency_us: u64,
+    pub queued_bytes: u64,
+}
+
+struct Shared {
+    op: Operator,
+    config: RemoteConfig,
+    breaker: Mutex<breaker::Breaker>,
+    stats: RemoteStats,
+    queued_bytes: AtomicU64,
+    in_flight: AtomicU64,
+    negative: Mutex<HashMap<String, Instant>>,
+    puts: tokio::sync::Semaphore,
+}
+
+/// The remote tier of one daemon.
+pub struct Remote {
+    runtime: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+}
+
+fn operator(config: &RemoteConfig) -> Result<Operator, String> {
+    let timeouts = TimeoutLayer::new()
+        .with_timeout(GET_TIMEOUT)
+        .with_io_timeout(GET_TIMEOUT);
+    // Timeout first, then retry: each attempt is bounded, and a retry is one more attempt.
+    let retry = RetryLayer::new().with_max_times(1);
+    let built = match &config.target {
+        Target::Redis {
+            endpoint,
+            username,
+            password,
+            db,
+        } => {
+            let mut builder = opendal::services::Redis::default()
+                .endpoint(endpoint)
+                .db(*db)
+                .root("/zccache/");
+            if let Some(user) = username {
+                builder = builder.username(user);
+            }
+            if let Some(password) = password {
+                builder = builder.password(password);
+            }
+            Operator::new(builder).map(|b| b.layer(timeouts).layer(retry).finish())
+        }
+        Target::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            keys,
+            anonymous,
+        } => {
+            let mut builder = opendal::services::S3::default()
+                .bucket(bucket)
+                .root(&format!("/{prefix}"))
+                .region(region.as_deref().unwrap_or("us-east-1"))
+                .disable_ec2_metadata();
+            if let Some(endpoint) = endpoint {
+                builder = builder.endpoint(endpoint);
+            }
+            if let Some((id, secret, token)) = keys {
+                builder = builder.access_key_id(id).secret_access_key(secret);
+                if let Some(token) = token {
+                    builder = builder.session_token(token);
+                }
+            }
+            if *anonymous {
+                builder = builder.allow_anonymous();
+            }
+            Operator::new(builder).map(|b| b.layer(timeouts).layer(retry).finish())
+        }
+    };
+    built.map_err(|e| format!("remote {config}: {e}"))
+}
+
+impl Remote {
+    /// Sets up the tier (no network yet: a remote that is down is found out by its first call).
+    pub fn open(config: RemoteConfig) -> Result<Remote, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("zccache-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("remote tier runtime: {e}"))?;
+        let op = {
+            let _guard = runtime.enter();
+            operator(&config)?
+        };
+        Ok(Remote {
+            runtime,
+            shared: Arc::new(Shared {
+                op,
+                config,
+                breaker: Mutex::new(breaker::Breaker::default()),
+                stats: RemoteStats::default(),
+                queued_bytes: AtomicU64::new(0),
+                in_flight: AtomicU64::new(0),
+                negative: Mutex::new(HashMap::new()),
+                puts: tokio::sync::Semaphore::new(PARALLEL_PUTS),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RemoteConfig {
+        &self.shared.config
+    }
+
+    /// Looks `key` up, within [`GET_TIMEOUT`]. Blocks the calling thread (a request's, after
+    /// a local miss) but never a tokio worker.
+    pub fn get(&self, key: &str) -> Fetched {
+        let shared = &self.shared;
+        if !shared.config.mode.reads() {
+            return Fetched::Skipped;
+        }
+        {
+            let mut negative = shared.negative.lock();
+            if let Some(at) = negative.get(key) {
+                if at.elapsed() < NEGATIVE_TTL {
+                    return Fetched::Skipped;
+                }
+                negative.remove(key);
+            }
+        }
+        if !shared.breaker.lock().allow(Instant::now()) {
+            return Fetched::Skipped;
+        }
+        let started = Instant::now();
+        let op = shared.op.clone();
+        let path = key.to_string();
+        let result = self
+            .runtime
+            .block_on(async move { tokio::time::timeout(GET_TIMEOUT, op.read(&path)).await });
+        let fetched = match result {
+            Ok(Ok(buffer)) => {
+                shared.breaker.lock().success();
+                let bytes = buffer.to_vec();
+                shared
+                    .stats
+                    .bytes_down
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                match frame::decode(&bytes) {
+                    Ok(raw) => {
+                        shared.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        Fetched::Hit(raw)
+                    }
+                    Err(why) => {
+                        tracing::warn!("remote entry {key}: {why}; ignored");
+                        shared.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                        Fetched::Corrupt
+                    }
+                }
+            }
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => {
+                shared.breaker.lock().success();
+                shared.stats.misses.fetch_add(1, Ordering::Relaxed);
+                let mut negative = shared.negative.lock();
+                if negative.len() >= NEGATIVE_MAX {
+                    negative.clear();
+                }
+                negative.insert(key.to_string(), Instant::now());
+                Fetched::Miss
+            }
+            Ok(Err(e)) => self.failed(format!("{e}")),
+            Err(_) => self.failed(format!("no answer within {} ms", GET_TIMEOUT.as_millis())),
+        };
+        if !matches!(fetched, Fetched::Failed) {
+            shared
+                .stats
+                .latency_us
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            shared.stats.lookups.fetch_add(1, Ordering::Relaxed);
+        }
+        fetched
+    }
+
+    fn failed(&self, why: String) -> Fetched {
+        tracing::warn!("remote {}: {why}", self.shared.config);
+        self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.shared.breaker.lock().failure(Instant::now(), why);
+        Fetched::Failed
+    }
+
+    /// Queues `raw` for upload under `key` and returns at once; false when not queued (read-only
+    /// mode, the breaker open, or the queue full: counted as dropped).
+    pub fn put_behind(&self, key: String, raw: &[u8]) -> bool {
+        let shared = self.shared.clone();
+        if !shared.config.mode.writes() {
+            return false;
+        }
+        if shared.breaker.lock().is_open() {
+            shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let framed = frame::encode(raw);
+        let size = framed.len() as u64;
+        let queued = shared.queued_bytes.fetch_add(size, Ordering::SeqCst) + size;
+        if queued > QUEUE_BYTES || raw.len() as u64 > frame::MAX_ENTRY {
+            shared.queued_bytes.fetch_sub(size, Ordering::SeqCst);
+            shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        shared.negative.lock().remove(&key);
+        self.runtime.spawn(async move {
+            let _permit = shared.puts.acquire().await;
+            let sent = tokio::time::timeout(PUT_TIMEOUT, shared.op.write(&key, framed)).await;
+            match sent {
+                Ok(Ok(_)) => {
+                    shared.breaker.lock().success();
+                    shared.stats.uploads.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.bytes_up.fetch_add(size, Ordering::Relaxed);
+                }
+                Ok(Err(e)) => {
+                    shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    shared.breaker.lock().failure(Instant::now(), e.to_string());
+                }
+                Err(_) => {
+                    shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .breaker
+                        .lock()
+                        .failure(Instant::now(), "upload timed out".into());
+                }
+            }
+            shared.queued_bytes.fetch_sub(size, Ordering::SeqCst);
+            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        });
+        true
+    }
+
+    /// Waits until every queued upload is done, at most `limit`; the number still pending.
+    pub fn flush(&self, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let pending = self.shared.in_flight.load(Ordering::SeqCst);
+            if pending == 0 || Instant::now() >= deadline {
+                return pending;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.shared.stats;
+        let lookups = s.lookups.load(Ordering::Relaxed);
+        StatsSnapshot {
+            hits: s.hits.load(Ordering::Relaxed),
+            misses: s.misses.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            corrupt: s.corrupt.load(Ordering::Relaxed),
+            uploads: s.uploads.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            bytes_down: s.bytes_down.load(Ordering::Relaxed),
+            bytes_up: s.bytes_up.load(Ordering::Relaxed),
+            mean_latency_us: s
+                .latency_us
+                .load(Ordering::Relaxed)
+                .checked_div(lookups)
+                .unwrap_or(0),
+            queued_bytes: self.shared.queued_bytes.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Why the remote is being skipped, when it is.
+    pub fn problem(&self) -> Option<String> {
+        let breaker = self.shared.breaker.lock();
+        breaker.is_open().then(|| {
+            format!(
+                "remote {} unreachable, skipped for now: {}",
+                self.shared.config,
+                breaker.last_error.as_deref().unwrap_or("repeated failures")
+            )
+        })
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // Uploads still queued are abandoned: the runtime's threads must not outlive it.
+        self.flush(Duration::from_millis(0));
+    }
+}
