@@ -408,6 +408,11 @@ impl Store {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
+    /// Whether the store holds blob `hash`.
+    pub fn has_blob(&self, hash: &Hash) -> bool {
+        self.blobs.contains_key(hash)
+    }
+
     /// Number of blobs and their total size.
     pub fn usage(&self) -> (u64, u64) {
         (

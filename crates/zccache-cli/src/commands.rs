@@ -506,6 +506,32 @@ fn render_status(r: &StatusReport) -> String {
             None => "off (hits check files with stat)".into(),
         },
     );
+    if let Some(remote) = &r.remote {
+        line(&mut out, "remote", remote.clone());
+        line(
+            &mut out,
+            "remote hits",
+            format!(
+                "{} hits, {} misses, {} errors ({} damaged entries refused), mean {:.1} ms",
+                r.remote_hits,
+                r.remote_misses,
+                r.remote_errors,
+                r.remote_corrupt,
+                r.remote_latency_us as f64 / 1000.0
+            ),
+        );
+        line(
+            &mut out,
+            "remote uploads",
+            format!(
+                "{} ({} down, {} up, {} dropped)",
+                r.remote_uploads,
+                human_bytes(r.remote_bytes_down),
+                human_bytes(r.remote_bytes_up),
+                r.remote_dropped
+            ),
+        );
+    }
     for warning in &r.warnings {
         line(&mut out, "warning", warning.clone());
     }

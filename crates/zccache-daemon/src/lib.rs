@@ -19,6 +19,7 @@ mod link;
 mod pending;
 mod pipeline;
 mod priority;
+mod remote;
 mod rust;
 mod rustfmt;
 mod scratch;
@@ -73,6 +74,10 @@ pub(crate) struct Daemon {
     scratch: scratch::ScratchFiles,
     /// `zccache fp check`'s file lists, kept current by the watcher.
     fp_trees: fp::FpTrees,
+    /// The remote tier, when one is configured (see `remote.rs`), and why one configured is
+    /// not used.
+    remote: Option<zccache_remote::Remote>,
+    remote_problem: Option<String>,
 }
 
 /// How long a request waits for the store to open before it runs uncached.

@@ -746,7 +746,12 @@ impl Daemon {
             // A result for this key on its way into the store is worth waiting for the store.
             // Checked before the store's state: a store ends only once the store is open, so
             // a store still opening after no result was in flight has none for this key.
-            LookupStore::Empty if !self.pending.contains(key) && !self.store_is_open() => {
+            // With a remote tier the store is waited for: the entry may be there.
+            LookupStore::Empty
+                if !self.pending.contains(key)
+                    && !self.store_is_open()
+                    && self.remote.is_none() =>
+            {
                 return None
             }
             LookupStore::Empty => self.store()?,
@@ -766,7 +771,9 @@ impl Daemon {
         // A result for this key may be on its way into the store.
         self.pending.wait_for(key);
         let manifest = match store.manifest(key) {
-            Ok(found) => found?,
+            Ok(Some(found)) => found,
+            // Not here: the remote tier, if any (never asked when the local store has it).
+            Ok(None) => self.import_remote(store, key, call)?,
             Err(e) => {
                 tracing::warn!("manifest lookup failed: {e}");
                 self.count(call, Stats::error);
@@ -1217,11 +1224,16 @@ impl Daemon {
         // Only now the store: the inputs are checked and hashed while a new cache's index is
         // still being created (see `Daemon::lookup_store`), before the build can change them.
         let store = self.store().ok_or("store_unavailable")?;
+        let mut uploads = Vec::new();
+        let upload = self.remote_writes();
         for output in outputs {
             let blob = store.put_bytes(&output.bytes).map_err(|e| {
                 tracing::warn!("storing {}: {e}", output.role);
                 "store_unwritable"
             })?;
+            if upload {
+                uploads.push((blob.hash, output.bytes));
+            }
             result.outputs.push(StoredOutput {
                 role: output.role,
                 blob,
@@ -1243,6 +1255,7 @@ impl Daemon {
                 tracing::warn!("storing entry: {e}");
                 "store_unwritable"
             })?;
+        self.upload_remote(store, &key, uploads);
         Ok(store)
     }
 }

@@ -73,6 +73,7 @@ pub fn run(options: DaemonOptions) -> i32 {
         old
     };
     let output_mode = 0o666 & !(umask as u32);
+    let remote = crate::remote::open(&root);
     let daemon = Arc::new(Daemon {
         root: root.clone(),
         store: Default::default(),
@@ -99,6 +100,8 @@ pub fn run(options: DaemonOptions) -> i32 {
             None => crate::scratch::ScratchFiles::new(root.tmp_dir(), false),
         },
         fp_trees: Default::default(),
+        remote: remote.0,
+        remote_problem: remote.1,
     });
     if let Some(compiler) = options.identify.clone() {
         identify_at_start(&daemon, compiler);
@@ -154,6 +157,14 @@ pub fn run(options: DaemonOptions) -> i32 {
     let socket = root.socket_path(PROTOCOL_VERSION);
     let exiting = daemon.clone();
     let code = serve(daemon, &socket, options.idle_timeout, options.notify_ready);
+    // Results stored after their reply, then their uploads (within a time limit).
+    exiting.pending.wait_all();
+    if let Some(remote) = &exiting.remote {
+        let left = remote.flush(Duration::from_secs(5));
+        if left > 0 {
+            tracing::warn!("{left} remote uploads abandoned at exit");
+        }
+    }
     let _ = std::fs::remove_file(&socket);
     exiting.scratch.remove_unused();
     if let Some(file) = compilers_lock {
@@ -727,6 +738,10 @@ impl Daemon {
         if let Some(store) = self.store() {
             warnings.extend(store.warnings());
         }
+        warnings.extend(self.remote_problem.iter().cloned());
+        if let Some(problem) = self.remote.as_ref().and_then(|r| r.problem()) {
+            warnings.push(problem);
+        }
         StatusReport {
             version: zccache_core::VERSION.to_string(),
             pid: std::process::id(),
@@ -751,6 +766,28 @@ impl Daemon {
                 .watch_counts()
                 .map(|(dirs, files)| (dirs as u64, files as u64)),
             warnings,
+            ..self.remote_status()
+        }
+    }
+
+    /// The remote tier's part of `status`.
+    fn remote_status(&self) -> StatusReport {
+        let Some(remote) = &self.remote else {
+            return StatusReport::default();
+        };
+        let stats = remote.stats();
+        StatusReport {
+            remote: Some(remote.config().to_string()),
+            remote_hits: stats.hits,
+            remote_misses: stats.misses,
+            remote_errors: stats.errors + stats.corrupt,
+            remote_corrupt: stats.corrupt,
+            remote_uploads: stats.uploads,
+            remote_dropped: stats.dropped,
+            remote_bytes_down: stats.bytes_down,
+            remote_bytes_up: stats.bytes_up,
+            remote_latency_us: stats.mean_latency_us,
+            ..StatusReport::default()
         }
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 12;
+pub const PROTOCOL_VERSION: u16 = 13;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -206,6 +206,20 @@ pub struct StatusReport {
     /// Problems worth a user's attention (a corrupt index that was rebuilt, a store that
     /// cannot be written), each reported once.
     pub warnings: Vec<String>,
+    /// The remote tier (`ZCCACHE_REMOTE`), without credentials; `None` when there is none.
+    pub remote: Option<String>,
+    pub remote_hits: u64,
+    pub remote_misses: u64,
+    /// Failed calls (down, refusing, timed out) and entries refused as damaged.
+    pub remote_errors: u64,
+    pub remote_corrupt: u64,
+    pub remote_uploads: u64,
+    /// Uploads dropped because the queue was full or the remote was being skipped.
+    pub remote_dropped: u64,
+    pub remote_bytes_down: u64,
+    pub remote_bytes_up: u64,
+    /// Mean time of the remote lookups that got an answer, in microseconds.
+    pub remote_latency_us: u64,
 }
 
 impl StatusReport {

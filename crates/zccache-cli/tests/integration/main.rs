@@ -18,6 +18,7 @@ mod projects;
 mod registry;
 mod reliability;
 mod relocate;
+mod remote;
 mod response_files;
 mod rust;
 mod rustfmt;

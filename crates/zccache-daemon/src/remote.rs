@@ -1,0 +1,159 @@
+//! The remote tier behind the local store (see `zccache-remote`): consulted only when the
+//! local store has no manifest for a key, written behind the reply after a result is stored.
+//!
+//! Remote keys: `v1/m/<key>` holds the key's manifest (bincode), `v1/b/<blob hash>` a blob. A
+//! remote manifest's entries are checked against this machine's files first; only the one that
+//! matches has its blobs fetched, each verified against its content hash, and it is stored
+//! locally before it is served, so the next hit is local and the normal lookup (shadowing
+//! checks included) decides.
+
+use crate::pipeline::Call;
+use crate::Daemon;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use zccache_artifact::{Manifest, ManifestEntry, Store};
+use zccache_core::{hex, paths::absolute_cow, CacheRoot, Hash};
+use zccache_remote::{Fetched, Remote, RemoteConfig};
+
+fn manifest_key(key: &Hash) -> String {
+    format!("v1/m/{}", hex(key))
+}
+
+fn blob_key(hash: &Hash) -> String {
+    format!("v1/b/{}", hex(hash))
+}
+
+/// The tier `ZCCACHE_REMOTE` (or `remote = "…"` in `<root>/config.toml`) names, if any, and a
+/// problem to report when it cannot be used.
+pub(crate) fn open(root: &CacheRoot) -> (Option<Remote>, Option<String>) {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let url = env("ZCCACHE_REMOTE").or_else(|| {
+        let text = std::fs::read_to_string(root.path().join("config.toml")).ok()?;
+        text.lines().find_map(|line| {
+            let (name, value) = line.split_once('=')?;
+            (name.trim() == "remote").then(|| value.trim().trim_matches('"').to_string())
+        })
+    });
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        return (None, None);
+    };
+    let mode = env("ZCCACHE_REMOTE_MODE");
+    match RemoteConfig::parse(&url, mode.as_deref(), &env).and_then(Remote::open) {
+        Ok(remote) => {
+            tracing::info!("remote tier: {}", remote.config());
+            (Some(remote), None)
+        }
+        Err(e) => {
+            tracing::warn!("remote tier not used: {e}");
+            (None, Some(format!("remote tier not used: {e}")))
+        }
+    }
+}
+
+impl Daemon {
+    /// After a local miss: the remote's manifest for `key`, if an entry of it matches this
+    /// call's files; that entry and its blobs are stored locally first. Returns the local
+    /// manifest then.
+    pub(crate) fn import_remote(
+        &self,
+        store: &Store,
+        key: &Hash,
+        call: &Call,
+    ) -> Option<Arc<Manifest>> {
+        let remote = self.remote.as_ref()?;
+        let Fetched::Hit(raw) = remote.get(&manifest_key(key)) else {
+            return None;
+        };
+        let manifest: Manifest = match bincode::deserialize(&raw) {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                tracing::warn!("remote manifest {}: {e}; ignored", hex(key));
+                return None;
+            }
+        };
+        let entry = manifest
+            .entries
+            .into_iter()
+            .find(|entry| self.inputs_match(entry, call))?;
+        for output in &entry.result.outputs {
+            if store.has_blob(&output.blob.hash) {
+                continue;
+            }
+            let Fetched::Hit(bytes) = remote.get(&blob_key(&output.blob.hash)) else {
+                return None;
+            };
+            // The frame was checked; the content must also be the blob the entry names.
+            if bytes.len() as u64 != output.blob.size
+                || *blake3::hash(&bytes).as_bytes() != output.blob.hash
+            {
+                tracing::warn!(
+                    "remote blob {} is not what its entry names; ignored",
+                    hex(&output.blob.hash)
+                );
+                return None;
+            }
+            store.put_bytes(&bytes).ok()?;
+        }
+        store.add_entry(key, entry).ok()?;
+        tracing::debug!("remote hit for {}: stored locally", hex(key));
+        store.manifest(key).ok().flatten()
+    }
+
+    /// Every dependency of `entry` has, on this machine, the content it was stored with, and
+    /// every variable it read the same value. (Shadowing checks follow in the normal lookup.)
+    fn inputs_match(&self, entry: &ManifestEntry, call: &Call) -> bool {
+        for dep in &entry.deps {
+            let resolved;
+            let stored = if crate::worktree::is_marked_path(&dep.path) {
+                let Some(worktree) = call.worktree() else {
+                    return false;
+                };
+                resolved = worktree.resolve_path(&dep.path);
+                resolved.as_os_str()
+            } else {
+                OsStr::from_bytes(&dep.path)
+            };
+            let path = absolute_cow(&call.cwd, Path::new(stored));
+            match call.digest(&self.fs, &path) {
+                Ok(digest) if digest.hash == dep.hash => {}
+                _ => return false,
+            }
+        }
+        entry.env.iter().all(|var| {
+            if var.name == crate::worktree::STORED_ROOT {
+                return true;
+            }
+            if var.name == crate::worktree::PINNED_ROOT {
+                let here = call.worktree().map(|w| w.root().as_os_str().as_bytes());
+                return var.value.as_deref() == here;
+            }
+            call.env_var(&String::from_utf8_lossy(&var.name))
+                .map(|v| v.as_bytes().to_vec())
+                == var.value
+        })
+    }
+
+    /// After a result is stored locally: its blobs and the key's manifest, queued for upload.
+    pub(crate) fn upload_remote(&self, store: &Store, key: &Hash, blobs: Vec<(Hash, Vec<u8>)>) {
+        let Some(remote) = self.remote.as_ref().filter(|r| r.config().mode.writes()) else {
+            return;
+        };
+        for (hash, bytes) in blobs {
+            remote.put_behind(blob_key(&hash), &bytes);
+        }
+        if let Ok(Some(manifest)) = store.manifest(key) {
+            if let Ok(raw) = bincode::serialize(&*manifest) {
+                remote.put_behind(manifest_key(key), &raw);
+            }
+        }
+    }
+
+    /// Whether uploads should be collected for the store worker.
+    pub(crate) fn remote_writes(&self) -> bool {
+        self.remote
+            .as_ref()
+            .is_some_and(|r| r.config().mode.writes())
+    }
+}
