@@ -36,7 +36,12 @@ done
 if ! command -v moto_server >/dev/null 2>&1; then
   if [ ! -x .test-venv/bin/moto_server ]; then
     echo "==> pip install 'moto[server]' into .test-venv"
-    python3 -m venv .test-venv
+    python3 -m venv .test-venv 2>/dev/null || {
+      sudo=""
+      [ "$(id -u)" = 0 ] || sudo="sudo"
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv .test-venv
+    }
     .test-venv/bin/pip install -q 'moto[server]'
   fi
   export PATH="$PWD/.test-venv/bin:$PATH"

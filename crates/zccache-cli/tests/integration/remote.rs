@@ -3,6 +3,7 @@
 
 use crate::sandbox::*;
 use serde_json::Value;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -70,16 +71,17 @@ fn moto() -> Server {
         .spawn()
         .expect("moto_server (test.sh installs it)");
     wait_for(port);
-    let made = Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "PUT",
-            &format!("http://127.0.0.1:{port}/builds"),
-        ])
-        .status()
-        .unwrap();
-    assert!(made.success(), "create bucket");
+    // CreateBucket (moto does not check signatures).
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "PUT /builds HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "create bucket: {reply}");
     Server {
         child,
         url: "s3://builds/zccache".into(),
