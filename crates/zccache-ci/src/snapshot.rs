@@ -232,11 +232,11 @@ fn record_sources(workspace: &Path, target_dir: &Path) -> Vec<Source> {
     out
 }
 
+/// A file's content digest (hex), with the hashing the daemon uses.
 fn hash_file(path: &Path) -> Option<String> {
-    let mut hasher = blake3::Hasher::new();
-    let mut file = File::open(path).ok()?;
-    io::copy(&mut file, &mut hasher).ok()?;
-    Some(hasher.finalize().to_hex().to_string())
+    zccache_fscache::hash_file(path)
+        .ok()
+        .map(|(hash, _)| zccache_core::hex(&hash))
 }
 
 /// Prunes, selects and archives the target directory to `out` (tar + zstd).

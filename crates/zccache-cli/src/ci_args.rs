@@ -2,7 +2,7 @@
 //! them): `gha-cache`, `warm`, `target-snapshot`. Their code (HTTP, TLS, zstd, the store) lives
 //! in `zccache-ci` alone, so the `zccache` that every compile starts stays small and fast.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -45,30 +45,7 @@ pub enum CiCmd {
 #[derive(Subcommand)]
 pub enum SnapshotCmd {
     /// Prune, select and archive the target directory (tar + zstd).
-    Save {
-        #[arg(long, default_value = "target")]
-        target_dir: PathBuf,
-        /// The workspace whose files are recorded, to tell changed sources on restore.
-        #[arg(long, default_value = ".")]
-        workspace: PathBuf,
-        /// hot: cargo's metadata and the files read or written since the restore; full: the
-        /// whole pruned tree.
-        #[arg(long, default_value = "hot")]
-        mode: String,
-        /// Skip (or fail) when the selected files exceed this; 0 for no limit.
-        #[arg(long, default_value = "2GiB")]
-        max_size: String,
-        /// skip or fail.
-        #[arg(long, default_value = "skip")]
-        too_large: String,
-        #[arg(long, default_value = "true", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
-        prune_incremental: bool,
-        #[arg(long, default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
-        prune_build_script_out: bool,
-        /// The archive to write.
-        #[arg(long)]
-        output: PathBuf,
-    },
+    Save(SnapshotSaveArgs),
     /// Unpack a snapshot and date files so cargo sees unchanged crates fresh and rebuilds the
     /// ones whose sources changed.
     Restore {
@@ -79,6 +56,33 @@ pub enum SnapshotCmd {
         #[arg(long, default_value = ".")]
         workspace: PathBuf,
     },
+}
+
+/// `target-snapshot save`'s options.
+#[derive(Args)]
+pub struct SnapshotSaveArgs {
+    #[arg(long, default_value = "target")]
+    pub target_dir: PathBuf,
+    /// The workspace whose files are recorded, to tell changed sources on restore.
+    #[arg(long, default_value = ".")]
+    pub workspace: PathBuf,
+    /// hot: cargo's metadata and the files read or written since the restore; full: the
+    /// whole pruned tree.
+    #[arg(long, default_value = "hot")]
+    pub mode: String,
+    /// Skip (or fail) when the selected files exceed this; 0 for no limit.
+    #[arg(long, default_value = "2GiB")]
+    pub max_size: String,
+    /// skip or fail.
+    #[arg(long, default_value = "skip")]
+    pub too_large: String,
+    #[arg(long, default_value = "true", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub prune_incremental: bool,
+    #[arg(long, default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub prune_build_script_out: bool,
+    /// The archive to write.
+    #[arg(long)]
+    pub output: PathBuf,
 }
 
 #[derive(Subcommand)]

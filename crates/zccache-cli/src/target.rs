@@ -2,6 +2,7 @@
 //! between CI runs (see `zccache_ci::snapshot` and `zccache_daemon::warm`). Neither needs the
 //! daemon; both stop it if it holds the cache.
 
+use crate::ci_args::SnapshotSaveArgs;
 use crate::client::fail;
 use crate::client::Endpoint;
 use std::collections::HashSet;
@@ -78,18 +79,7 @@ pub fn warm(
     }
 }
 
-pub struct SnapshotSave {
-    pub target_dir: PathBuf,
-    pub workspace: PathBuf,
-    pub mode: String,
-    pub max_size: String,
-    pub too_large: String,
-    pub prune_incremental: bool,
-    pub prune_build_script_out: bool,
-    pub output: PathBuf,
-}
-
-pub fn snapshot_save(args: SnapshotSave) -> i32 {
+pub fn snapshot_save(args: &SnapshotSaveArgs) -> i32 {
     let Some(mode) = Mode::parse(&args.mode) else {
         eprintln!("zccache: --mode {:?}: expected hot or full", args.mode);
         return 2;

@@ -29,8 +29,15 @@ pub fn version(paths: &[String]) -> String {
         parts.push("windows-only");
     }
     parts.push(VERSION_SALT);
-    let digest = Sha256::digest(parts.join("|").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(&parts.join("|"))
+}
+
+/// The SHA-256 of `text`, as lowercase hex (the cache service's version strings).
+pub(crate) fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `path` as an absolute, lexically normal path: `~` is `$HOME`, relative paths start at `cwd`.

@@ -10,7 +10,6 @@
 
 use super::{blob, scratch_dir, CacheService, GhaError};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
@@ -49,24 +48,17 @@ struct Baseline {
     blobs: BTreeSet<String>,
 }
 
-fn digest_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Versions of the two kinds of entry: never those of `actions/cache` paths, and a zccache of
 /// another version (whose index may differ) neither restores nor extends them.
 fn manifest_version() -> String {
-    digest_hex(concat!(
+    super::archive::sha256_hex(concat!(
         "zccache cache manifest|",
         env!("CARGO_PKG_VERSION")
     ))
 }
 
 fn pack_version() -> String {
-    digest_hex(concat!("zccache cache pack|", env!("CARGO_PKG_VERSION")))
+    super::archive::sha256_hex(concat!("zccache cache pack|", env!("CARGO_PKG_VERSION")))
 }
 
 /// What a restore brought back.

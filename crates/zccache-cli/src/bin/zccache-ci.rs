@@ -68,25 +68,7 @@ fn main() {
             &lockfile,
         ),
         CiCmd::TargetSnapshot(command) => match command {
-            SnapshotCmd::Save {
-                target_dir,
-                workspace,
-                mode,
-                max_size,
-                too_large,
-                prune_incremental,
-                prune_build_script_out,
-                output,
-            } => target::snapshot_save(target::SnapshotSave {
-                target_dir,
-                workspace,
-                mode,
-                max_size,
-                too_large,
-                prune_incremental,
-                prune_build_script_out,
-                output,
-            }),
+            SnapshotCmd::Save(args) => target::snapshot_save(&args),
             SnapshotCmd::Restore {
                 archive,
                 target_dir,
