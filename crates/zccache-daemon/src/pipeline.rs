@@ -1223,6 +1223,9 @@ impl Daemon {
         }
         // Only now the store: the inputs are checked and hashed while a new cache's index is
         // still being created (see `Daemon::lookup_store`), before the build can change them.
+        if !self.store_is_open() {
+            crate::server::note_store_wait_for_tests();
+        }
         let store = self.store().ok_or("store_unavailable")?;
         let mut uploads = Vec::new();
         let upload = self.remote_writes();

@@ -201,6 +201,16 @@ fn hold_store_back_for_tests() {
     }
 }
 
+/// Tells a test holding the store back (`ZCCACHE_TEST_STORE_GATE`) that a result's inputs
+/// have been checked and its store is waiting for the index: `<gate>.waiting` appears.
+pub(crate) fn note_store_wait_for_tests() {
+    if let Some(gate) = std::env::var_os("ZCCACHE_TEST_STORE_GATE") {
+        let mut waiting = gate;
+        waiting.push(".waiting");
+        let _ = std::fs::write(waiting, "");
+    }
+}
+
 /// Identifies the compiler the starting client named, on a thread of its own; the first call
 /// for it waits for this probe instead of running another (see `Toolchains::identify`).
 fn identify_at_start(daemon: &Arc<Daemon>, compiler: PathBuf) {

@@ -309,9 +309,17 @@ fn a_new_caches_first_results_are_checked_before_its_store_opens() {
     let args = ["gcc", "-c", "m.c", "-o", "m.o"];
     sb.ok_env(&[("ZCCACHE_TEST_STORE_GATE", &gate)], &args);
     let first = sb.read("m.o");
-    // Time for the store worker to check the result's inputs (nothing tells when it has; on
-    // a loaded 2-core machine 500 ms was once not enough).
-    std::thread::sleep(Duration::from_millis(2000));
+    // The store worker has checked the result's inputs once it waits for the index (a fixed
+    // 2 s sleep here was once not enough on a loaded 2-core machine).
+    let waiting = sb.path("store-gate.waiting");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !waiting.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never waited for the index"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     sb.write_old("v.h", "#define VALUE 2\n");
     std::fs::remove_file(&gate).unwrap();
     sb.ok(&args);
