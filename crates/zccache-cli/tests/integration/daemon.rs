@@ -360,7 +360,9 @@ fn an_entry_survives_a_kill_once_the_sync_interval_has_passed() {
     sb.write_old("m.c", "int m(void) { return 0; }\n");
     sb.ok(&["gcc", "-c", "m.c"]);
     let pid = *sb.daemon_processes().first().expect("a daemon");
-    std::thread::sleep(Duration::from_millis(1500));
+    // A sync is due 500 ms after the last entry and looked for every 250 ms; the rest is room
+    // for a loaded machine (CI's runs two test binaries at once on 2 cores).
+    std::thread::sleep(Duration::from_millis(3000));
     // SAFETY: signalling our own test daemon.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let deadline = Instant::now() + Duration::from_secs(10);
