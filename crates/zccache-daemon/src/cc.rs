@@ -868,8 +868,7 @@ fn key_parts(
     mut key: KeyHasher,
 ) -> KeyHasher {
     key.digest_part("compiler identity", &toolchain.hash);
-    key.part("compiler path", call.compiler.as_os_str().as_bytes());
-    key.part("compiler name", call.name.as_bytes());
+    crate::pipeline::key_compiler_names(&mut key, call);
     // Under remap, paths in the checkout are keyed relative to its root (see `worktree.rs`):
     // `unshareable` has made sure each is one the prefix map covers or none the output holds.
     let worktree = call.worktree();

@@ -161,8 +161,7 @@ fn link_key(
     mut key: KeyHasher,
 ) -> KeyHasher {
     key.digest_part("compiler identity", &toolchain.hash);
-    key.part("compiler path", call.compiler.as_os_str().as_bytes());
-    key.part("compiler name", call.name.as_bytes());
+    crate::pipeline::key_compiler_names(&mut key, call);
     for arg in args {
         key.part("argument", arg.as_bytes());
     }

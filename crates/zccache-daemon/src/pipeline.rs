@@ -563,6 +563,21 @@ pub(crate) struct Captured {
     pub outputs: Vec<CapturedOutput>,
     /// Include search path, for recording headers that would shadow the used ones.
     pub search: Option<SearchPath>,
+    /// The toolchain's directory (a rustc's sysroot), which the key does not name: if the
+    /// outputs, stdout or stderr name it, the entry is kept for callers whose toolchain is
+    /// in the same place ([`PINNED_TOOLCHAIN`]).
+    pub toolchain_dir: Option<PathBuf>,
+}
+
+/// The name under which an entry whose result names its toolchain's directory records that
+/// directory, among its environment dependencies: only calls whose compiler lives there may
+/// use it (see [`key_compiler_names`]).
+pub(crate) const PINNED_TOOLCHAIN: &[u8] = b"\0zccache:pinned-toolchain";
+
+/// Whether an entry's [`PINNED_TOOLCHAIN`] value (the directory it names) is this call's.
+pub(crate) fn toolchain_pin_holds(value: Option<&[u8]>, call: &Call) -> bool {
+    let here = crate::rust::sysroot_of(&call.compiler);
+    value.is_some() && value == here.as_deref().map(|p| p.as_os_str().as_bytes())
 }
 
 /// What a miss needs to know to store its result.
@@ -855,10 +870,13 @@ impl Daemon {
                     }
                     continue;
                 }
-                let now = call
-                    .env_var(&String::from_utf8_lossy(&var.name))
-                    .map(|v| v.as_bytes().to_vec());
-                if now != var.value {
+                if var.name == PINNED_TOOLCHAIN {
+                    if !toolchain_pin_holds(var.value.as_deref(), call) {
+                        continue 'entries;
+                    }
+                    continue;
+                }
+                if !env_var_holds(call, var) {
                     continue 'entries;
                 }
             }
@@ -1126,6 +1144,7 @@ impl Daemon {
                     env,
                     outputs,
                     search,
+                    toolchain_dir,
                 },
             time_macros_matter,
             mut result,
@@ -1204,6 +1223,14 @@ impl Daemon {
             if let Some(shadow) = &mut shadow {
                 crate::search::mark_paths(shadow, &|p| worktree.mark(p));
             }
+            // A variable the tool read (`env!("OUT_DIR")`) holds the checkout's paths as
+            // placeholders, as its files do; an output that holds the value as written pins
+            // the entry to this checkout (below).
+            for var in &mut env {
+                if let Some(value) = &mut var.value {
+                    *value = worktree.mark(value);
+                }
+            }
             result.stdout = worktree.mark(&result.stdout);
             result.stderr = worktree.mark(&result.stderr);
             let root = worktree.root().as_os_str().as_bytes().to_vec();
@@ -1220,6 +1247,18 @@ impl Daemon {
                 name: crate::worktree::STORED_ROOT.to_vec(),
                 value: Some(root),
             });
+        }
+        if let Some(dir) = toolchain_dir {
+            let named = |bytes: &[u8]| memchr::memmem::find(bytes, dir.as_os_str().as_bytes());
+            if outputs.iter().any(|o| named(&o.bytes).is_some())
+                || named(&result.stdout).is_some()
+                || named(&result.stderr).is_some()
+            {
+                env.push(EnvDep {
+                    name: PINNED_TOOLCHAIN.to_vec(),
+                    value: Some(dir.into_os_string().into_vec()),
+                });
+            }
         }
         // Only now the store: the inputs are checked and hashed while a new cache's index is
         // still being created (see `Daemon::lookup_store`), before the build can change them.
@@ -1299,6 +1338,41 @@ fn source_record(call: &Call, key: Hash, parts: Vec<(String, String)>) -> Source
 }
 
 pub(crate) use zccache_core::exit_code;
+
+/// Whether the variable an entry recorded has the same value for `call`; under path
+/// remapping, with the checkout's root as its placeholder on both sides.
+pub(crate) fn env_var_holds(call: &Call, var: &EnvDep) -> bool {
+    let now = call.env_var(&String::from_utf8_lossy(&var.name));
+    match (now, &var.value) {
+        (None, None) => true,
+        (Some(now), Some(stored)) => {
+            *crate::worktree::keyed(call.worktree(), now.as_bytes()) == **stored
+        }
+        _ => false,
+    }
+}
+
+/// The last component of a path as bytes (all of it when it has none).
+pub(crate) fn file_name_bytes(path: &OsStr) -> &[u8] {
+    let bytes = path.as_bytes();
+    match bytes.iter().rposition(|&b| b == b'/') {
+        Some(slash) => &bytes[slash + 1..],
+        None => bytes,
+    }
+}
+
+/// The names a call gives its compiler, in its key: the file names of the binary and of the
+/// name it was called by (`g++` and `gcc` are different drivers, `clang++` is `clang` called
+/// by another name), not their directories. Where a driver is installed matters through what
+/// it finds there, which its identity holds (`-print-search-dirs`, a rustc's libraries):
+/// the same toolchain in another directory or home on another machine makes the same keys.
+pub(crate) fn key_compiler_names(key: &mut KeyHasher, call: &Call) {
+    key.part(
+        "compiler file name",
+        file_name_bytes(call.compiler.as_os_str()),
+    );
+    key.part("compiler name", file_name_bytes(&call.name));
+}
 
 /// Resolves a program name the way the caller's shell would: through the caller's PATH.
 pub(crate) fn which(call: &Call, program: &Path) -> Option<PathBuf> {

@@ -129,9 +129,10 @@ impl Daemon {
                 let here = call.worktree().map(|w| w.root().as_os_str().as_bytes());
                 return var.value.as_deref() == here;
             }
-            call.env_var(&String::from_utf8_lossy(&var.name))
-                .map(|v| v.as_bytes().to_vec())
-                == var.value
+            if var.name == crate::pipeline::PINNED_TOOLCHAIN {
+                return crate::pipeline::toolchain_pin_holds(var.value.as_deref(), call);
+            }
+            crate::pipeline::env_var_holds(call, var)
         })
     }
 

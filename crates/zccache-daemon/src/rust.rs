@@ -8,7 +8,9 @@
 //! (the dep-info's targets) is stored and restored.
 
 use crate::inspect::{not_cacheable, Probe};
-use crate::pipeline::{which, Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
+use crate::pipeline::{
+    file_name_bytes, which, Call, Captured, CapturedOutput, Found, KeyHasher, Miss,
+};
 use crate::toolchain::{Query, Unidentified};
 use crate::worktree::{replace_all, Worktree};
 use crate::Daemon;
@@ -233,12 +235,11 @@ impl Daemon {
                 })
         };
         key.digest_part("compiler identity", &identify(&call.compiler)?);
-        key.part("compiler path", call.compiler.as_os_str().as_bytes());
-        key.part("compiler name", call.name.as_bytes());
+        crate::pipeline::key_compiler_names(key, call);
         if clippy {
             let rustc = absolute(&call.cwd, Path::new(&call.args[0]));
             key.digest_part("rustc identity", &identify(&rustc)?);
-            key.part("rustc path", rustc.as_os_str().as_bytes());
+            key.part("rustc file name", file_name_bytes(rustc.as_os_str()));
         }
         // Under remap, paths in the checkout are keyed relative to its root (see
         // `worktree.rs`); `unshareable` has made sure every such path is one rustc remaps.
@@ -397,8 +398,16 @@ fn capture(
         deps: info.sources,
         env,
         outputs,
+        toolchain_dir: sysroot_of(&call.compiler),
         ..Captured::default()
     })
+}
+
+/// The sysroot of the rustc (or clippy-driver) at `compiler`: the directory above its `bin`,
+/// symbolic links resolved, as rustc finds it.
+pub(crate) fn sysroot_of(compiler: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(compiler).ok()?;
+    Some(real.parent()?.parent()?.to_path_buf())
 }
 
 /// Writes every stored output into the output directory, as fresh files: cargo compares

@@ -163,16 +163,22 @@ impl Toolchains {
         env: &[(OsString, OsString)],
         key: &ProbeKey,
     ) -> Result<Arc<Toolchain>, String> {
-        // The two probes run side by side: a cold build waits for both before its first compile.
+        // The probes run side by side: a cold build waits for them before its first compile.
         let machine_probe = || probe(path, env, &["-dumpmachine"]).unwrap_or_default();
-        let (version, machine) = std::thread::scope(|scope| {
+        let location_probe = || location_of_compiler(path, env);
+        let (version, machine, location) = std::thread::scope(|scope| {
             let machine = std::thread::Builder::new().spawn_scoped(scope, machine_probe);
+            let location = std::thread::Builder::new().spawn_scoped(scope, location_probe);
             let version = probe(path, env, &["--version"]);
             let machine = match machine {
                 Ok(running) => running.join().unwrap_or_default(),
                 Err(_) => machine_probe(),
             };
-            (version, machine)
+            let location = match location {
+                Ok(running) => running.join().unwrap_or_else(|_| location_probe()),
+                Err(_) => location_probe(),
+            };
+            (version, machine, location)
         });
         let version = version?;
         let banner = String::from_utf8_lossy(&version);
@@ -187,6 +193,7 @@ impl Toolchains {
         hasher.update(&(version.len() as u64).to_le_bytes());
         hasher.update(&version);
         hasher.update(&machine);
+        hasher.update(&location);
         let toolchain = Arc::new(Toolchain {
             hash: *hasher.finalize().as_bytes(),
             family,
@@ -263,6 +270,9 @@ impl Toolchains {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&key.1);
         hasher.update(banner);
+        if key.2 == "-vV" {
+            hasher.update(&sysroot_libraries(&key.0));
+        }
         let toolchain = Arc::new(Toolchain {
             hash: *hasher.finalize().as_bytes(),
             family: Family::Gcc,
@@ -566,6 +576,54 @@ fn probe(path: &Path, env: &[(OsString, OsString)], args: &[&str]) -> Result<Vec
     let mut all = output.stdout;
     all.extend_from_slice(&output.stderr);
     Ok(all)
+}
+
+/// What a gcc/clang driver's behaviour takes from where it is installed: the directories it
+/// runs its programs (cc1, as, ld) from and finds its libraries and built-in headers in, as
+/// `-print-search-dirs` lists them. With it in the identity, the cache key need not name the
+/// compiler's path: a copy installed elsewhere with the same layout (another machine's
+/// toolchain, a relocated SDK) shares entries, one that would search elsewhere does not. A
+/// driver that cannot say (the probe fails) is identified by its path instead.
+fn location_of_compiler(path: &Path, env: &[(OsString, OsString)]) -> Vec<u8> {
+    match probe(path, env, &["-print-search-dirs"]) {
+        Ok(dirs) if !dirs.is_empty() => dirs,
+        _ => {
+            let mut named = b"path:".to_vec();
+            named.extend_from_slice(path.as_os_str().as_encoded_bytes());
+            named
+        }
+    }
+}
+
+/// The standard libraries of every target installed beside a rustc (or clippy-driver), by
+/// file name (`lib/rustlib/<target>/lib/libstd-<hash>.rlib`: the hash changes with the
+/// build). Part of its identity: `-vV` names the compiler's build, not the libraries beside
+/// it, and the key does not name the compiler's path (the same toolchain under another home
+/// directory shares entries).
+fn sysroot_libraries(path: &Path) -> Vec<u8> {
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    let Some(sysroot) = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|real| Some(real.parent()?.parent()?.to_path_buf()))
+    else {
+        return Vec::new();
+    };
+    let Ok(targets) = std::fs::read_dir(sysroot.join("lib/rustlib")) else {
+        return Vec::new();
+    };
+    for target in targets.flatten() {
+        let Ok(libs) = std::fs::read_dir(target.path().join("lib")) else {
+            continue;
+        };
+        for lib in libs.flatten() {
+            let mut name = target.file_name().into_encoded_bytes();
+            name.push(b'/');
+            name.extend_from_slice(lib.file_name().as_encoded_bytes());
+            names.push(name);
+        }
+    }
+    names.sort();
+    names.join(&b'\n')
 }
 
 /// The directories listed under `#include <...> search starts here:` in `-v` output.

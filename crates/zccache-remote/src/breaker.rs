@@ -1,5 +1,5 @@
-//! The circuit breaker: after [`FAILURES`] failures in a row the remote is skipped for
-//! [`OPEN_FOR`], then one call probes it; a success closes the breaker, a failure opens it
+//! The circuit breaker: after [`FAILURES`] failures in a row the remote is skipped for a
+//! while ([`OPEN_FOR`] unless configured), then one call probes it; a success closes the breaker, a failure opens it
 //! again. A dead remote then costs a build a few timeouts, not one per compile.
 
 use std::time::{Duration, Instant};
@@ -7,8 +7,18 @@ use std::time::{Duration, Instant};
 pub const FAILURES: u32 = 3;
 pub const OPEN_FOR: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Default)]
+/// What [`Breaker::allow`] says about a call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Allowed {
+    Yes,
+    No,
+    /// Not this call, but probe the remote now: its answer closes or reopens the breaker.
+    ProbeFirst,
+}
+
+#[derive(Debug)]
 pub struct Breaker {
+    open_for: Duration,
     failures: u32,
     open_until: Option<Instant>,
     probing: bool,
@@ -17,15 +27,28 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// Whether a call may go out now. While open, none does; once the time is up, one probe.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    /// A closed breaker that, once open, stays so for `open_for`.
+    pub fn new(open_for: Duration) -> Breaker {
+        Breaker {
+            open_for,
+            failures: 0,
+            open_until: None,
+            probing: false,
+            last_error: None,
+        }
+    }
+
+    /// Whether a call may go out now. While open, none does; once the time is up, the first
+    /// caller is told to start a probe (off any compile's path) and calls stay skipped until
+    /// it answers.
+    pub fn allow(&mut self, now: Instant) -> Allowed {
         match self.open_until {
-            None => true,
+            None => Allowed::Yes,
             Some(until) if now >= until && !self.probing => {
                 self.probing = true;
-                true
+                Allowed::ProbeFirst
             }
-            Some(_) => false,
+            Some(_) => Allowed::No,
         }
     }
 
@@ -40,7 +63,7 @@ impl Breaker {
         self.failures += 1;
         self.last_error = Some(why);
         if self.probing || self.failures >= FAILURES {
-            self.open_until = Some(now + OPEN_FOR);
+            self.open_until = Some(now + self.open_for);
             self.probing = false;
         }
     }
@@ -57,20 +80,24 @@ mod tests {
     #[test]
     fn opens_after_repeated_failures_and_probes_once_when_the_time_is_up() {
         let t0 = Instant::now();
-        let mut b = Breaker::default();
+        let mut b = Breaker::new(OPEN_FOR);
         for _ in 0..FAILURES {
-            assert!(b.allow(t0));
+            assert_eq!(b.allow(t0), Allowed::Yes);
             b.failure(t0, "refused".into());
         }
-        assert!(b.is_open() && !b.allow(t0) && !b.allow(t0 + OPEN_FOR / 2));
+        assert!(b.is_open());
+        assert_eq!(b.allow(t0), Allowed::No);
+        assert_eq!(b.allow(t0 + OPEN_FOR / 2), Allowed::No);
         let later = t0 + OPEN_FOR;
-        assert!(b.allow(later), "one probe");
-        assert!(!b.allow(later), "only one");
+        assert_eq!(b.allow(later), Allowed::ProbeFirst, "one probe");
+        assert_eq!(b.allow(later), Allowed::No, "only one, calls still skipped");
         b.failure(later, "still down".into());
-        assert!(!b.allow(later + Duration::from_secs(1)));
+        assert_eq!(b.allow(later + Duration::from_secs(1)), Allowed::No);
         let much_later = later + OPEN_FOR * 2;
-        assert!(b.allow(much_later));
+        assert_eq!(b.allow(much_later), Allowed::ProbeFirst);
         b.success();
-        assert!(!b.is_open() && b.allow(much_later) && b.allow(much_later));
+        assert!(!b.is_open());
+        assert_eq!(b.allow(much_later), Allowed::Yes);
+        assert_eq!(b.allow(much_later), Allowed::Yes);
     }
 }

@@ -98,6 +98,9 @@ impl fmt::Debug for Target {
 pub struct RemoteConfig {
     pub target: Target,
     pub mode: Mode,
+    /// How long a remote that failed repeatedly is skipped before it is probed again
+    /// (`ZCCACHE_REMOTE_RETRY_SECS`, default [`crate::breaker::OPEN_FOR`]).
+    pub retry_after: std::time::Duration,
 }
 
 impl fmt::Display for RemoteConfig {
@@ -164,6 +167,20 @@ impl RemoteConfig {
                 )
             })?,
             None => Mode::ReadWrite,
+        };
+        let retry_after = match env("ZCCACHE_REMOTE_RETRY_SECS") {
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|secs| *secs > 0)
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| {
+                    format!(
+                        "ZCCACHE_REMOTE_RETRY_SECS={text:?}: expected a whole number of seconds"
+                    )
+                })?,
+            None => crate::breaker::OPEN_FOR,
         };
         let url = url.trim();
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
@@ -265,9 +282,14 @@ impl RemoteConfig {
             return Ok(RemoteConfig {
                 target,
                 mode: Mode::ReadOnly,
+                retry_after,
             });
         }
-        Ok(RemoteConfig { target, mode })
+        Ok(RemoteConfig {
+            target,
+            mode,
+            retry_after,
+        })
     }
 }
 

@@ -87,7 +87,10 @@ pub struct StatsSnapshot {
 }
 
 struct Shared {
-    op: Operator,
+    /// Replaced by a fresh one when a probe finds the remote back: OpenDAL's Redis pool keeps
+    /// reconnecting a dead server's connections with its own backoff (seconds) and would
+    /// hold the first calls after a restart.
+    op: parking_lot::RwLock<Operator>,
     config: RemoteConfig,
     breaker: Mutex<breaker::Breaker>,
     stats: RemoteStats,
@@ -172,12 +175,13 @@ impl Remote {
             let _guard = runtime.enter();
             operator(&config)?
         };
+        let breaker = Mutex::new(breaker::Breaker::new(config.retry_after));
         Ok(Remote {
             runtime,
             shared: Arc::new(Shared {
-                op,
+                op: parking_lot::RwLock::new(op),
                 config,
-                breaker: Mutex::new(breaker::Breaker::default()),
+                breaker,
                 stats: RemoteStats::default(),
                 queued_bytes: AtomicU64::new(0),
                 in_flight: AtomicU64::new(0),
@@ -207,11 +211,17 @@ impl Remote {
                 negative.remove(key);
             }
         }
-        if !shared.breaker.lock().allow(Instant::now()) {
-            return Fetched::Skipped;
+        let allowed = shared.breaker.lock().allow(Instant::now());
+        match allowed {
+            breaker::Allowed::Yes => {}
+            breaker::Allowed::No => return Fetched::Skipped,
+            breaker::Allowed::ProbeFirst => {
+                self.probe_behind();
+                return Fetched::Skipped;
+            }
         }
         let started = Instant::now();
-        let op = shared.op.clone();
+        let op = shared.op.read().clone();
         let path = key.to_string();
         let result = self
             .runtime
@@ -259,6 +269,45 @@ impl Remote {
         fetched
     }
 
+    /// Asks the remote, on the runtime, whether it answers again (a key that need not exist:
+    /// "not found" is an answer); closes the breaker if so, reopens it if not. No compile
+    /// waits for it: a remote that stays dead costs the build nothing past its first failures.
+    fn probe_behind(&self) {
+        let shared = self.shared.clone();
+        let fresh = {
+            let _guard = self.runtime.enter();
+            operator(&shared.config)
+        };
+        let op = match fresh {
+            Ok(op) => op,
+            Err(why) => {
+                shared.breaker.lock().failure(Instant::now(), why);
+                return;
+            }
+        };
+        self.runtime.spawn(async move {
+            let answered = tokio::time::timeout(GET_TIMEOUT, op.stat("v1/probe")).await;
+            let back = match &answered {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => e.kind() == ErrorKind::NotFound,
+                Err(_) => false,
+            };
+            if back {
+                *shared.op.write() = op;
+            }
+            let mut breaker = shared.breaker.lock();
+            match answered {
+                _ if back => breaker.success(),
+                Ok(Err(e)) => breaker.failure(Instant::now(), format!("{e}")),
+                Ok(Ok(_)) => breaker.success(),
+                Err(_) => breaker.failure(
+                    Instant::now(),
+                    format!("no answer within {} ms", GET_TIMEOUT.as_millis()),
+                ),
+            }
+        });
+    }
+
     fn failed(&self, why: String) -> Fetched {
         tracing::warn!("remote {}: {why}", self.shared.config);
         self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -289,7 +338,8 @@ impl Remote {
         shared.negative.lock().remove(&key);
         self.runtime.spawn(async move {
             let _permit = shared.puts.acquire().await;
-            let sent = tokio::time::timeout(PUT_TIMEOUT, shared.op.write(&key, framed)).await;
+            let op = shared.op.read().clone();
+            let sent = tokio::time::timeout(PUT_TIMEOUT, op.write(&key, framed)).await;
             match sent {
                 Ok(Ok(_)) => {
                     shared.breaker.lock().success();

@@ -39,7 +39,10 @@ fn wait_for(port: u16) {
 }
 
 fn redis() -> Server {
-    let port = free_port();
+    redis_on(free_port())
+}
+
+fn redis_on(port: u16) -> Server {
     let child = Command::new("redis-server")
         .args([
             "--port",
@@ -99,6 +102,10 @@ fn moto() -> Server {
 
 /// `zccache args` as machine `cache` with the remote `server`.
 fn on(sb: &Sandbox, cache: &Path, server: &Server, args: &[&str]) -> Output {
+    command_on(sb, cache, server, args).output().unwrap()
+}
+
+fn command_on(sb: &Sandbox, cache: &Path, server: &Server, args: &[&str]) -> Command {
     let mut command = sb.zccache();
     command
         .env("ZCCACHE_CACHE_DIR", cache)
@@ -107,7 +114,7 @@ fn on(sb: &Sandbox, cache: &Path, server: &Server, args: &[&str]) -> Output {
     for (k, v) in &server.env {
         command.env(k, v);
     }
-    command.output().unwrap()
+    command
 }
 
 fn status(sb: &Sandbox, cache: &Path, server: &Server) -> Value {
@@ -217,4 +224,329 @@ fn a_dead_remote_is_reported_and_the_build_goes_on() {
     let warnings = s["warnings"].to_string();
     assert!(warnings.contains("unreachable"), "{s}");
     on(&sb, &cache, &dead, &["stop"]);
+}
+
+/// A C++ project (CMake + Ninja, Debug: `-g`) at `dir`.
+fn cxx_project(sb: &Sandbox, dir: &str) {
+    sb.write_old(
+        &format!("{dir}/CMakeLists.txt"),
+        "cmake_minimum_required(VERSION 3.16)\nproject(shapes CXX)\n\
+         add_library(shapes STATIC src/circle.cpp src/square.cpp)\n\
+         target_include_directories(shapes PUBLIC include)\n\
+         add_executable(report src/main.cpp)\ntarget_link_libraries(report shapes)\n",
+    );
+    sb.write_old(
+        &format!("{dir}/include/shapes.hpp"),
+        "#pragma once\n#include <string>\nstd::string circle(int r);\nstd::string square(int s);\n",
+    );
+    sb.write_old(
+        &format!("{dir}/src/circle.cpp"),
+        "#include \"shapes.hpp\"\nstd::string circle(int r) { return \"circle \" + std::to_string(3 * r * r); }\n",
+    );
+    sb.write_old(
+        &format!("{dir}/src/square.cpp"),
+        "#include \"shapes.hpp\"\nstd::string square(int s) { return \"square \" + std::to_string(s * s); }\n",
+    );
+    sb.write_old(
+        &format!("{dir}/src/main.cpp"),
+        "#include <iostream>\n#include \"shapes.hpp\"\n\
+         int main() { std::cout << circle(2) << ' ' << square(5) << std::endl; }\n",
+    );
+}
+
+/// A cargo workspace at `dir`: a library, a binary using it, and a build script generating code.
+fn cargo_workspace(sb: &Sandbox, dir: &str) {
+    sb.write_old(
+        &format!("{dir}/Cargo.toml"),
+        "[workspace]\nresolver = \"2\"\nmembers = [\"app\", \"geometry\"]\n",
+    );
+    sb.write_old(
+        &format!("{dir}/geometry/Cargo.toml"),
+        "[package]\nname = \"geometry\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    );
+    sb.write_old(
+        &format!("{dir}/geometry/src/lib.rs"),
+        "pub fn area(w: u32, h: u32) -> u32 { w * h }\n",
+    );
+    sb.write_old(
+        &format!("{dir}/app/Cargo.toml"),
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+         [dependencies]\ngeometry = { path = \"../geometry\" }\n",
+    );
+    sb.write_old(
+        &format!("{dir}/app/build.rs"),
+        "fn main() {\n    let out = std::env::var(\"OUT_DIR\").unwrap();\n    \
+         std::fs::write(format!(\"{out}/sides.rs\"), \"pub const SIDES: u32 = 4;\\n\").unwrap();\n}\n",
+    );
+    sb.write_old(
+        &format!("{dir}/app/src/main.rs"),
+        "include!(concat!(env!(\"OUT_DIR\"), \"/sides.rs\"));\n\
+         fn main() { println!(\"area {} sides {}\", geometry::area(6, 7), SIDES); }\n",
+    );
+}
+
+/// Applies machine `cache`'s settings with `server` and path remapping rooted at `root`.
+fn as_machine(command: &mut Command, cache: &Path, server: &Server, root: &Path) {
+    command
+        .env("ZCCACHE_CACHE_DIR", cache)
+        .env("ZCCACHE_REMOTE", &server.url)
+        .env("ZCCACHE_PATH_REMAP", "auto")
+        .env("ZCCACHE_WORKTREE_ROOT", root)
+        .current_dir(root)
+        .stdin(Stdio::null());
+    for (k, v) in &server.env {
+        command.env(k, v);
+    }
+}
+
+fn cmake_build_on(sb: &Sandbox, cache: &Path, server: &Server, dir: &str) {
+    let root = sb.path(dir);
+    let _ = std::fs::remove_dir_all(root.join("build"));
+    let mut configure = Command::new("cmake");
+    configure
+        .args(["-G", "Ninja", "-S", ".", "-B", "build"])
+        .args(["-DCMAKE_BUILD_TYPE=Debug", "-DCMAKE_CXX_COMPILER=g++"])
+        .arg(format!("-DCMAKE_CXX_COMPILER_LAUNCHER={ZCCACHE}"));
+    as_machine(&mut configure, cache, server, &root);
+    assert_success(&configure.output().unwrap(), &["cmake configure"]);
+    let mut build = Command::new("ninja");
+    build.args(["-C", "build"]);
+    as_machine(&mut build, cache, server, &root);
+    assert_success(&build.output().unwrap(), &["ninja"]);
+}
+
+fn cargo_build_on(sb: &Sandbox, cache: &Path, server: &Server, dir: &str, rustc: &Path) {
+    let root = sb.path(dir);
+    let _ = std::fs::remove_dir_all(root.join("target"));
+    let mut build = cargo_in(sb, dir, &["build"]);
+    build.env("RUSTC_WRAPPER", ZCCACHE).env("RUSTC", rustc);
+    as_machine(&mut build, cache, server, &root);
+    assert_success(&build.output().unwrap(), &["cargo build"]);
+}
+
+fn run_program(sb: &Sandbox, program: &str) -> String {
+    let out = Command::new(sb.path(program)).output().unwrap();
+    assert_success(&out, &[program]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The machine's toolchain installed again at another path (another user's home): a copy of
+/// the sysroot, hard-linked where the file system allows.
+fn toolchain_elsewhere(sb: &Sandbox) -> PathBuf {
+    let sysroot = PathBuf::from(real_rustc())
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let copy = sb.path("home-b/toolchain");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    let linked = Command::new("cp")
+        .arg("-al")
+        .arg(&sysroot)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    if !linked.success() {
+        let _ = std::fs::remove_dir_all(&copy);
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&sysroot)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(copied.success(), "copying {}", sysroot.display());
+    }
+    copy.join("bin/rustc")
+}
+
+fn counts(s: &Value) -> (u64, u64, u64) {
+    (
+        s["hits"].as_u64().unwrap(),
+        s["misses"].as_u64().unwrap(),
+        s["remote_hits"].as_u64().unwrap(),
+    )
+}
+
+/// Machine A builds a CMake + Ninja C++ project and a cargo workspace; machine B, with an
+/// empty cache, its checkouts at another path and its Rust toolchain under another home,
+/// gets every unit from the remote; the programs run; B's second build is all local.
+fn projects_on_two_machines(server: Server) {
+    let sb = Sandbox::new();
+    let (a, b) = (sb.path("machine-a"), sb.path("machine-b"));
+    for dir in ["a/src/shapes", "b/work/elsewhere/shapes"] {
+        cxx_project(&sb, dir);
+    }
+    for dir in ["a/src/ws", "b/work/elsewhere/ws"] {
+        cargo_workspace(&sb, dir);
+    }
+    let rustc_a = PathBuf::from(real_rustc());
+    let rustc_b = toolchain_elsewhere(&sb);
+
+    cmake_build_on(&sb, &a, &server, "a/src/shapes");
+    assert_eq!(
+        run_program(&sb, "a/src/shapes/build/report"),
+        "circle 12 square 25\n"
+    );
+    cargo_build_on(&sb, &a, &server, "a/src/ws", &rustc_a);
+    assert_eq!(
+        run_program(&sb, "a/src/ws/target/debug/app"),
+        "area 42 sides 4\n"
+    );
+    let (_, built_a, _) = counts(&status(&sb, &a, &server));
+    // 3 C++ compiles (CMake archives and links without the launcher); geometry, app's build
+    // script and app.
+    assert_eq!(built_a, 6);
+    assert!(on(&sb, &a, &server, &["stop"]).status.success());
+
+    cmake_build_on(&sb, &b, &server, "b/work/elsewhere/shapes");
+    assert_eq!(
+        run_program(&sb, "b/work/elsewhere/shapes/build/report"),
+        "circle 12 square 25\n"
+    );
+    cargo_build_on(&sb, &b, &server, "b/work/elsewhere/ws", &rustc_b);
+    assert_eq!(
+        run_program(&sb, "b/work/elsewhere/ws/target/debug/app"),
+        "area 42 sides 4\n"
+    );
+    let s = status(&sb, &b, &server);
+    let (hits, misses, remote_hits) = counts(&s);
+    assert_eq!(
+        (hits, misses),
+        (built_a, 0),
+        "every unit from the remote: {s}"
+    );
+    assert!(
+        remote_hits >= 2 * built_a,
+        "a manifest and outputs each: {s}"
+    );
+
+    // B again, build directories removed: every unit a local hit.
+    cmake_build_on(&sb, &b, &server, "b/work/elsewhere/shapes");
+    cargo_build_on(&sb, &b, &server, "b/work/elsewhere/ws", &rustc_b);
+    assert_eq!(
+        run_program(&sb, "b/work/elsewhere/ws/target/debug/app"),
+        "area 42 sides 4\n"
+    );
+    let again = status(&sb, &b, &server);
+    assert_eq!(counts(&again), (2 * built_a, 0, remote_hits), "{again}");
+    for cache in [&a, &b] {
+        on(&sb, cache, &server, &["stop"]);
+    }
+}
+
+#[test]
+fn projects_build_on_a_second_machine_from_redis() {
+    projects_on_two_machines(redis());
+}
+
+#[test]
+fn projects_build_on_a_second_machine_from_s3() {
+    projects_on_two_machines(moto());
+}
+
+/// The server killed in the middle of a parallel build: every compile succeeds with the
+/// compiler's object; restarted, the tier comes back (here after the 1 s the breaker was
+/// configured to wait): what is built then reaches another machine.
+#[test]
+fn a_remote_killed_mid_build_and_restarted_comes_back() {
+    const PARALLEL: usize = 12;
+    const AFTER: usize = 3;
+    let sb = Sandbox::new();
+    sb.write_old("inc/common.h", "#define SCALE 3\n");
+    for i in 0..=PARALLEL + AFTER {
+        sb.write_old(
+            &format!("u{i}.c"),
+            &format!("#include \"common.h\"\nint f{i}(int x) {{ return x * SCALE - {i}; }}\n"),
+        );
+    }
+    let compile = |i: usize| -> Vec<String> {
+        [
+            "gcc",
+            "-Iinc",
+            "-O1",
+            "-c",
+            &format!("u{i}.c"),
+            "-o",
+            &format!("u{i}.o"),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let port = free_port();
+    let mut server = redis_on(port);
+    server
+        .env
+        .push(("ZCCACHE_REMOTE_RETRY_SECS".into(), "1".into()));
+    let (a, b) = (sb.path("machine-a"), sb.path("machine-b"));
+    on(&sb, &a, &server, &["start"]);
+    // `make -j4`-like waves; the server is killed after the first.
+    for wave in (0..PARALLEL).collect::<Vec<_>>().chunks(4) {
+        if wave[0] == 4 {
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+        }
+        let running: Vec<(usize, Child)> = wave
+            .iter()
+            .map(|&i| {
+                let args = compile(i);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let child = command_on(&sb, &a, &server, &args)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (i, child)
+            })
+            .collect();
+        for (i, child) in running {
+            assert_success(&child.wait_with_output().unwrap(), &compile(i));
+        }
+    }
+    for i in 0..PARALLEL {
+        let args = compile(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(sb.read(&format!("u{i}.o")), sb.bare_object(&args), "u{i}.o");
+    }
+    let during = status(&sb, &a, &server);
+    assert_eq!(during["misses"], PARALLEL as u64, "{during}");
+    let lost =
+        during["remote_errors"].as_u64().unwrap() + during["remote_dropped"].as_u64().unwrap();
+    assert!(
+        lost >= 1,
+        "uploads after the kill failed or were dropped: {during}"
+    );
+
+    // Restarted (empty): once the breaker's second is up, new results reach it again.
+    let mut restarted = redis_on(port);
+    std::mem::swap(&mut server.child, &mut restarted.child);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The first lookup since then starts a probe (no compile waits for it; this one is not
+    // looked up remotely) that finds the server back.
+    let args = compile(PARALLEL);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_success(&on(&sb, &a, &server, &args), &args);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in PARALLEL + 1..=PARALLEL + AFTER {
+        let args = compile(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_success(&on(&sb, &a, &server, &args), &args);
+    }
+    assert!(on(&sb, &a, &server, &["stop"]).status.success());
+    for i in PARALLEL + 1..=PARALLEL + AFTER {
+        let args = compile(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let expected = sb.read(&format!("u{i}.o"));
+        std::fs::remove_file(sb.path(&format!("u{i}.o"))).unwrap();
+        assert_success(&on(&sb, &b, &server, &args), &args);
+        assert_eq!(sb.read(&format!("u{i}.o")), expected);
+    }
+    let s = status(&sb, &b, &server);
+    assert_eq!(
+        (s["hits"].as_u64(), s["misses"].as_u64()),
+        (Some(AFTER as u64), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["remote_hits"], 2 * AFTER as u64, "{s}");
+    on(&sb, &b, &server, &["stop"]);
 }
