@@ -384,6 +384,11 @@ impl Daemon {
         let Some(mut prepared) = prepared else {
             return self.run_locally(call, "source_unreadable");
         };
+        // Keys the local store lacks are asked of the remote tier side by side first.
+        if let LookupStore::Open(open) = store {
+            let keys: Vec<Hash> = prepared.iter().map(|(key, _)| *key).collect();
+            self.prefetch_remote(open, &keys, call);
+        }
         // Look up and deliver every unit at once; each answer is a hit's reply or a miss.
         let memo = LookupMemo::default();
         let answers: Vec<Option<CompileReply>> = multi

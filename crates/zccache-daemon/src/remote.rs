@@ -9,6 +9,7 @@
 
 use crate::pipeline::Call;
 use crate::Daemon;
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -62,43 +63,99 @@ impl Daemon {
         key: &Hash,
         call: &Call,
     ) -> Option<Arc<Manifest>> {
-        let remote = self.remote.as_ref()?;
-        let Fetched::Hit(raw) = remote.get(&manifest_key(key)) else {
+        self.remote.as_ref()?;
+        if self.import_remote_many(store, &[*key], call) == 0 {
             return None;
+        }
+        store.manifest(key).ok().flatten()
+    }
+
+    /// The keys of a multi-file call that have no local manifest, looked up on the remote side
+    /// by side before the units are looked up (and served) one by one.
+    pub(crate) fn prefetch_remote(&self, store: &Store, keys: &[Hash], call: &Call) {
+        if self.remote.is_none() || keys.len() < 2 {
+            return;
+        }
+        let absent: Vec<Hash> = keys
+            .iter()
+            .filter(|key| matches!(store.manifest(key), Ok(None)))
+            .copied()
+            .collect();
+        if !absent.is_empty() {
+            self.import_remote_many(store, &absent, call);
+        }
+    }
+
+    /// Imports what the remote has for `keys`: their manifests in one round of lookups, then
+    /// the blobs of every entry that matches this machine's files in another; each blob is
+    /// checked against the hash and size its entry names and stored before the entry is.
+    /// Returns how many keys got an entry.
+    fn import_remote_many(&self, store: &Store, keys: &[Hash], call: &Call) -> usize {
+        let Some(remote) = self.remote.as_ref() else {
+            return 0;
         };
-        let manifest: Manifest = match bincode::deserialize(&raw) {
-            Ok(manifest) => manifest,
-            Err(e) => {
-                tracing::warn!("remote manifest {}: {e}; ignored", hex(key));
-                return None;
-            }
-        };
-        let entry = manifest
-            .entries
-            .into_iter()
-            .find(|entry| self.inputs_match(entry, call))?;
-        for output in &entry.result.outputs {
-            if store.has_blob(&output.blob.hash) {
+        let names: Vec<String> = keys.iter().map(manifest_key).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut matched: Vec<(Hash, ManifestEntry)> = Vec::new();
+        for (key, fetched) in keys.iter().zip(remote.get_many(&names)) {
+            let Fetched::Hit(raw) = fetched else {
                 continue;
+            };
+            let manifest: Manifest = match bincode::deserialize(&raw) {
+                Ok(manifest) => manifest,
+                Err(e) => {
+                    tracing::warn!("remote manifest {}: {e}; ignored", hex(key));
+                    continue;
+                }
+            };
+            if let Some(entry) = manifest
+                .entries
+                .into_iter()
+                .find(|entry| self.inputs_match(entry, call))
+            {
+                matched.push((*key, entry));
             }
-            let Fetched::Hit(bytes) = remote.get(&blob_key(&output.blob.hash)) else {
-                return None;
+        }
+        let mut wanted: Vec<(Hash, u64)> = matched
+            .iter()
+            .flat_map(|(_, entry)| entry.result.outputs.iter())
+            .map(|output| (output.blob.hash, output.blob.size))
+            .filter(|(hash, _)| !store.has_blob(hash))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let blob_names: Vec<String> = wanted.iter().map(|(hash, _)| blob_key(hash)).collect();
+        let blob_names: Vec<&str> = blob_names.iter().map(String::as_str).collect();
+        let mut present: HashSet<Hash> = HashSet::new();
+        for ((hash, size), fetched) in wanted.iter().zip(remote.get_many(&blob_names)) {
+            let Fetched::Hit(bytes) = fetched else {
+                continue;
             };
             // The frame was checked; the content must also be the blob the entry names.
-            if bytes.len() as u64 != output.blob.size
-                || *blake3::hash(&bytes).as_bytes() != output.blob.hash
-            {
+            if bytes.len() as u64 != *size || *blake3::hash(&bytes).as_bytes() != *hash {
                 tracing::warn!(
                     "remote blob {} is not what its entry names; ignored",
-                    hex(&output.blob.hash)
+                    hex(hash)
                 );
-                return None;
+                continue;
             }
-            store.put_bytes(&bytes).ok()?;
+            if store.put_bytes(&bytes).is_ok() {
+                present.insert(*hash);
+            }
         }
-        store.add_entry(key, entry).ok()?;
-        tracing::debug!("remote hit for {}: stored locally", hex(key));
-        store.manifest(key).ok().flatten()
+        let mut imported = 0;
+        for (key, entry) in matched {
+            let complete = entry
+                .result
+                .outputs
+                .iter()
+                .all(|o| present.contains(&o.blob.hash) || store.has_blob(&o.blob.hash));
+            if complete && store.add_entry(&key, entry).is_ok() {
+                tracing::debug!("remote hit for {}: stored locally", hex(&key));
+                imported += 1;
+            }
+        }
+        imported
     }
 
     /// Every dependency of `entry` has, on this machine, the content it was stored with, and

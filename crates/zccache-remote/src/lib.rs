@@ -198,75 +198,113 @@ impl Remote {
     /// Looks `key` up, within [`GET_TIMEOUT`]. Blocks the calling thread (a request's, after
     /// a local miss) but never a tokio worker.
     pub fn get(&self, key: &str) -> Fetched {
+        self.get_many(&[key]).pop().unwrap_or(Fetched::Skipped)
+    }
+
+    /// Looks `keys` up side by side (one round trip's time for all, each within
+    /// [`GET_TIMEOUT`]): a multi-file call's manifests, a unit's outputs. Answers in order.
+    pub fn get_many(&self, keys: &[&str]) -> Vec<Fetched> {
+        let shared = &self.shared;
+        let mut answers: Vec<Option<Fetched>> = keys.iter().map(|key| self.skip(key)).collect();
+        let started = Instant::now();
+        let asked: Vec<(usize, tokio::task::JoinHandle<_>)> = answers
+            .iter()
+            .enumerate()
+            .filter(|(_, answer)| answer.is_none())
+            .map(|(i, _)| {
+                let op = shared.op.read().clone();
+                let path = keys[i].to_string();
+                let read = self
+                    .runtime
+                    .spawn(async move { tokio::time::timeout(GET_TIMEOUT, op.read(&path)).await });
+                (i, read)
+            })
+            .collect();
+        for (i, read) in asked {
+            let result = self.runtime.block_on(read);
+            let fetched = match result {
+                Ok(Ok(Ok(buffer))) => self.answered(keys[i], buffer.to_vec()),
+                Ok(Ok(Err(e))) if e.kind() == ErrorKind::NotFound => self.missing(keys[i]),
+                Ok(Ok(Err(e))) => self.failed(format!("{e}")),
+                Ok(Err(_)) => {
+                    self.failed(format!("no answer within {} ms", GET_TIMEOUT.as_millis()))
+                }
+                Err(e) => self.failed(format!("lookup task: {e}")),
+            };
+            if !matches!(fetched, Fetched::Failed) {
+                shared
+                    .stats
+                    .latency_us
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                shared.stats.lookups.fetch_add(1, Ordering::Relaxed);
+            }
+            answers[i] = Some(fetched);
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or(Fetched::Skipped))
+            .collect()
+    }
+
+    /// `Some(Skipped)` when `key` is not to be asked for now: write-only mode, missing a
+    /// moment ago, or the breaker open (whose time being up starts a probe instead).
+    fn skip(&self, key: &str) -> Option<Fetched> {
         let shared = &self.shared;
         if !shared.config.mode.reads() {
-            return Fetched::Skipped;
+            return Some(Fetched::Skipped);
         }
         {
             let mut negative = shared.negative.lock();
             if let Some(at) = negative.get(key) {
                 if at.elapsed() < NEGATIVE_TTL {
-                    return Fetched::Skipped;
+                    return Some(Fetched::Skipped);
                 }
                 negative.remove(key);
             }
         }
         let allowed = shared.breaker.lock().allow(Instant::now());
         match allowed {
-            breaker::Allowed::Yes => {}
-            breaker::Allowed::No => return Fetched::Skipped,
+            breaker::Allowed::Yes => None,
+            breaker::Allowed::No => Some(Fetched::Skipped),
             breaker::Allowed::ProbeFirst => {
                 self.probe_behind();
-                return Fetched::Skipped;
+                Some(Fetched::Skipped)
             }
         }
-        let started = Instant::now();
-        let op = shared.op.read().clone();
-        let path = key.to_string();
-        let result = self
-            .runtime
-            .block_on(async move { tokio::time::timeout(GET_TIMEOUT, op.read(&path)).await });
-        let fetched = match result {
-            Ok(Ok(buffer)) => {
-                shared.breaker.lock().success();
-                let bytes = buffer.to_vec();
-                shared
-                    .stats
-                    .bytes_down
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                match frame::decode(&bytes) {
-                    Ok(raw) => {
-                        shared.stats.hits.fetch_add(1, Ordering::Relaxed);
-                        Fetched::Hit(raw)
-                    }
-                    Err(why) => {
-                        tracing::warn!("remote entry {key}: {why}; ignored");
-                        shared.stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                        Fetched::Corrupt
-                    }
-                }
+    }
+
+    /// The remote's bytes for `key`: the entry if its frame holds.
+    fn answered(&self, key: &str, bytes: Vec<u8>) -> Fetched {
+        let shared = &self.shared;
+        shared.breaker.lock().success();
+        shared
+            .stats
+            .bytes_down
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        match frame::decode(&bytes) {
+            Ok(raw) => {
+                shared.stats.hits.fetch_add(1, Ordering::Relaxed);
+                Fetched::Hit(raw)
             }
-            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => {
-                shared.breaker.lock().success();
-                shared.stats.misses.fetch_add(1, Ordering::Relaxed);
-                let mut negative = shared.negative.lock();
-                if negative.len() >= NEGATIVE_MAX {
-                    negative.clear();
-                }
-                negative.insert(key.to_string(), Instant::now());
-                Fetched::Miss
+            Err(why) => {
+                tracing::warn!("remote entry {key}: {why}; ignored");
+                shared.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                Fetched::Corrupt
             }
-            Ok(Err(e)) => self.failed(format!("{e}")),
-            Err(_) => self.failed(format!("no answer within {} ms", GET_TIMEOUT.as_millis())),
-        };
-        if !matches!(fetched, Fetched::Failed) {
-            shared
-                .stats
-                .latency_us
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            shared.stats.lookups.fetch_add(1, Ordering::Relaxed);
         }
-        fetched
+    }
+
+    /// `key` is not on the remote: remembered for [`NEGATIVE_TTL`].
+    fn missing(&self, key: &str) -> Fetched {
+        let shared = &self.shared;
+        shared.breaker.lock().success();
+        shared.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let mut negative = shared.negative.lock();
+        if negative.len() >= NEGATIVE_MAX {
+            negative.clear();
+        }
+        negative.insert(key.to_string(), Instant::now());
+        Fetched::Miss
     }
 
     /// Asks the remote, on the runtime, whether it answers again (a key that need not exist:

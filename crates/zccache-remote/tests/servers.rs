@@ -129,6 +129,7 @@ fn round_trip(config: RemoteConfig) {
     assert!(a.put_behind("b/0123".into(), &entry));
     assert_eq!(a.flush(Duration::from_secs(20)), 0);
     assert_eq!(a.stats().uploads, 1, "{:?}", a.stats());
+    let config_again = config.clone();
     let b = Remote::open(config).unwrap();
     assert_eq!(b.get("b/0123"), Fetched::Hit(entry));
     assert_eq!(b.get("b/missing"), Fetched::Miss);
@@ -141,6 +142,18 @@ fn round_trip(config: RemoteConfig) {
         "{stats:?}"
     );
     assert!(stats.bytes_down > 0);
+    // Several keys at once: answers in the order asked.
+    let c = Remote::open(config_again).unwrap();
+    assert!(c.put_behind("b/second".into(), b"two"));
+    assert_eq!(c.flush(Duration::from_secs(20)), 0);
+    assert_eq!(
+        c.get_many(&["b/absent", "b/second", "b/0123"]),
+        vec![
+            Fetched::Miss,
+            Fetched::Hit(b"two".to_vec()),
+            Fetched::Hit(data(300_000, 7))
+        ]
+    );
 }
 
 #[test]

@@ -550,3 +550,38 @@ fn a_remote_killed_mid_build_and_restarted_comes_back() {
     assert_eq!(s["remote_hits"], 2 * AFTER as u64, "{s}");
     on(&sb, &b, &server, &["stop"]);
 }
+
+/// A multi-file call's units are looked up on the remote together and all served from it.
+#[test]
+fn a_multi_file_calls_units_come_from_the_remote() {
+    let sb = Sandbox::new();
+    sources(&sb);
+    let server = redis();
+    let (a, b) = (sb.path("machine-a"), sb.path("machine-b"));
+    let mut args = vec!["gcc", "-Iinc", "-O1", "-c"];
+    let names: Vec<String> = (0..UNITS).map(|i| format!("u{i}.c")).collect();
+    args.extend(names.iter().map(String::as_str));
+    let objects = || -> Vec<Vec<u8>> {
+        (0..UNITS)
+            .map(|i| {
+                let path = format!("u{i}.o");
+                let bytes = sb.read(&path);
+                std::fs::remove_file(sb.path(&path)).unwrap();
+                bytes
+            })
+            .collect()
+    };
+    assert_success(&on(&sb, &a, &server, &args), &args);
+    let built_a = objects();
+    assert!(on(&sb, &a, &server, &["stop"]).status.success());
+    assert_success(&on(&sb, &b, &server, &args), &args);
+    assert_eq!(objects(), built_a);
+    let s = status(&sb, &b, &server);
+    assert_eq!(
+        (s["hits"].as_u64(), s["misses"].as_u64()),
+        (Some(UNITS as u64), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["remote_hits"], 2 * UNITS as u64, "{s}");
+    on(&sb, &b, &server, &["stop"]);
+}
