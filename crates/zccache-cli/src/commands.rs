@@ -425,6 +425,7 @@ pub(crate) fn breakdown(out: &mut String, label: &str, counts: &[(String, u64)])
 pub(crate) struct Counters<'a> {
     pub hits: u64,
     pub worktree_hits: u64,
+    pub remote_hits: u64,
     pub misses: u64,
     pub hit_rate: f64,
     pub time_saved_ms: u64,
@@ -439,6 +440,9 @@ pub(crate) fn counter_rows(out: &mut String, c: &Counters) {
     line(out, "hits", c.hits.to_string());
     if c.worktree_hits > 0 {
         line(out, "  from another worktree", c.worktree_hits.to_string());
+    }
+    if c.remote_hits > 0 {
+        line(out, "  from the remote", c.remote_hits.to_string());
     }
     line(out, "misses", c.misses.to_string());
     line(out, "hit rate", format!("{:.1} %", c.hit_rate));
@@ -470,6 +474,7 @@ fn render_status(r: &StatusReport) -> String {
         &Counters {
             hits: r.hits,
             worktree_hits: r.worktree_hits,
+            remote_hits: r.remote_hits,
             misses: r.misses,
             hit_rate: r.hit_rate(),
             time_saved_ms: r.time_saved_ms,
@@ -510,9 +515,10 @@ fn render_status(r: &StatusReport) -> String {
         line(&mut out, "remote", remote.clone());
         line(
             &mut out,
-            "remote hits",
+            "remote lookups",
             format!(
-                "{} hits, {} misses, {} errors ({} damaged entries refused), mean {:.1} ms",
+                "{} compiles served, {} not found, {} errors ({} damaged entries refused), \
+                 mean {:.1} ms",
                 r.remote_hits,
                 r.remote_misses,
                 r.remote_errors,

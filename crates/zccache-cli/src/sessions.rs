@@ -133,6 +133,7 @@ fn render(r: &SessionReport) -> String {
         &Counters {
             hits: r.hits,
             worktree_hits: r.worktree_hits,
+            remote_hits: r.remote_hits,
             misses: r.misses,
             hit_rate: r.hit_rate(),
             time_saved_ms: r.time_saved_ms,

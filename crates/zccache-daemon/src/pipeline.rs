@@ -611,6 +611,15 @@ pub(crate) struct Ran {
     pub stderr_sent: usize,
 }
 
+/// Why no entry of a manifest served a call (counted once the remote was asked too).
+pub(crate) enum Unmatched {
+    NoEntry,
+    /// An entry of another checkout matched but its outputs name that checkout.
+    PinnedElsewhere,
+    /// An entry of another checkout whose files differ in this one.
+    OtherCheckoutDiffers,
+}
+
 /// Marks a pending store as ended when dropped.
 struct PendingGuard<'a>(&'a crate::pending::PendingStores, Hash);
 
@@ -787,7 +796,7 @@ impl Daemon {
         self.pending.wait_for(key);
         let manifest = match store.manifest(key) {
             Ok(Some(found)) => found,
-            // Not here: the remote tier, if any (never asked when the local store has it).
+            // Not here: the remote tier, if any (never asked when a local entry matches).
             Ok(None) => self.import_remote(store, key, call)?,
             Err(e) => {
                 tracing::warn!("manifest lookup failed: {e}");
@@ -795,6 +804,41 @@ impl Daemon {
                 return None;
             }
         };
+        let unmatched = match self.match_entry(store, key, call, memo, &manifest) {
+            Ok(found) => return Some(found),
+            Err(unmatched) => unmatched,
+        };
+        // No local entry matches: another machine may have stored one that does.
+        let merged = match self.remote {
+            Some(_) => self.import_remote(store, key, call),
+            None => None,
+        };
+        let unmatched = match merged {
+            Some(merged) => match self.match_entry(store, key, call, memo, &merged) {
+                Ok(found) => return Some(found),
+                Err(unmatched) => unmatched,
+            },
+            None => unmatched,
+        };
+        match unmatched {
+            Unmatched::PinnedElsewhere => call.note_remap_reason(&self.stats, "path_in_output"),
+            Unmatched::OtherCheckoutDiffers => {
+                call.note_remap_reason(&self.stats, "content_hash_mismatch")
+            }
+            Unmatched::NoEntry => {}
+        }
+        None
+    }
+
+    /// The first entry of `manifest` whose inputs are unchanged for this call, or why none.
+    fn match_entry(
+        &self,
+        store: &Store,
+        key: &Hash,
+        call: &Call,
+        memo: Option<&LookupMemo>,
+        manifest: &Arc<Manifest>,
+    ) -> Result<Found, Unmatched> {
         let own_listings;
         let listings = match memo {
             Some(memo) => &memo.listings,
@@ -920,18 +964,19 @@ impl Daemon {
                 }
             }
             store.note_use(key);
-            return Some(Found {
+            return Ok(Found {
                 manifest: manifest.clone(),
                 index,
                 newest_input_ns,
             });
         }
-        if pinned_elsewhere {
-            call.note_remap_reason(&self.stats, "path_in_output");
+        Err(if pinned_elsewhere {
+            Unmatched::PinnedElsewhere
         } else if other_checkout_differs {
-            call.note_remap_reason(&self.stats, "content_hash_mismatch");
-        }
-        None
+            Unmatched::OtherCheckoutDiffers
+        } else {
+            Unmatched::NoEntry
+        })
     }
 
     /// Delivers `found` with `deliver` and builds the hit reply; `None` (a miss) when delivery

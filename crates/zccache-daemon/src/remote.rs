@@ -97,7 +97,11 @@ impl Daemon {
         let names: Vec<String> = keys.iter().map(manifest_key).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut matched: Vec<(Hash, ManifestEntry)> = Vec::new();
+        let mut asked: HashSet<Hash> = HashSet::new();
         for (key, fetched) in keys.iter().zip(remote.get_many(&names)) {
+            if matches!(fetched, Fetched::Hit(_) | Fetched::Miss) {
+                asked.insert(*key);
+            }
             let Fetched::Hit(raw) = fetched else {
                 continue;
             };
@@ -143,7 +147,7 @@ impl Daemon {
                 present.insert(*hash);
             }
         }
-        let mut imported = 0;
+        let mut imported = HashSet::new();
         for (key, entry) in matched {
             let complete = entry
                 .result
@@ -152,10 +156,21 @@ impl Daemon {
                 .all(|o| present.contains(&o.blob.hash) || store.has_blob(&o.blob.hash));
             if complete && store.add_entry(&key, entry).is_ok() {
                 tracing::debug!("remote hit for {}: stored locally", hex(&key));
-                imported += 1;
+                imported.insert(key);
             }
         }
-        imported
+        // Counted per compile: a hit imported, a miss when the remote answered for the key
+        // (nothing there, or nothing that matches this machine's files).
+        for key in keys {
+            let hit = imported.contains(key);
+            if hit || asked.contains(key) {
+                self.stats.remote(hit);
+                if let Some(session) = &call.session {
+                    session.stats.remote(hit);
+                }
+            }
+        }
+        imported.len()
     }
 
     /// Every dependency of `entry` has, on this machine, the content it was stored with, and
@@ -203,7 +218,7 @@ impl Daemon {
         }
         if let Ok(Some(manifest)) = store.manifest(key) {
             if let Ok(raw) = bincode::serialize(&*manifest) {
-                remote.put_behind(manifest_key(key), &raw);
+                remote.put_merged_behind(manifest_key(key), &raw, Box::new(merge_manifests));
             }
         }
     }
@@ -214,4 +229,25 @@ impl Daemon {
             .as_ref()
             .is_some_and(|r| r.config().mode.writes())
     }
+}
+
+/// This machine's manifest for a key with the remote's: its own entries first (the newest
+/// first, as stored), then the remote's others (entries of other machines, for other header
+/// contents), within the local limit per key.
+fn merge_manifests(ours: &[u8], theirs: &[u8]) -> Option<Vec<u8>> {
+    let mut merged: Manifest = bincode::deserialize(ours).ok()?;
+    let theirs: Manifest = bincode::deserialize(theirs).ok()?;
+    for entry in theirs.entries {
+        if merged.entries.len() >= zccache_artifact::MAX_ENTRIES_PER_KEY {
+            break;
+        }
+        let known = merged
+            .entries
+            .iter()
+            .any(|own| own.deps == entry.deps && own.env == entry.env);
+        if !known {
+            merged.entries.push(entry);
+        }
+    }
+    bincode::serialize(&merged).ok()
 }

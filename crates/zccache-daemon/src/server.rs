@@ -788,8 +788,8 @@ impl Daemon {
         let stats = remote.stats();
         StatusReport {
             remote: Some(remote.config().to_string()),
-            remote_hits: stats.hits,
-            remote_misses: stats.misses,
+            remote_hits: self.stats.remote_hits.load(Ordering::Relaxed),
+            remote_misses: self.stats.remote_misses.load(Ordering::Relaxed),
             remote_errors: stats.errors + stats.corrupt,
             remote_corrupt: stats.corrupt,
             remote_uploads: stats.uploads,

@@ -82,6 +82,8 @@ impl Session {
             hits: self.stats.hits.load(Relaxed),
             worktree_hits: self.stats.worktree_hits.load(Relaxed),
             misses: self.stats.misses.load(Relaxed),
+            remote_hits: self.stats.remote_hits.load(Relaxed),
+            remote_misses: self.stats.remote_misses.load(Relaxed),
             not_stored: self.stats.not_stored_counts(),
             non_cacheable: self.stats.non_cacheable_counts(),
             worktree_fallbacks: self.stats.worktree_fallback_counts(),

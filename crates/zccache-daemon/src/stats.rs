@@ -11,6 +11,10 @@ pub struct Stats {
     /// Hits served from an entry another checkout stored (see `worktree.rs`).
     pub worktree_hits: AtomicU64,
     pub misses: AtomicU64,
+    /// Compiles whose result came from the remote tier (then stored locally), and compiles
+    /// the remote was asked about and had nothing for.
+    pub remote_hits: AtomicU64,
+    pub remote_misses: AtomicU64,
     pub errors: AtomicU64,
     pub time_saved_ms: AtomicU64,
     /// Compiler queries answered from memory, and run.
@@ -41,6 +45,15 @@ impl Stats {
 
     pub fn not_stored(&self, reason: &str) {
         self.not_stored.count(reason);
+    }
+
+    pub fn remote(&self, hit: bool) {
+        let counter = if hit {
+            &self.remote_hits
+        } else {
+            &self.remote_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn worktree_hit(&self) {

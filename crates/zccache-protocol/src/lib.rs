@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 13;
+pub const PROTOCOL_VERSION: u16 = 14;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -208,6 +208,8 @@ pub struct StatusReport {
     pub warnings: Vec<String>,
     /// The remote tier (`ZCCACHE_REMOTE`), without credentials; `None` when there is none.
     pub remote: Option<String>,
+    /// Compiles served from the remote tier, and compiles it was asked about and had nothing
+    /// for.
     pub remote_hits: u64,
     pub remote_misses: u64,
     /// Failed calls (down, refusing, timed out) and entries refused as damaged.
@@ -261,6 +263,10 @@ pub struct SessionReport {
     /// Of the hits, those served from an entry another checkout stored.
     pub worktree_hits: u64,
     pub misses: u64,
+    /// Of the hits, those whose result came from the remote tier; and the compiles it was
+    /// asked about and had nothing for.
+    pub remote_hits: u64,
+    pub remote_misses: u64,
     pub not_stored: Vec<(String, u64)>,
     pub non_cacheable: Vec<(String, u64)>,
     /// Calls that asked for path remapping but were keyed by their real paths, by reason.

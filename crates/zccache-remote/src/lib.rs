@@ -40,6 +40,10 @@ const PARALLEL_PUTS: usize = 4;
 const NEGATIVE_TTL: Duration = Duration::from_secs(30);
 const NEGATIVE_MAX: usize = 4096;
 
+/// Combines an entry about to be uploaded (first) with the remote's (second): the bytes to
+/// upload instead, or `None` to upload the first as it is.
+pub type Merge = Box<dyn FnOnce(&[u8], &[u8]) -> Option<Vec<u8>> + Send>;
+
 /// What a lookup gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fetched {
@@ -356,6 +360,19 @@ impl Remote {
     /// Queues `raw` for upload under `key` and returns at once; false when not queued (read-only
     /// mode, the breaker open, or the queue full: counted as dropped).
     pub fn put_behind(&self, key: String, raw: &[u8]) -> bool {
+        self.enqueue(key, raw, None)
+    }
+
+    /// Like [`Remote::put_behind`], for an entry others may have written too (a manifest
+    /// several machines add to): just before the upload, what the remote holds under `key`
+    /// (when it answers, in time and undamaged) and `raw` are combined by `merge`; its
+    /// `None` uploads `raw` as it is. Two machines merging at the same instant can still
+    /// lose one's addition until it uploads again: the remote is a cache.
+    pub fn put_merged_behind(&self, key: String, raw: &[u8], merge: Merge) -> bool {
+        self.enqueue(key, raw, Some(merge))
+    }
+
+    fn enqueue(&self, key: String, raw: &[u8], merge: Option<Merge>) -> bool {
         let shared = self.shared.clone();
         if !shared.config.mode.writes() {
             return false;
@@ -377,6 +394,21 @@ impl Remote {
         self.runtime.spawn(async move {
             let _permit = shared.puts.acquire().await;
             let op = shared.op.read().clone();
+            let framed = match merge {
+                Some(merge) => {
+                    let theirs = tokio::time::timeout(GET_TIMEOUT, op.read(&key)).await;
+                    let merged = match theirs {
+                        Ok(Ok(buffer)) => frame::decode(&buffer.to_vec()).ok().and_then(|theirs| {
+                            frame::decode(&framed)
+                                .ok()
+                                .and_then(|ours| merge(&ours, &theirs))
+                        }),
+                        _ => None,
+                    };
+                    merged.map_or(framed, |raw| frame::encode(&raw))
+                }
+                None => framed,
+            };
             let sent = tokio::time::timeout(PUT_TIMEOUT, op.write(&key, framed)).await;
             match sent {
                 Ok(Ok(_)) => {

@@ -152,15 +152,42 @@ fn build(sb: &Sandbox, cache: &Path, server: &Server) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn two_machines(server: Server) {
+fn two_machines(mut server: Server) {
     let sb = Sandbox::new();
     sources(&sb);
     let (a, b): (PathBuf, PathBuf) = (sb.path("machine-a"), sb.path("machine-b"));
     let built_a = build(&sb, &a, &server);
     // Stopping the daemon flushes its uploads.
     assert!(on(&sb, &a, &server, &["stop"]).status.success());
-    // Machine B, empty: every unit comes from the remote, stored locally, then served.
+    // Machine B, empty, in a session: every unit comes from the remote, stored locally, then
+    // served.
+    let started = on(&sb, &b, &server, &["session-start"]);
+    let id = String::from_utf8(started.stdout).unwrap();
+    let id = id
+        .trim()
+        .strip_prefix("export ZCCACHE_SESSION_ID=")
+        .unwrap()
+        .to_string();
+    server.env.push(("ZCCACHE_SESSION_ID".into(), id.clone()));
     let built_b = build(&sb, &b, &server);
+    server.env.pop();
+    let session = on(&sb, &b, &server, &["session-stats", &id, "--json"]);
+    let session: Value = serde_json::from_slice(&session.stdout).unwrap();
+    assert_eq!(
+        (
+            &session["hits"],
+            &session["remote_hits"],
+            &session["remote_misses"]
+        ),
+        (&Value::from(UNITS), &Value::from(UNITS), &Value::from(0)),
+        "{session}"
+    );
+    let text = on(&sb, &b, &server, &["session-stats", &id]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("from the remote"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
     assert_eq!(
         built_a, built_b,
         "objects from the remote are the compiler's"
@@ -168,11 +195,8 @@ fn two_machines(server: Server) {
     let s = status(&sb, &b, &server);
     assert_eq!(s["hits"], UNITS as u64, "{s}");
     assert_eq!(s["misses"], 0, "{s}");
-    assert_eq!(
-        s["remote_hits"].as_u64().unwrap(),
-        2 * UNITS as u64,
-        "manifest and object each: {s}"
-    );
+    assert_eq!(s["remote_hits"], UNITS as u64, "{s}");
+    assert_eq!(s["remote_misses"], 0, "{s}");
     // B again: all local.
     build(&sb, &b, &server);
     let again = status(&sb, &b, &server);
@@ -191,6 +215,7 @@ fn two_machines(server: Server) {
     assert_eq!(sb.read("u0.o"), bare);
     let after = status(&sb, &b, &server);
     assert_eq!(after["misses"], 1, "{after}");
+    assert_eq!(after["remote_misses"], 1, "no entry that matches: {after}");
     for cache in [&a, &b] {
         on(&sb, cache, &server, &["stop"]);
     }
@@ -416,10 +441,7 @@ fn projects_on_two_machines(server: Server) {
         (built_a, 0),
         "every unit from the remote: {s}"
     );
-    assert!(
-        remote_hits >= 2 * built_a,
-        "a manifest and outputs each: {s}"
-    );
+    assert_eq!(remote_hits, built_a, "{s}");
 
     // B again, build directories removed: every unit a local hit.
     cmake_build_on(&sb, &b, &server, "b/work/elsewhere/shapes");
@@ -547,7 +569,7 @@ fn a_remote_killed_mid_build_and_restarted_comes_back() {
         (Some(AFTER as u64), Some(0)),
         "{s}"
     );
-    assert_eq!(s["remote_hits"], 2 * AFTER as u64, "{s}");
+    assert_eq!(s["remote_hits"], AFTER as u64, "{s}");
     on(&sb, &b, &server, &["stop"]);
 }
 
@@ -582,6 +604,55 @@ fn a_multi_file_calls_units_come_from_the_remote() {
         (Some(UNITS as u64), Some(0)),
         "{s}"
     );
-    assert_eq!(s["remote_hits"], 2 * UNITS as u64, "{s}");
+    assert_eq!(s["remote_hits"], UNITS as u64, "{s}");
     on(&sb, &b, &server, &["stop"]);
+}
+
+/// Machines that compiled the same source with different headers each add their entry to the
+/// remote manifest (merged, not overwritten), and a machine whose local entries do not match
+/// asks the remote, which has the one that does.
+#[test]
+fn entries_of_several_machines_are_merged_and_found() {
+    let sb = Sandbox::new();
+    sources(&sb);
+    let server = redis();
+    let (a, b, c) = (
+        sb.path("machine-a"),
+        sb.path("machine-b"),
+        sb.path("machine-c"),
+    );
+    let args = ["gcc", "-Iinc", "-O1", "-c", "u0.c", "-o", "u0.o"];
+    let compile_on = |cache: &Path| {
+        assert_success(&on(&sb, cache, &server, &args), &args);
+        let object = sb.read("u0.o");
+        std::fs::remove_file(sb.path("u0.o")).unwrap();
+        object
+    };
+    let with_scale = |scale: u32| {
+        sb.write_old("inc/common.h", &format!("#define SCALE {scale}\n"));
+        let object = sb.bare_object(&args);
+        std::fs::remove_file(sb.path("bare.o")).unwrap();
+        object
+    };
+    let three = with_scale(3);
+    assert_eq!(compile_on(&a), three);
+    assert!(on(&sb, &a, &server, &["stop"]).status.success());
+    // B compiles with another header: the remote's entry does not match; B's is added to it.
+    let five = with_scale(5);
+    assert_eq!(compile_on(&b), five);
+    assert!(on(&sb, &b, &server, &["stop"]).status.success());
+    // Back to A's header on B (a new daemon: its counters start at 0): B's own entry does
+    // not match, and the remote still has A's beside B's.
+    with_scale(3);
+    assert_eq!(compile_on(&b), three);
+    let s = status(&sb, &b, &server);
+    assert_eq!(counts(&s), (1, 0, 1), "hits, misses, remote hits: {s}");
+    // A new machine with B's header: B's entry is there too.
+    with_scale(5);
+    assert_eq!(compile_on(&c), five);
+    let s = status(&sb, &c, &server);
+    assert_eq!(counts(&s), (1, 0, 1), "{s}");
+    for cache in [&a, &b, &c] {
+        on(&sb, cache, &server, &["stop"]);
+    }
 }
