@@ -853,7 +853,7 @@ impl Daemon {
         let mut pinned_elsewhere = false;
         'entries: for (index, entry) in manifest.entries.iter().enumerate() {
             let mut newest_input_ns = i128::MIN;
-            if let Some(newest) = self.verified.check(&self.fs, call, &manifest, index) {
+            if let Some(newest) = self.verified.check(&self.fs, call, manifest, index) {
                 newest_input_ns = newest;
             } else {
                 let mut vouchers = Some(Vouchers::default());
@@ -899,7 +899,7 @@ impl Daemon {
                 }
                 if let Some(vouchers) = vouchers {
                     self.verified
-                        .remember(call, &manifest, index, vouchers, newest_input_ns);
+                        .remember(call, manifest, index, vouchers, newest_input_ns);
                 }
             }
             for var in &entry.env {
@@ -954,7 +954,7 @@ impl Daemon {
                 let derived = |changed: &[bool]| {
                     Some(
                         self.derived_shadows
-                            .get_or_derive(&manifest, index, check, &deps, changed),
+                            .get_or_derive(manifest, index, check, &deps, changed),
                     )
                 };
                 let dirs = CallDirs { fs: &self.fs, call };
