@@ -444,6 +444,9 @@ fn init_logging(root: &CacheRoot) {
 /// How long a connected client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long `status` waits for queued remote uploads before it reports the counters.
+const STATUS_UPLOAD_WAIT: Duration = Duration::from_secs(2);
+
 /// How often the sync thread looks for entries to make durable.
 const SYNC_CHECK: Duration = Duration::from_millis(250);
 
@@ -740,6 +743,11 @@ impl Daemon {
         self.pending.wait_all();
         self.sync_store();
         self.journal.barrier();
+        // And the uploads those stores queued, within a short limit (a slow remote's are
+        // reported as they stand).
+        if let Some(remote) = &self.remote {
+            remote.flush(STATUS_UPLOAD_WAIT);
+        }
         let (artifact_count, artifact_bytes) = self.store().map(|s| s.usage()).unwrap_or_default();
         let mut warnings: Vec<String> = match self.opened_store() {
             Some(opened) => opened.problem.iter().cloned().collect(),

@@ -656,3 +656,47 @@ fn entries_of_several_machines_are_merged_and_found() {
         on(&sb, cache, &server, &["stop"]);
     }
 }
+
+/// ZCCACHE_REMOTE_MODE: a write-only machine (a CI job that fills the cache) uploads and never
+/// asks; a read-only one (a developer's) is served and uploads nothing.
+#[test]
+fn write_only_and_read_only_machines() {
+    let sb = Sandbox::new();
+    sources(&sb);
+    let mut server = redis();
+    let (a, b, c) = (
+        sb.path("machine-a"),
+        sb.path("machine-b"),
+        sb.path("machine-c"),
+    );
+    server
+        .env
+        .push(("ZCCACHE_REMOTE_MODE".into(), "write-only".into()));
+    build(&sb, &a, &server);
+    let s = status(&sb, &a, &server);
+    assert_eq!(
+        (&s["remote_hits"], &s["remote_misses"], &s["remote_uploads"]),
+        (&Value::from(0), &Value::from(0), &Value::from(2 * UNITS)),
+        "never asked; a manifest and an object per unit: {s}"
+    );
+    assert!(on(&sb, &a, &server, &["stop"]).status.success());
+    server.env.pop();
+    server
+        .env
+        .push(("ZCCACHE_REMOTE_MODE".into(), "read-only".into()));
+    build(&sb, &b, &server);
+    sb.write_old("extra.c", "int extra(void) { return 42; }\n");
+    let extra = ["gcc", "-O1", "-c", "extra.c", "-o", "extra.o"];
+    assert_success(&on(&sb, &b, &server, &extra), &extra);
+    let s = status(&sb, &b, &server);
+    assert_eq!(counts(&s), (UNITS as u64, 1, UNITS as u64), "{s}");
+    assert!(s["remote"].as_str().unwrap().contains("read-only"), "{s}");
+    assert_eq!(s["remote_uploads"], 0, "{s}");
+    assert!(on(&sb, &b, &server, &["stop"]).status.success());
+    // B uploaded nothing: a read-write machine does not find extra.c's result.
+    server.env.pop();
+    assert_success(&on(&sb, &c, &server, &extra), &extra);
+    let s = status(&sb, &c, &server);
+    assert_eq!(counts(&s), (0, 1, 0), "{s}");
+    on(&sb, &c, &server, &["stop"]);
+}
