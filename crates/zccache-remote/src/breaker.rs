@@ -68,6 +68,16 @@ impl Breaker {
         }
     }
 
+    /// Opens at once, whatever the count: the remote cannot be reached at all (refused,
+    /// unresolvable) or did not answer in time; waiting for two more such calls would cost
+    /// the build two more deadlines.
+    pub fn trip(&mut self, now: Instant, why: String) {
+        self.failures = FAILURES;
+        self.last_error = Some(why);
+        self.open_until = Some(now + self.open_for);
+        self.probing = false;
+    }
+
     pub fn is_open(&self) -> bool {
         self.open_until.is_some()
     }

@@ -58,6 +58,41 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// The `host:port` a connection to the remote goes to: checked before the storage client
+    /// is trusted with a call (see `Remote::open`).
+    pub fn contact_address(&self) -> String {
+        match self {
+            Target::Redis { endpoint, .. } => endpoint
+                .split_once("://")
+                .map_or(endpoint.as_str(), |(_, rest)| rest)
+                .to_string(),
+            Target::S3 {
+                endpoint, region, ..
+            } => match endpoint {
+                Some(url) => {
+                    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+                    let host = rest.split('/').next().unwrap_or(rest);
+                    if host
+                        .rsplit_once(':')
+                        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+                    {
+                        host.to_string()
+                    } else if scheme == "http" {
+                        format!("{host}:80")
+                    } else {
+                        format!("{host}:443")
+                    }
+                }
+                None => format!(
+                    "s3.{}.amazonaws.com:443",
+                    region.as_deref().unwrap_or("us-east-1")
+                ),
+            },
+        }
+    }
+}
+
 /// Shows everything but the password.
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

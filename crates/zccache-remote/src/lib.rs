@@ -27,6 +27,12 @@ use std::time::{Duration, Instant};
 /// The longest one lookup may take, end to end.
 pub const GET_TIMEOUT: Duration = Duration::from_millis(2000);
 
+/// How long after the tier is set up a lookup waits for the first contact with the remote
+/// (a connection and one request, made at once in the background). A healthy remote answers
+/// well within it; one that accepts connections and never answers costs a build this once,
+/// after which lookups skip it until it has answered.
+pub const FIRST_CONTACT: Duration = Duration::from_millis(250);
+
 /// The longest one upload may take.
 pub const PUT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -102,6 +108,11 @@ struct Shared {
     in_flight: AtomicU64,
     negative: Mutex<HashMap<String, Instant>>,
     puts: tokio::sync::Semaphore,
+    /// Whether the first contact (see [`FIRST_CONTACT`]) has had its answer, and when the
+    /// tier was set up.
+    contacted: Mutex<bool>,
+    contact_answered: parking_lot::Condvar,
+    opened_at: Instant,
 }
 
 /// The remote tier of one daemon.
@@ -166,8 +177,34 @@ fn operator(config: &RemoteConfig) -> Result<Operator, String> {
     built.map_err(|e| format!("remote {config}: {e}"))
 }
 
+/// One contact with the remote: a connection to its address (refused or unresolvable: at
+/// once), then one request through the storage client ("not found" is an answer), each within
+/// [`GET_TIMEOUT`].
+async fn contact(config: &RemoteConfig, op: &Operator) -> Result<(), String> {
+    let address = config.target.contact_address();
+    match tokio::time::timeout(GET_TIMEOUT, tokio::net::TcpStream::connect(&address)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("cannot connect to {address}: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "no connection to {address} within {} ms",
+                GET_TIMEOUT.as_millis()
+            ))
+        }
+    }
+    match tokio::time::timeout(GET_TIMEOUT, op.stat("v1/probe")).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Ok(Err(e)) => Err(format!("{e}")),
+        Err(_) => Err(format!(
+            "connected to {address}, no answer within {} ms",
+            GET_TIMEOUT.as_millis()
+        )),
+    }
+}
+
 impl Remote {
-    /// Sets up the tier (no network yet: a remote that is down is found out by its first call).
+    /// Sets up the tier and contacts the remote in the background (see [`FIRST_CONTACT`]).
     pub fn open(config: RemoteConfig) -> Result<Remote, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -180,7 +217,7 @@ impl Remote {
             operator(&config)?
         };
         let breaker = Mutex::new(breaker::Breaker::new(config.retry_after));
-        Ok(Remote {
+        let remote = Remote {
             runtime,
             shared: Arc::new(Shared {
                 op: parking_lot::RwLock::new(op),
@@ -191,8 +228,36 @@ impl Remote {
                 in_flight: AtomicU64::new(0),
                 negative: Mutex::new(HashMap::new()),
                 puts: tokio::sync::Semaphore::new(PARALLEL_PUTS),
+                contacted: Mutex::new(false),
+                contact_answered: parking_lot::Condvar::new(),
+                opened_at: Instant::now(),
             }),
-        })
+        };
+        remote.first_contact();
+        Ok(remote)
+    }
+
+    /// Contacts the remote in the background as soon as the tier is set up, so a dead one
+    /// is known before the build needs it (see [`FIRST_CONTACT`]).
+    fn first_contact(&self) {
+        let shared = self.shared.clone();
+        let op = shared.op.read().clone();
+        self.runtime.spawn(async move {
+            let answer = contact(&shared.config, &op).await;
+            {
+                let mut breaker = shared.breaker.lock();
+                match answer {
+                    Ok(()) => breaker.success(),
+                    Err(why) => {
+                        tracing::warn!("remote {}: {why}", shared.config);
+                        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        breaker.trip(Instant::now(), why);
+                    }
+                }
+            }
+            *shared.contacted.lock() = true;
+            shared.contact_answered.notify_all();
+        });
     }
 
     pub fn config(&self) -> &RemoteConfig {
@@ -230,9 +295,7 @@ impl Remote {
                 Ok(Ok(Ok(buffer))) => self.answered(keys[i], buffer.to_vec()),
                 Ok(Ok(Err(e))) if e.kind() == ErrorKind::NotFound => self.missing(keys[i]),
                 Ok(Ok(Err(e))) => self.failed(format!("{e}")),
-                Ok(Err(_)) => {
-                    self.failed(format!("no answer within {} ms", GET_TIMEOUT.as_millis()))
-                }
+                Ok(Err(_)) => self.timed_out(),
                 Err(e) => self.failed(format!("lookup task: {e}")),
             };
             if !matches!(fetched, Fetched::Failed) {
@@ -256,6 +319,24 @@ impl Remote {
         let shared = &self.shared;
         if !shared.config.mode.reads() {
             return Some(Fetched::Skipped);
+        }
+        {
+            // Until the first contact has answered, lookups wait for it, up to FIRST_CONTACT
+            // after the tier was set up; past that they skip the remote until it answers.
+            let mut contacted = shared.contacted.lock();
+            let deadline = shared.opened_at + FIRST_CONTACT;
+            while !*contacted {
+                if Instant::now() >= deadline
+                    || shared
+                        .contact_answered
+                        .wait_until(&mut contacted, deadline)
+                        .timed_out()
+                {
+                    if !*contacted {
+                        return Some(Fetched::Skipped);
+                    }
+                }
+            }
         }
         {
             let mut negative = shared.negative.lock();
@@ -328,26 +409,25 @@ impl Remote {
             }
         };
         self.runtime.spawn(async move {
-            let answered = tokio::time::timeout(GET_TIMEOUT, op.stat("v1/probe")).await;
-            let back = match &answered {
-                Ok(Ok(_)) => true,
-                Ok(Err(e)) => e.kind() == ErrorKind::NotFound,
-                Err(_) => false,
-            };
-            if back {
+            let answer = contact(&shared.config, &op).await;
+            if answer.is_ok() {
                 *shared.op.write() = op;
             }
             let mut breaker = shared.breaker.lock();
-            match answered {
-                _ if back => breaker.success(),
-                Ok(Err(e)) => breaker.failure(Instant::now(), format!("{e}")),
-                Ok(Ok(_)) => breaker.success(),
-                Err(_) => breaker.failure(
-                    Instant::now(),
-                    format!("no answer within {} ms", GET_TIMEOUT.as_millis()),
-                ),
+            match answer {
+                Ok(()) => breaker.success(),
+                Err(why) => breaker.failure(Instant::now(), why),
             }
         });
+    }
+
+    /// A lookup that got no answer within its deadline: the remote is skipped at once.
+    fn timed_out(&self) -> Fetched {
+        let why = format!("no answer within {} ms", GET_TIMEOUT.as_millis());
+        tracing::warn!("remote {}: {why}", self.shared.config);
+        self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.shared.breaker.lock().trip(Instant::now(), why);
+        Fetched::Failed
     }
 
     fn failed(&self, why: String) -> Fetched {

@@ -239,22 +239,35 @@ fn two_machines_writing_one_key_at_once_leave_a_whole_entry() {
     }
 }
 
+/// Waits until the tier has given up on its remote (the first contact's answer), at most 10 s.
+fn wait_for_problem(remote: &Remote) -> String {
+    for _ in 0..1000 {
+        if let Some(problem) = remote.problem() {
+            return problem;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the remote was never found unreachable");
+}
+
 #[test]
-fn a_dead_or_silent_remote_is_skipped_after_a_few_tries() {
-    // Refused: nothing listens.
+fn a_dead_or_silent_remote_is_skipped_from_the_first_contact() {
+    // Refused: nothing listens. The first contact (a connection, made when the tier is set
+    // up) finds it; no lookup is sent at all.
     let port = free_port();
     let remote = Remote::open(redis_config(port, None)).unwrap();
     for _ in 0..breaker::FAILURES {
-        assert_eq!(remote.get("b/x"), Fetched::Failed);
+        assert_eq!(remote.get("b/x"), Fetched::Skipped);
     }
-    assert_eq!(remote.get("b/x"), Fetched::Skipped, "the breaker is open");
+    let problem = wait_for_problem(&remote);
     assert!(
-        remote.problem().unwrap().contains("unreachable"),
-        "{:?}",
-        remote.problem()
+        problem.contains("unreachable") && problem.contains(&format!("127.0.0.1:{port}")),
+        "{problem}"
     );
-    // Black-holed: accepts and never answers. Each try is cut at the tier's deadline, then
-    // the breaker stops the tries.
+    assert_eq!(remote.stats().errors, 1);
+    // Black-holed: accepts and never answers. Lookups wait for the first contact only within
+    // FIRST_CONTACT of the set-up and are skipped, never sent; the contact gives up at the
+    // tier's deadline and the remote stays skipped.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let held = std::thread::spawn(move || {
@@ -266,9 +279,17 @@ fn a_dead_or_silent_remote_is_skipped_after_a_few_tries() {
     });
     let remote = Remote::open(redis_config(port, None)).unwrap();
     for _ in 0..breaker::FAILURES {
-        assert_eq!(remote.get("b/x"), Fetched::Failed);
+        assert_eq!(remote.get("b/x"), Fetched::Skipped);
     }
+    let problem = wait_for_problem(&remote);
+    assert!(problem.contains("no answer within"), "{problem}");
     assert_eq!(remote.get("b/x"), Fetched::Skipped);
+    let stats = remote.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.errors),
+        (0, 0, 1),
+        "nothing was asked"
+    );
     drop(held);
 }
 
