@@ -326,15 +326,13 @@ impl Remote {
             let mut contacted = shared.contacted.lock();
             let deadline = shared.opened_at + FIRST_CONTACT;
             while !*contacted {
-                if Instant::now() >= deadline
+                let gave_up = Instant::now() >= deadline
                     || shared
                         .contact_answered
                         .wait_until(&mut contacted, deadline)
-                        .timed_out()
-                {
-                    if !*contacted {
-                        return Some(Fetched::Skipped);
-                    }
+                        .timed_out();
+                if gave_up && !*contacted {
+                    return Some(Fetched::Skipped);
                 }
             }
         }

@@ -328,3 +328,50 @@ fn a_remote_slower_than_the_build_never_grows_the_queue_past_its_bound() {
         "{queued} {stats:?}"
     );
 }
+
+/// An S3 endpoint that rate-limits everything (429 SlowDown, as S3 and R2 do under load):
+/// the tier stops asking after its first contact and says why; nothing waits.
+#[test]
+fn a_rate_limiting_remote_is_skipped() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader};
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    // Headers, then no body (the tier's requests here are HEAD and GET).
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                    let reply = format!(
+                        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let remote = Remote::open(s3_config(port, None)).unwrap();
+    let problem = wait_for_problem(&remote);
+    assert!(problem.contains("unreachable"), "{problem}");
+    assert_eq!(remote.get("b/x"), Fetched::Skipped);
+    assert!(
+        !remote.put_behind("b/y".into(), b"y"),
+        "not queued while skipped"
+    );
+    assert_eq!(remote.stats().dropped, 1);
+}

@@ -700,3 +700,55 @@ fn write_only_and_read_only_machines() {
     assert_eq!(counts(&s), (0, 1, 0), "{s}");
     on(&sb, &c, &server, &["stop"]);
 }
+
+/// Entries damaged on the server (an object's bytes changed, a manifest truncated) are
+/// refused and counted; machine B compiles those units itself, with the compiler's objects.
+#[test]
+fn entries_damaged_on_the_server_are_refused_and_rebuilt() {
+    let sb = Sandbox::new();
+    sources(&sb);
+    let server = redis();
+    let port = server
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/0");
+    let cli = |args: &[&str]| -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", port, "--raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli (installed with redis-server)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (a, b) = (sb.path("machine-a"), sb.path("machine-b"));
+    let built_a = build(&sb, &a, &server);
+    assert!(on(&sb, &a, &server, &["stop"]).status.success());
+    let keys = |kind: &str| -> Vec<String> {
+        let mut keys: Vec<String> = cli(&["KEYS", &format!("*v1/{kind}/*")])
+            .lines()
+            .map(String::from)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let (manifests, blobs) = (keys("m"), keys("b"));
+    assert_eq!((manifests.len(), blobs.len()), (UNITS, UNITS));
+    // Every object's bytes changed, one manifest cut short.
+    for blob in &blobs {
+        cli(&["SETRANGE", blob, "60", "XXXX"]);
+    }
+    cli(&[
+        "EVAL",
+        "return redis.call('SET', KEYS[1], string.sub(redis.call('GET', KEYS[1]), 1, 40))",
+        "1",
+        &manifests[0],
+    ]);
+    let built_b = build(&sb, &b, &server);
+    assert_eq!(built_b, built_a, "the compiler's objects");
+    let s = status(&sb, &b, &server);
+    assert_eq!(counts(&s), (0, UNITS as u64, 0), "{s}");
+    assert_eq!(s["remote_corrupt"], UNITS as u64, "{s}");
+    on(&sb, &b, &server, &["stop"]);
+}
