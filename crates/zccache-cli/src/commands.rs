@@ -28,6 +28,7 @@ pub fn is_command(word: &str) -> bool {
                 | "exec"
                 | "cargo-registry"
                 | "fp"
+                | "ino"
         )
 }
 
@@ -54,6 +55,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Convert an Arduino `.ino` sketch into a `.ino.cpp` (the Arduino include, prototypes
+    /// for the functions it defines, `#line` directives naming the sketch).
+    Ino {
+        /// The `.ino` sketch.
+        #[arg(long)]
+        input: PathBuf,
+        /// The `.ino.cpp` to write (whole or not at all).
+        #[arg(long)]
+        output: PathBuf,
+        /// Accepted for compatibility with zccache 1.15, which parsed the sketch with libclang;
+        /// this converter needs no compiler.
+        #[arg(long = "clang-arg", allow_hyphen_values = true)]
+        clang_args: Vec<String>,
+        /// Do not put `#include <Arduino.h>` first.
+        #[arg(long)]
+        no_arduino_include: bool,
+    },
     /// Start the daemon for this cache root (it also starts on first use).
     Start,
     /// Stop the daemon.
@@ -237,6 +255,23 @@ pub fn main(args: &[OsString]) -> i32 {
             let _ = <Cli as clap::CommandFactory>::command().print_help();
             println!();
             0
+        }
+        Some(Cmd::Ino {
+            input,
+            output,
+            clang_args: _,
+            no_arduino_include,
+        }) => {
+            let options = zccache_ino::Options {
+                arduino_include: !no_arduino_include,
+            };
+            match zccache_ino::convert_file(&input, &output, &options) {
+                Ok(_) => 0,
+                Err(e) => {
+                    eprintln!("zccache ino: {e}");
+                    1
+                }
+            }
         }
         Some(Cmd::Start) => start(&endpoint),
         Some(Cmd::Stop) => stop(&endpoint),

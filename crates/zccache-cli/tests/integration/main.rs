@@ -10,6 +10,7 @@ mod exec;
 mod fp;
 mod generated;
 mod gha;
+mod ino;
 mod inspect;
 mod limit;
 mod multi;
