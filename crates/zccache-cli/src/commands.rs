@@ -5,7 +5,6 @@ use crate::client::Endpoint;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Duration;
 use zccache_core::Config;
 use zccache_protocol::{Request, Response, StatusReport};
 
@@ -330,16 +329,7 @@ pub(crate) fn request(
     start: bool,
     request: &Request,
 ) -> Result<Response, String> {
-    let connection = if start {
-        endpoint.connect_or_start()
-    } else {
-        endpoint.connect()
-    };
-    let mut connection = connection.map_err(|e| e.to_string())?;
-    connection
-        .set_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| e.to_string())?;
-    connection.call(request).map_err(|e| e.to_string())
+    endpoint.request(start, request)
 }
 
 fn start(endpoint: &Endpoint) -> i32 {

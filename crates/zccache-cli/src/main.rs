@@ -15,7 +15,7 @@
 
 mod analyze;
 mod ci_args;
-mod client;
+use zccache_client as client;
 mod commands;
 mod exec;
 mod fp;

@@ -5,9 +5,7 @@
 #[path = "../ci_args.rs"]
 #[allow(dead_code)]
 mod ci_args;
-#[path = "../client.rs"]
-#[allow(dead_code)]
-mod client;
+use zccache_client as client;
 #[path = "../gha.rs"]
 mod gha;
 #[path = "../target.rs"]

@@ -1,4 +1,5 @@
-//! Reaching the daemon: connect, or start it and connect.
+//! Reaching the daemon: connect, or start it and connect. Used by the `zccache` command and
+//! by the Python module (which names the daemon binary it ships with).
 
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
@@ -24,6 +25,8 @@ pub struct Endpoint {
     /// A gcc/clang the call is for: a daemon this client starts identifies it while it starts
     /// up, before the call arrives.
     compiler: Option<PathBuf>,
+    /// The `zccache-daemon` to start; by default the one beside this executable, else on PATH.
+    daemon: Option<PathBuf>,
 }
 
 impl Endpoint {
@@ -35,7 +38,34 @@ impl Endpoint {
             socket,
             idle_timeout: config.idle_timeout,
             compiler: None,
+            daemon: None,
         }
+    }
+
+    /// Starts the daemon at `daemon` when one is needed (a library's host process is not
+    /// installed beside it).
+    pub fn with_daemon_binary(mut self, daemon: PathBuf) -> Endpoint {
+        self.daemon = Some(daemon);
+        self
+    }
+
+    /// Sends `request` (starting the daemon first if `start` and none runs) and reads its
+    /// reply, within 60 s.
+    pub fn request(
+        &self,
+        start: bool,
+        request: &zccache_protocol::Request,
+    ) -> Result<zccache_protocol::Response, String> {
+        let connection = if start {
+            self.connect_or_start()
+        } else {
+            self.connect()
+        };
+        let mut connection = connection.map_err(|e| e.to_string())?;
+        connection
+            .set_timeout(Some(Duration::from_secs(60)))
+            .map_err(|e| e.to_string())?;
+        connection.call(request).map_err(|e| e.to_string())
     }
 
     /// Has a daemon that this endpoint starts identify the gcc/clang at `compiler` at once.
@@ -184,7 +214,12 @@ impl Endpoint {
         if let Ok(connection) = self.connect() {
             return Ok(connection);
         }
-        let mut daemon = spawn_daemon(&self.root, self.idle_timeout, self.compiler.as_deref())?;
+        let mut daemon = spawn_daemon(
+            self.daemon.clone().unwrap_or_else(daemon_executable),
+            &self.root,
+            self.idle_timeout,
+            self.compiler.as_deref(),
+        )?;
         let deadline = Instant::now() + START_TIMEOUT;
         if let Some(ready) = daemon.stdout.take() {
             wait_until_ready(ready, deadline);
@@ -301,11 +336,11 @@ pub fn mismatch_problem(root: &CacheRoot) -> Option<String> {
 /// Starts `zccache-daemon` detached: its own session, stdio on /dev/null, no inherited
 /// descriptors (a build tool waiting on a pipe must not wait for the daemon).
 fn spawn_daemon(
+    exe: PathBuf,
     root: &CacheRoot,
     idle_timeout: Option<Duration>,
     compiler: Option<&Path>,
 ) -> io::Result<Child> {
-    let exe = daemon_executable();
     let idle = idle_timeout.map(|d| d.as_secs().max(1)).unwrap_or(0);
     let mut command = Command::new(&exe);
     command
