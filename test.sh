@@ -48,3 +48,13 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 
 cargo test --workspace --locked "$@"
+
+# The Python package, installed the way a user does it (`pip install ./python`: maturin for
+# the module, scripts/build-release.sh for the binaries) into a private venv, and its pytest
+# suite run against that installation (from outside the source tree, so the installed
+# package is the one imported).
+echo "==> pip install ./python into .py-venv, then its pytest suite"
+[ -x .py-venv/bin/python ] || python3 -m venv .py-venv
+.py-venv/bin/pip install -q "./python[test]"
+here="$PWD"
+(cd "$(mktemp -d)" && "$here/.py-venv/bin/pytest" -q -p no:cacheprovider "$here/python/tests")

@@ -386,30 +386,14 @@ fn status(endpoint: &Endpoint, json: bool) -> i32 {
             return 1;
         }
         Err(_) => {
-            // Say why no daemon can run there, if the root is unusable.
-            let problem = endpoint
-                .root
-                .path()
-                .exists()
-                .then(|| endpoint.root.ensure().err())
-                .flatten()
-                .map(|e| e.to_string())
-                .or_else(|| crate::client::mismatch_problem(&endpoint.root));
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "running": false,
-                        "cache_root": endpoint.root.path().display().to_string(),
-                        "problem": problem,
-                    })
-                );
+                println!("{}", crate::client::not_running_json(endpoint));
             } else {
                 println!(
                     "zccache daemon is not running (cache root {})",
                     endpoint.root.path().display()
                 );
-                if let Some(problem) = problem {
+                if let Some(problem) = crate::client::not_running_problem(endpoint) {
                     println!("{problem}");
                 }
             }
@@ -417,12 +401,7 @@ fn status(endpoint: &Endpoint, json: bool) -> i32 {
         }
     };
     if json {
-        let mut value = serde_json::to_value(&report).unwrap_or_default();
-        if let Some(map) = value.as_object_mut() {
-            map.insert("running".into(), true.into());
-            map.insert("hit_rate".into(), report.hit_rate().into());
-        }
-        println!("{value}");
+        println!("{}", crate::client::status_json(&report));
     } else {
         print!("{}", render_status(&report));
     }

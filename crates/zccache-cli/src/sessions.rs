@@ -105,9 +105,7 @@ pub fn stats(endpoint: &Endpoint, id: Option<String>, json: bool, end: bool) -> 
         eprintln!("zccache: session {id} expired before it was ended: {why}");
     }
     if json {
-        let mut value = serde_json::to_value(&report).unwrap_or_default();
-        value["hit_rate"] = report.hit_rate().into();
-        println!("{value}");
+        println!("{}", crate::client::session_json(&report));
     } else {
         print!("{}", render(&report));
     }

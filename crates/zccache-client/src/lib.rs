@@ -328,6 +328,45 @@ impl Endpoint {
     }
 }
 
+/// `status --json`'s object for a running daemon: the report, `running` and `hit_rate`.
+pub fn status_json(report: &zccache_protocol::StatusReport) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("running".into(), true.into());
+        map.insert("hit_rate".into(), report.hit_rate().into());
+    }
+    value
+}
+
+/// `status --json`'s object when no daemon answers: why none can run there, if known.
+pub fn not_running_json(endpoint: &Endpoint) -> serde_json::Value {
+    serde_json::json!({
+        "running": false,
+        "cache_root": endpoint.root.path().display().to_string(),
+        "problem": not_running_problem(endpoint),
+    })
+}
+
+/// Why no daemon can run for `endpoint`: the root is unusable, or the daemon binary is of
+/// another build.
+pub fn not_running_problem(endpoint: &Endpoint) -> Option<String> {
+    endpoint
+        .root
+        .path()
+        .exists()
+        .then(|| endpoint.root.ensure().err())
+        .flatten()
+        .map(|e| e.to_string())
+        .or_else(|| mismatch_problem(&endpoint.root))
+}
+
+/// `session-stats --json`'s object: the report and `hit_rate`.
+pub fn session_json(report: &zccache_protocol::SessionReport) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap_or_default();
+    value["hit_rate"] = report.hit_rate().into();
+    value
+}
+
 /// Why the daemon binary could not serve this client, if a client found out.
 pub fn mismatch_problem(root: &CacheRoot) -> Option<String> {
     std::fs::read_to_string(root.path().join(MISMATCH_NOTE)).ok()
@@ -341,6 +380,14 @@ fn spawn_daemon(
     idle_timeout: Option<Duration>,
     compiler: Option<&Path>,
 ) -> io::Result<Child> {
+    // Said here: the child closes every inherited descriptor before exec, the one through
+    // which a failed exec would be reported included.
+    let exe = executable_on_path(&exe).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} not found (nor on PATH)", exe.display()),
+        )
+    })?;
     let idle = idle_timeout.map(|d| d.as_secs().max(1)).unwrap_or(0);
     let mut command = Command::new(&exe);
     command
@@ -399,6 +446,20 @@ fn wait_until_ready(mut ready: std::process::ChildStdout, deadline: Instant) {
         }
         return;
     }
+}
+
+/// `program` if it is an executable file, or, for a bare name, the first one on PATH.
+fn executable_on_path(program: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 || program.is_absolute() {
+        return runnable(program).then(|| program.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|candidate| runnable(candidate))
 }
 
 /// `zccache-daemon` beside this executable, else on PATH.
