@@ -109,6 +109,32 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// The files (relative to the root) whose content differs between `self` and `now`:
+    /// added, changed or removed, in order.
+    fn differences(&self, now: &Snapshot) -> Vec<String> {
+        if self.root != now.root {
+            return now.files.keys().cloned().collect();
+        }
+        let mut names: Vec<String> = now
+            .files
+            .iter()
+            .filter(|(name, state)| {
+                self.files
+                    .get(*name)
+                    .is_none_or(|old| old.hash != state.hash)
+            })
+            .map(|(name, _)| name.clone())
+            .chain(
+                self.files
+                    .keys()
+                    .filter(|name| !now.files.contains_key(*name))
+                    .cloned(),
+            )
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Equal content: same names with the same digests (stats may differ).
     fn same_content(&self, other: &Snapshot) -> bool {
         self.root == other.root
@@ -296,6 +322,18 @@ fn fingerprint(
     })
 }
 
+/// A check's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Run the step: the selected files differ from the last success, or none is recorded.
+    pub changed: bool,
+    /// The files (relative to the root) added, changed or removed since the last success;
+    /// every selected file when none is recorded.
+    pub changed_files: Vec<String>,
+    /// No success is recorded (for this root).
+    pub first_run: bool,
+}
+
 /// Whether the step should run: `true` when the selected files differ from the last success
 /// (or there is none). Records what it saw for `mark-success`.
 pub fn check(
@@ -303,6 +341,15 @@ pub fn check(
     cache_type: CacheType,
     selection: &Selection,
 ) -> Result<bool, Error> {
+    check_decision(cache_file, cache_type, selection).map(|decision| decision.changed)
+}
+
+/// [`check`], with the files that changed.
+pub fn check_decision(
+    cache_file: &Path,
+    cache_type: CacheType,
+    selection: &Selection,
+) -> Result<Decision, Error> {
     let (files, _) = scan_tree(selection)?;
     check_files(cache_file, cache_type, selection, files, None)
 }
@@ -315,10 +362,16 @@ pub fn check_files(
     selection: &Selection,
     files: Vec<String>,
     digest: Option<DigestFn>,
-) -> Result<bool, Error> {
+) -> Result<Decision, Error> {
     let mut state = load(cache_file)?;
     let now = fingerprint(selection, files, cache_type, state.success.as_ref(), digest)?;
     let changed = !state.success.as_ref().is_some_and(|s| s.same_content(&now));
+    let first_run = state.success.as_ref().is_none_or(|s| s.root != now.root);
+    let changed_files = match &state.success {
+        Some(success) if changed => success.differences(&now),
+        None => now.files.keys().cloned().collect(),
+        Some(_) => Vec::new(),
+    };
     if changed {
         state.pending = Some(now);
     } else {
@@ -329,7 +382,11 @@ pub fn check_files(
     }
     state.version = STATE_VERSION;
     store(cache_file, &state)?;
-    Ok(changed)
+    Ok(Decision {
+        changed,
+        changed_files,
+        first_run,
+    })
 }
 
 /// The step succeeded on what the last check saw. Returns whether a check was pending.

@@ -151,8 +151,8 @@ impl Daemon {
             }
         };
         match fp::check_files(&cache_file, cache_type, &selection, files, Some(&digest)) {
-            Ok(changed) => Response::FpChecked {
-                changed,
+            Ok(decision) => Response::FpChecked {
+                changed: decision.changed,
                 listed_from_watch: from_watch,
             },
             Err(e) => Response::Error(e.to_string()),

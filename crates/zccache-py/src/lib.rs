@@ -1,6 +1,6 @@
 //! `zccache._native`: what the Python module does in Rust. Each call talks to the daemon over
 //! its socket through the same client code as the `zccache` command (no process per call),
-//! or converts a sketch; answers are the JSON objects of the command's `--json`, which the
+//! checks a fingerprint with the command's code and state file, or converts a sketch; answers are the JSON objects of the command's `--json`, which the
 //! Python side turns into dataclasses. Failures are `ZcCacheError` (a `RuntimeError`) with
 //! the command's wording.
 
@@ -12,9 +12,11 @@ use zccache_client::Endpoint;
 use zccache_core::Config;
 use zccache_protocol::{Request, Response, SessionStartRequest};
 
+mod watcher;
+
 create_exception!(_native, ZcCacheError, PyRuntimeError);
 
-fn error(message: impl std::fmt::Display) -> PyErr {
+pub(crate) fn error(message: impl std::fmt::Display) -> PyErr {
     ZcCacheError::new_err(message.to_string())
 }
 
@@ -114,6 +116,55 @@ fn session_report(
     }
 }
 
+/// `zccache fp check`, scanning here: (run it, the files changed since the last success, no
+/// success recorded). The state file is the command's.
+#[pyfunction]
+#[pyo3(signature = (cache_file, cache_type, root, include, exclude, ext))]
+fn fp_check(
+    py: Python<'_>,
+    cache_file: PathBuf,
+    cache_type: &str,
+    root: PathBuf,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    ext: Vec<String>,
+) -> PyResult<(bool, Vec<String>, bool)> {
+    use zccache_ci::fp;
+    let kind = fp::CacheType::parse(cache_type).ok_or_else(|| {
+        error(format!(
+            "cache_type {cache_type:?}: expected \"hash\" or \"two-layer\""
+        ))
+    })?;
+    let selection = fp::Selection {
+        root,
+        include,
+        ext,
+        exclude,
+    };
+    let decision = py
+        .allow_threads(|| fp::check_decision(&cache_file, kind, &selection))
+        .map_err(error)?;
+    Ok((decision.changed, decision.changed_files, decision.first_run))
+}
+
+/// `zccache fp mark-success`; whether a check was pending.
+#[pyfunction]
+fn fp_mark_success(cache_file: PathBuf) -> PyResult<bool> {
+    zccache_ci::fp::mark_success(&cache_file).map_err(error)
+}
+
+/// `zccache fp mark-failure`.
+#[pyfunction]
+fn fp_mark_failure(cache_file: PathBuf) -> PyResult<()> {
+    zccache_ci::fp::mark_failure(&cache_file).map_err(error)
+}
+
+/// `zccache fp invalidate`.
+#[pyfunction]
+fn fp_invalidate(cache_file: PathBuf) -> PyResult<()> {
+    zccache_ci::fp::invalidate(&cache_file).map_err(error)
+}
+
 /// Converts the sketch `src` into `dst` (see `zccache ino`); the prototypes added.
 #[pyfunction]
 #[pyo3(signature = (src, dst, arduino_include=true))]
@@ -134,5 +185,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session_start, m)?)?;
     m.add_function(wrap_pyfunction!(session_report, m)?)?;
     m.add_function(wrap_pyfunction!(convert_ino, m)?)?;
+    m.add_class::<watcher::NativeWatcher>()?;
+    m.add_function(wrap_pyfunction!(fp_check, m)?)?;
+    m.add_function(wrap_pyfunction!(fp_mark_success, m)?)?;
+    m.add_function(wrap_pyfunction!(fp_mark_failure, m)?)?;
+    m.add_function(wrap_pyfunction!(fp_invalidate, m)?)?;
     Ok(())
 }
