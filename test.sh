@@ -8,13 +8,15 @@ missing=()
 for tool in gcc g++ clang clang++ cmake ninja make clang-tidy include-what-you-use emcc node npm ld.lld python3 zstd redis-server redis-cli; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# The download engine's tests serve files with nginx (byte ranges).
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing missing tools: ${missing[*]}"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make clang-tidy iwyu emscripten nodejs npm lld python3 python3-venv zstd redis-server >/dev/null
+  $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make clang-tidy iwyu emscripten nodejs npm lld python3 python3-venv zstd redis-server nginx >/dev/null
 fi
 
 # rustfmt and clippy are driven by the Rust tests.
