@@ -902,27 +902,13 @@ impl Daemon {
                         .remember(call, manifest, index, vouchers, newest_input_ns);
                 }
             }
-            for var in &entry.env {
-                if var.name == crate::worktree::STORED_ROOT {
-                    continue;
-                }
-                if var.name == crate::worktree::PINNED_ROOT {
-                    let here = call.worktree().map(|w| w.root().as_os_str().as_bytes());
-                    if var.value.as_deref() != here {
-                        pinned_elsewhere = true;
-                        continue 'entries;
-                    }
-                    continue;
-                }
-                if var.name == PINNED_TOOLCHAIN {
-                    if !toolchain_pin_holds(var.value.as_deref(), call) {
-                        continue 'entries;
-                    }
-                    continue;
-                }
-                if !env_var_holds(call, var) {
+            match entry_env_holds(entry, call) {
+                Ok(()) => {}
+                Err(Unmatched::PinnedElsewhere) => {
+                    pinned_elsewhere = true;
                     continue 'entries;
                 }
+                Err(_) => continue 'entries,
             }
             let resolved_check;
             let shadow = match (&entry.shadow, call.worktree()) {
@@ -1383,6 +1369,31 @@ fn source_record(call: &Call, key: Hash, parts: Vec<(String, String)>) -> Source
 }
 
 pub(crate) use zccache_core::exit_code;
+
+/// Whether every variable `entry` recorded has, for `call`, the value it was stored with:
+/// the environment's, and the entry's pseudo-variables (the checkout root or the toolchain
+/// directory its outputs name). `PinnedElsewhere` when only the checkout differs.
+pub(crate) fn entry_env_holds(entry: &ManifestEntry, call: &Call) -> Result<(), Unmatched> {
+    for var in &entry.env {
+        let holds = if var.name == crate::worktree::STORED_ROOT {
+            true
+        } else if var.name == crate::worktree::PINNED_ROOT {
+            let here = call.worktree().map(|w| w.root().as_os_str().as_bytes());
+            if var.value.as_deref() != here {
+                return Err(Unmatched::PinnedElsewhere);
+            }
+            true
+        } else if var.name == PINNED_TOOLCHAIN {
+            toolchain_pin_holds(var.value.as_deref(), call)
+        } else {
+            env_var_holds(call, var)
+        };
+        if !holds {
+            return Err(Unmatched::NoEntry);
+        }
+    }
+    Ok(())
+}
 
 /// Whether the variable an entry recorded has the same value for `call`; under path
 /// remapping, with the checkout's root as its placeholder on both sides.

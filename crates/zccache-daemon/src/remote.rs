@@ -193,19 +193,7 @@ impl Daemon {
                 _ => return false,
             }
         }
-        entry.env.iter().all(|var| {
-            if var.name == crate::worktree::STORED_ROOT {
-                return true;
-            }
-            if var.name == crate::worktree::PINNED_ROOT {
-                let here = call.worktree().map(|w| w.root().as_os_str().as_bytes());
-                return var.value.as_deref() == here;
-            }
-            if var.name == crate::pipeline::PINNED_TOOLCHAIN {
-                return crate::pipeline::toolchain_pin_holds(var.value.as_deref(), call);
-            }
-            crate::pipeline::env_var_holds(call, var)
-        })
+        crate::pipeline::entry_env_holds(entry, call).is_ok()
     }
 
     /// After a result is stored locally: its blobs and the key's manifest, queued for upload.

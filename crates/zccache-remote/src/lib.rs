@@ -240,24 +240,8 @@ impl Remote {
     /// Contacts the remote in the background as soon as the tier is set up, so a dead one
     /// is known before the build needs it (see [`FIRST_CONTACT`]).
     fn first_contact(&self) {
-        let shared = self.shared.clone();
-        let op = shared.op.read().clone();
-        self.runtime.spawn(async move {
-            let answer = contact(&shared.config, &op).await;
-            {
-                let mut breaker = shared.breaker.lock();
-                match answer {
-                    Ok(()) => breaker.success(),
-                    Err(why) => {
-                        tracing::warn!("remote {}: {why}", shared.config);
-                        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-                        breaker.trip(Instant::now(), why);
-                    }
-                }
-            }
-            *shared.contacted.lock() = true;
-            shared.contact_answered.notify_all();
-        });
+        let op = self.shared.op.read().clone();
+        self.contact_behind(op, true);
     }
 
     pub fn config(&self) -> &RemoteConfig {
@@ -390,31 +374,46 @@ impl Remote {
         Fetched::Miss
     }
 
-    /// Asks the remote, on the runtime, whether it answers again (a key that need not exist:
-    /// "not found" is an answer); closes the breaker if so, reopens it if not. No compile
-    /// waits for it: a remote that stays dead costs the build nothing past its first failures.
+    /// Asks the remote, on the runtime, whether it answers again, with a fresh operator
+    /// (OpenDAL's Redis pool would still be redialling the dead server's connections).
+    /// No compile waits for it: a remote that stays dead costs the build nothing past its
+    /// first failures.
     fn probe_behind(&self) {
-        let shared = self.shared.clone();
         let fresh = {
             let _guard = self.runtime.enter();
-            operator(&shared.config)
+            operator(&self.shared.config)
         };
-        let op = match fresh {
-            Ok(op) => op,
-            Err(why) => {
-                shared.breaker.lock().failure(Instant::now(), why);
-                return;
-            }
-        };
+        match fresh {
+            Ok(op) => self.contact_behind(op, false),
+            Err(why) => self.shared.breaker.lock().failure(Instant::now(), why),
+        }
+    }
+
+    /// Contacts the remote through `op` on the runtime ("not found" is an answer): an answer
+    /// closes the breaker (and `op` serves from then on); none opens it (at once for the
+    /// first contact, which then also counts an error and lets waiting lookups go on).
+    fn contact_behind(&self, op: Operator, first: bool) {
+        let shared = self.shared.clone();
         self.runtime.spawn(async move {
             let answer = contact(&shared.config, &op).await;
-            if answer.is_ok() {
-                *shared.op.write() = op;
+            {
+                let mut breaker = shared.breaker.lock();
+                match answer {
+                    Ok(()) => {
+                        *shared.op.write() = op;
+                        breaker.success();
+                    }
+                    Err(why) if first => {
+                        tracing::warn!("remote {}: {why}", shared.config);
+                        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        breaker.trip(Instant::now(), why);
+                    }
+                    Err(why) => breaker.failure(Instant::now(), why),
+                }
             }
-            let mut breaker = shared.breaker.lock();
-            match answer {
-                Ok(()) => breaker.success(),
-                Err(why) => breaker.failure(Instant::now(), why),
+            if first {
+                *shared.contacted.lock() = true;
+                shared.contact_answered.notify_all();
             }
         });
     }
