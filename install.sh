@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds zccache from source, installs `zccache`, `zccache-daemon` and `zccache-ci`, and shows a real
-# compile becoming a cache hit.
+# Builds zccache from source, installs `zccache`, `zccache-daemon`, `zccache-ci` and
+# `zccache-download`, and shows a real compile becoming a cache hit.
 #
 #   ./install.sh                 # installs into ~/.local/bin
 #   ./install.sh --prefix DIR    # installs into DIR/bin
@@ -25,12 +25,12 @@ echo "==> building zccache (release)"
 built="$(./scripts/build-release.sh)"
 bindir="${prefix}/bin"
 mkdir -p "$bindir"
-for bin in zccache zccache-daemon zccache-ci; do
+for bin in zccache zccache-daemon zccache-ci zccache-download; do
   # Install beside a running daemon safely: write a new file, then rename over the old one.
   install -m 0755 "$built/$bin" "$bindir/.$bin.new"
   mv -f "$bindir/.$bin.new" "$bindir/$bin"
 done
-echo "==> installed $bindir/zccache, $bindir/zccache-daemon and $bindir/zccache-ci"
+echo "==> installed zccache, zccache-daemon, zccache-ci and zccache-download into $bindir"
 case ":$PATH:" in
   *":$bindir:"*) ;;
   *) echo "    note: $bindir is not on your PATH; add it with: export PATH=\"$bindir:\$PATH\"" ;;

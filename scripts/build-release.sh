@@ -25,10 +25,12 @@ host="$(rustc -vV | sed -n 's/^host: //p')"
 case "$host" in
   *-linux-gnu)
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-      cargo build --release --locked -q -p zccache-cli --target "$host" >&2
+      cargo build --release --locked -q -p zccache-cli -p zccache-download --target "$host" >&2
     out="$PWD/target/zccache-release"
     mkdir -p "$out"
-    cp -f "target/$host/release/zccache-daemon" "target/$host/release/zccache" "target/$host/release/zccache-ci" "$out/"
+    for bin in zccache-daemon zccache zccache-ci zccache-download; do
+      cp -f "target/$host/release/$bin" "$out/"
+    done
     musl="${host%-linux-gnu}-linux-musl"
     if [ "${ZCCACHE_CLIENT_LIBC:-musl}" = musl ] && [ "${host%%-*}" = x86_64 ]; then
       sysroot="$(rustc --print sysroot)"
@@ -55,7 +57,7 @@ case "$host" in
     echo "$out"
     ;;
   *)
-    cargo build --release --locked -q -p zccache-cli >&2
+    cargo build --release --locked -q -p zccache-cli -p zccache-download >&2
     echo "$PWD/target/release"
     ;;
 esac

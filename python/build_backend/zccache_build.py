@@ -1,7 +1,7 @@
 """The package's build backend: maturin, after the zccache binaries are built.
 
 maturin builds the extension module (`zccache._native`); the binaries (`zccache`,
-`zccache-daemon`, `zccache-ci`) are built by the project's scripts/build-release.sh (the same
+`zccache-daemon`, `zccache-ci`, `zccache-download`) are built by the project's scripts/build-release.sh (the same
 build install.sh and perf.sh use: static, the client linked for the fastest start) and copied
 into `zccache.data/scripts`, which a wheel installs into the environment's `bin` directory.
 """
@@ -16,7 +16,7 @@ import maturin
 
 HERE = Path(__file__).resolve().parent.parent
 REPO = HERE.parent
-BINARIES = ["zccache", "zccache-daemon", "zccache-ci"]
+BINARIES = ["zccache", "zccache-daemon", "zccache-ci", "zccache-download"]
 
 
 def _build_binaries():

@@ -10,7 +10,7 @@ from zccache._binaries import binary
 
 def test_binaries_are_installed_in_the_environments_bin():
     bindir = Path(sys.executable).parent
-    for name in ["zccache", "zccache-daemon", "zccache-ci"]:
+    for name in ["zccache", "zccache-daemon", "zccache-ci", "zccache-download"]:
         found = binary(name)
         assert found is not None, name
         assert found.parent == bindir, found

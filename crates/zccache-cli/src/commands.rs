@@ -28,6 +28,7 @@ pub fn is_command(word: &str) -> bool {
                 | "cargo-registry"
                 | "fp"
                 | "ino"
+                | "download"
         )
 }
 
@@ -71,6 +72,13 @@ enum Cmd {
         #[arg(long)]
         no_arduino_include: bool,
     },
+    /// Download (and optionally unpack) an artifact through the download daemon, waiting
+    /// until it is published; prints its path, sha256 and unpack directory.
+    ///
+    /// `zccache download URL [PATH]` or `zccache download [PATH] --url URL`; without PATH
+    /// the artifact goes to a path under the cache root chosen from the URL. More control
+    /// (daemon, get/wait/status/cancel, exists, JSON) is in `zccache-download`.
+    Download(crate::download::DownloadArgs),
     /// Start the daemon for this cache root (it also starts on first use).
     Start,
     /// Stop the daemon.
@@ -272,6 +280,7 @@ pub fn main(args: &[OsString]) -> i32 {
                 }
             }
         }
+        Some(Cmd::Download(args)) => crate::download::main(&config, args),
         Some(Cmd::Start) => start(&endpoint),
         Some(Cmd::Stop) => stop(&endpoint),
         Some(Cmd::Status { json }) => status(&endpoint, json),

@@ -6,9 +6,8 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 use zccache_core::{CacheRoot, Config};
 use zccache_ipc::Connection;
@@ -222,7 +221,7 @@ impl Endpoint {
         )?;
         let deadline = Instant::now() + START_TIMEOUT;
         if let Some(ready) = daemon.stdout.take() {
-            wait_until_ready(ready, deadline);
+            zccache_core::detach::wait_until_ready(ready, deadline);
         }
         let mut pause = Duration::from_millis(1);
         loop {
@@ -372,106 +371,33 @@ pub fn mismatch_problem(root: &CacheRoot) -> Option<String> {
     std::fs::read_to_string(root.path().join(MISMATCH_NOTE)).ok()
 }
 
-/// Starts `zccache-daemon` detached: its own session, stdio on /dev/null, no inherited
-/// descriptors (a build tool waiting on a pipe must not wait for the daemon).
+/// Starts `zccache-daemon` detached (see [`zccache_core::detach::spawn_detached`]).
 fn spawn_daemon(
     exe: PathBuf,
     root: &CacheRoot,
     idle_timeout: Option<Duration>,
     compiler: Option<&Path>,
 ) -> io::Result<Child> {
-    // Said here: the child closes every inherited descriptor before exec, the one through
-    // which a failed exec would be reported included.
-    let exe = executable_on_path(&exe).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{} not found (nor on PATH)", exe.display()),
-        )
-    })?;
     let idle = idle_timeout.map(|d| d.as_secs().max(1)).unwrap_or(0);
-    let mut command = Command::new(&exe);
-    command
-        .arg("--cache-dir")
-        .arg(root.path())
-        .arg("--idle-timeout")
-        .arg(idle.to_string())
-        .arg("--protocol")
-        .arg(PROTOCOL_VERSION.to_string())
-        .arg("--notify-ready")
-        .args(
-            compiler
-                .map(|c| [OsStr::new("--identify"), c.as_os_str()])
-                .into_iter()
-                .flatten(),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .current_dir("/");
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
+    let mut args = vec![
+        OsStr::new("--cache-dir").to_os_string(),
+        root.path().as_os_str().to_os_string(),
+        "--idle-timeout".into(),
+        idle.to_string().into(),
+        "--protocol".into(),
+        PROTOCOL_VERSION.to_string().into(),
+        "--notify-ready".into(),
+    ];
+    if let Some(compiler) = compiler {
+        args.push("--identify".into());
+        args.push(compiler.as_os_str().to_os_string());
     }
-    command
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", exe.display())))
-}
-
-/// Waits until the daemon says it accepts connections (a byte on `ready`), exits or closes
-/// the pipe (another daemon serves the root, or it failed), or `deadline` passes; the connect
-/// loop that follows finds out which.
-fn wait_until_ready(mut ready: std::process::ChildStdout, deadline: Instant) {
-    use std::io::Read;
-    let mut fds = libc::pollfd {
-        fd: ready.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        // SAFETY: one pollfd for a descriptor this function owns.
-        let polled = unsafe { libc::poll(&mut fds, 1, left.as_millis().max(1) as i32) };
-        if polled < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        if polled > 0 {
-            let _ = ready.read(&mut [0u8; 1]);
-        }
-        return;
-    }
-}
-
-/// `program` if it is an executable file, or, for a bare name, the first one on PATH.
-fn executable_on_path(program: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let runnable = |path: &Path| {
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.components().count() > 1 || program.is_absolute() {
-        return runnable(program).then(|| program.to_path_buf());
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|candidate| runnable(candidate))
+    zccache_core::detach::spawn_detached(&exe, args)
 }
 
 /// `zccache-daemon` beside this executable, else on PATH.
 fn daemon_executable() -> PathBuf {
-    if let Ok(exe) = std::env::current_exe() {
-        let exe = exe.canonicalize().unwrap_or(exe);
-        let sibling = exe.with_file_name("zccache-daemon");
-        if sibling.is_file() {
-            return sibling;
-        }
-    }
-    PathBuf::from("zccache-daemon")
+    zccache_core::detach::sibling_executable("zccache-daemon")
 }
 
 /// Prints `error` as zccache's and gives the exit code of a failed command.

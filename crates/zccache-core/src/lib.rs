@@ -6,6 +6,7 @@
 //! private root each. This crate does no networking and knows nothing of compilers or redb.
 
 mod config;
+pub mod detach;
 pub mod journal;
 pub mod paths;
 mod root;
@@ -14,7 +15,7 @@ pub use config::{
     parse_duration, parse_size, Config, ConfigError, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_JOURNAL_MAX_SIZE, DEFAULT_MAX_SIZE, DEFAULT_SESSION_TIMEOUT,
 };
-pub use root::{CacheRoot, RootError};
+pub use root::{make_private_dir, CacheRoot, RootError};
 
 /// The version of zccache, shown by `--version` and `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -48,6 +49,24 @@ pub fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
     match unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } {
         0 => Ok(()),
         _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Takes an exclusive `flock` on `file`, waiting for another holder to let go. Released when
+/// `file` is closed.
+pub fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor `file` owns.
+        match unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } {
+            0 => return Ok(()),
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
     }
 }
 

@@ -107,11 +107,30 @@ impl CacheRoot {
     /// never talks to an old daemon.
     pub fn socket_path(&self, protocol_version: u16) -> PathBuf {
         let inside = self.root.join(format!("daemon-v{protocol_version}.sock"));
+        self.fitting_socket(inside, &format!("v{protocol_version}"))
+    }
+
+    /// The download daemon's directory: its lock, log, socket and records of what it
+    /// downloaded, apart from the compiler cache's files.
+    pub fn download_dir(&self) -> PathBuf {
+        self.root.join("download")
+    }
+
+    /// The download daemon's Unix socket, per root and download-protocol version.
+    pub fn download_socket_path(&self, protocol_version: u16) -> PathBuf {
+        let inside = self
+            .download_dir()
+            .join(format!("daemon-v{protocol_version}.sock"));
+        self.fitting_socket(inside, &format!("download-v{protocol_version}"))
+    }
+
+    /// `inside`, or a per-user directory under /tmp when `inside` is too long for a socket.
+    fn fitting_socket(&self, inside: PathBuf, tag: &str) -> PathBuf {
         if inside.as_os_str().len() <= MAX_SOCKET_PATH {
             return inside;
         }
         PathBuf::from(format!("/tmp/zccache-{}", uid()))
-            .join(format!("{}-v{protocol_version}.sock", self.short_digest()))
+            .join(format!("{}-{tag}.sock", self.short_digest()))
     }
 
     /// A private directory on RAM-backed `/dev/shm` for the daemon's scratch files (the
@@ -164,7 +183,7 @@ fn uid() -> u32 {
 }
 
 /// Creates `dir` (and parents) and makes it 0700 and ours.
-fn make_private_dir(dir: &Path) -> Result<(), RootError> {
+pub fn make_private_dir(dir: &Path) -> Result<(), RootError> {
     let io_err = |error| RootError::Io {
         path: dir.to_path_buf(),
         error,

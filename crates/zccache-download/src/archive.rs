@@ -68,7 +68,8 @@ fn sibling(dir: &Path, tag: &str) -> PathBuf {
     parent.join(format!(".{name}.{tag}-{}-{unique}", std::process::id()))
 }
 
-pub(crate) fn extract(archive: &Path, kind: ArchiveKind, dir: &Path) -> Result<(), DownloadError> {
+/// Extracts `archive` as a `kind` archive into `dir`, replacing `dir` if it exists.
+pub fn extract(archive: &Path, kind: ArchiveKind, dir: &Path) -> Result<(), DownloadError> {
     if dir.file_name().is_none() {
         return Err(DownloadError::InvalidRequest(format!(
             "unarchive directory {} has no name",

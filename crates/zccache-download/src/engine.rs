@@ -58,6 +58,7 @@ pub(crate) fn validate(req: &DownloadRequest) -> Result<Option<ArchiveKind>, Dow
     }
     match &req.unarchive {
         None => Ok(None),
+        Some(_) if req.archive_kind.is_some() => Ok(req.archive_kind),
         Some(_) => ArchiveKind::from_path(&req.destination)
             .map(Some)
             .ok_or_else(|| {

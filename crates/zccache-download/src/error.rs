@@ -27,6 +27,8 @@ pub enum DownloadError {
         expected: String,
         actual: String,
     },
+    /// The transfer was cancelled; what was written stays for a later call to resume.
+    Cancelled { url: String },
     /// The archive could not be read.
     Archive { archive: PathBuf, message: String },
     /// The archive contains an entry that would escape the extraction directory
@@ -75,6 +77,7 @@ impl fmt::Display for DownloadError {
                 "sha256 mismatch for {}: expected {expected}, actual {actual}",
                 path.display()
             ),
+            DownloadError::Cancelled { url } => write!(f, "GET {url}: cancelled"),
             DownloadError::Archive { archive, message } => {
                 write!(f, "archive {}: {message}", archive.display())
             }

@@ -19,13 +19,17 @@
 //! then resumes.
 
 mod archive;
+pub mod daemon;
 mod engine;
 mod error;
 mod sidecar;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-pub use archive::{unarchive, ArchiveKind};
+pub use archive::{extract, unarchive, ArchiveKind};
 pub use error::DownloadError;
 
 /// Default number of parallel connections for a segmented download.
@@ -33,6 +37,41 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
 /// Default smallest segment; files shorter than twice this are fetched in one piece,
 /// because extra connections cost more than they gain on small files.
 pub const DEFAULT_MIN_SEGMENT_SIZE: u64 = 8 * 1024 * 1024;
+
+/// The engine's connections and smallest segment for a request's tuning: `multipart_parts`
+/// (split into that many ranged parts) wins over `max_connections`; defaults otherwise.
+fn tuning(
+    max_connections: Option<usize>,
+    min_segment_size: Option<u64>,
+    multipart_parts: Option<usize>,
+) -> (usize, u64) {
+    match multipart_parts {
+        Some(parts) => (
+            parts.max(1),
+            min_segment_size.unwrap_or(MULTIPART_MIN_SEGMENT),
+        ),
+        None => (
+            max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            min_segment_size.unwrap_or(DEFAULT_MIN_SEGMENT_SIZE),
+        ),
+    }
+}
+
+/// The archive kind a client's format names; `None` for `auto` (from the file name).
+pub fn archive_kind(format: zccache_download_client::ArchiveFormat) -> Option<ArchiveKind> {
+    use zccache_download_client::ArchiveFormat;
+    match format {
+        ArchiveFormat::Auto => None,
+        ArchiveFormat::Tar => Some(ArchiveKind::Tar),
+        ArchiveFormat::TarGz => Some(ArchiveKind::TarGz),
+        ArchiveFormat::TarXz => Some(ArchiveKind::TarXz),
+        ArchiveFormat::TarZst => Some(ArchiveKind::TarZst),
+        ArchiveFormat::Zip => Some(ArchiveKind::Zip),
+    }
+}
+
+/// Smallest segment when the caller asked for a number of parts rather than a size.
+const MULTIPART_MIN_SEGMENT: u64 = 256 * 1024;
 
 /// What to download and where to put it.
 #[derive(Debug, Clone)]
@@ -54,9 +93,34 @@ pub struct DownloadRequest {
     pub min_segment_size: u64,
     /// Extract the downloaded archive into this directory (replacing it) after publishing.
     pub unarchive: Option<PathBuf>,
+    /// The archive's format when its name does not say (`None`: from the destination's name).
+    pub archive_kind: Option<ArchiveKind>,
+    /// Set to stop the transfer (from another thread); the call then fails with
+    /// [`DownloadError::Cancelled`] and leaves the part file to resume.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl DownloadRequest {
+    /// The transfer a client's fetch asks for (no unpacking: the daemon unpacks itself).
+    pub fn from_fetch(request: &zccache_download_client::FetchRequest) -> Self {
+        let (max_connections, min_segment_size) = tuning(
+            request.max_connections,
+            request.min_segment_size,
+            request.multipart_parts,
+        );
+        DownloadRequest {
+            url: request.source_url.clone(),
+            part_urls: request.part_urls.clone(),
+            destination: request.destination_path.clone(),
+            sha256: request.expected_sha256.clone(),
+            max_connections,
+            min_segment_size,
+            unarchive: None,
+            archive_kind: None,
+            cancel: None,
+        }
+    }
+
     /// A single-URL request with default tuning.
     pub fn new(url: impl Into<String>, destination: impl Into<PathBuf>) -> Self {
         DownloadRequest {
@@ -67,6 +131,8 @@ impl DownloadRequest {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             min_segment_size: DEFAULT_MIN_SEGMENT_SIZE,
             unarchive: None,
+            archive_kind: None,
+            cancel: None,
         }
     }
 }
@@ -107,11 +173,39 @@ pub fn download(
         .enable_all()
         .build()
         .map_err(|e| DownloadError::io(&request.destination, "start tokio runtime for", e))?;
-    let mut done = runtime.block_on(engine::run(request, progress))?;
+    let mut done = runtime.block_on(async {
+        match &request.cancel {
+            None => engine::run(request, progress).await,
+            // Dropping the transfer's future aborts its connections (their tasks live in a
+            // JoinSet owned by it).
+            Some(flag) => tokio::select! {
+                done = engine::run(request, progress) => done,
+                () = cancelled(flag) => Err(DownloadError::Cancelled {
+                    url: request.url.clone(),
+                }),
+            },
+        }
+    })?;
     drop(runtime);
+    if request
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed))
+    {
+        return Err(DownloadError::Cancelled {
+            url: request.url.clone(),
+        });
+    }
     if let (Some(dir), Some(kind)) = (&request.unarchive, kind) {
         archive::extract(&done.path, kind, dir)?;
         done.unarchived_to = Some(dir.clone());
     }
     Ok(done)
+}
+
+/// Resolves once `flag` is set (checked every 50 ms: a cancel is a human's action).
+async fn cancelled(flag: &AtomicBool) {
+    while !flag.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

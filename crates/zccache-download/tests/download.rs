@@ -212,7 +212,7 @@ fn not_found_names_url_and_status() {
 }
 
 #[test]
-fn cli_prints_json_and_fails_with_exit_1() {
+fn cli_without_the_daemon_prints_json_and_fails_with_exit_1() {
     let server = Nginx::start();
     let data = random_bytes(MIB, 6);
     server.put("cli.bin", &data);
@@ -221,9 +221,9 @@ fn cli_prints_json_and_fails_with_exit_1() {
     let exe = env!("CARGO_BIN_EXE_zccache-download");
 
     let ok = Command::new(exe)
-        .args(["get", &server.url("cli.bin"), "--output"])
+        .args(["--json", "fetch", "--no-daemon", &server.url("cli.bin")])
         .arg(&dest)
-        .args(["--sha256", &sha256_hex(&data), "--json"])
+        .args(["--sha256", &sha256_hex(&data)])
         .output()
         .unwrap();
     assert!(
@@ -233,13 +233,13 @@ fn cli_prints_json_and_fails_with_exit_1() {
     );
     let json: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(json["sha256"], sha256_hex(&data));
-    assert_eq!(json["path"], dest.to_str().unwrap());
-    assert_eq!(json["bytes"], data.len() as u64);
+    assert_eq!(json["cache_path"], dest.to_str().unwrap());
+    assert_eq!(json["downloaded_bytes"], data.len() as u64);
     assert_eq!(std::fs::read(&dest).unwrap(), data);
 
     let missing = server.url("nope.bin");
     let failed = Command::new(exe)
-        .args(["get", &missing, "--output"])
+        .args(["fetch", "--no-daemon", &missing])
         .arg(out.path().join("nope.bin"))
         .output()
         .unwrap();

@@ -12,6 +12,7 @@ use zccache_client::Endpoint;
 use zccache_core::Config;
 use zccache_protocol::{Request, Response, SessionStartRequest};
 
+mod downloads;
 mod watcher;
 
 create_exception!(_native, ZcCacheError, PyRuntimeError);
@@ -190,5 +191,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fp_mark_success, m)?)?;
     m.add_function(wrap_pyfunction!(fp_mark_failure, m)?)?;
     m.add_function(wrap_pyfunction!(fp_invalidate, m)?)?;
+    downloads::register(m)?;
     Ok(())
 }

@@ -6,6 +6,7 @@ mod cli;
 mod compile;
 mod daemon;
 mod depfiles;
+mod download;
 mod exec;
 mod fp;
 mod generated;

@@ -67,6 +67,12 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start() -> Nginx {
+        Nginx::start_limited(None)
+    }
+
+    /// nginx sending each response at most `rate` (nginx's `limit_rate`, e.g. `4m` bytes per
+    /// second), for transfers slow enough to be joined, watched and cancelled.
+    pub fn start_limited(rate: Option<&str>) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path();
         std::fs::create_dir_all(base.join("www")).unwrap();
@@ -77,10 +83,11 @@ impl Nginx {
         // (and no worker switching to an unprivileged user that cannot read the tempdir).
         let conf = format!(
             "daemon off;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
-             events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body;\n\
+             events {{}}\nhttp {{\n  access_log {p}/access.log;\n  client_body_temp_path {p}/body;\n\
              proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n\
              uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    root {p}/www;\n  }}\n}}\n"
+             server {{\n    listen 127.0.0.1:{port};\n    root {p}/www;\n{limit}  }}\n}}\n",
+            limit = rate.map(|r| format!("    limit_rate {r};\n")).unwrap_or_default()
         );
         let conf_path = base.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
@@ -111,6 +118,13 @@ impl Nginx {
 
     pub fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// How many GET requests for `name` nginx has logged (each is logged as it completes).
+    pub fn gets(&self, name: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        let needle = format!("\"GET /{name} ");
+        log.lines().filter(|line| line.contains(&needle)).count()
     }
 }
 
