@@ -41,9 +41,31 @@ def _build_binaries():
     print(f"zccache binaries from {built}", file=sys.stderr)
 
 
+def _platform_tag(config_settings):
+    """maturin tags a wheel built through PEP 517 (pip, build) plain `linux`, which PyPI
+    refuses, unless told a compatibility: pass the one pyproject.toml names (maturin checks
+    the module's symbol versions against it and fails the build if they are newer) unless the
+    caller passed build arguments of their own."""
+    settings = dict(config_settings or {})
+    if settings.get("maturin.build-args", settings.get("build-args")) is not None:
+        return settings
+    env_args = os.environ.get("MATURIN_PEP517_ARGS", "")
+    if "--compatibility" in env_args or "--manylinux" in env_args:
+        return settings
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11: maturin depends on tomli there
+        import tomli as tomllib
+    with open(HERE / "pyproject.toml", "rb") as f:
+        compatibility = tomllib.load(f).get("tool", {}).get("maturin", {}).get("compatibility")
+    if compatibility:
+        settings["maturin.build-args"] = f"{env_args} --compatibility {compatibility}".strip()
+    return settings
+
+
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     _build_binaries()
-    return maturin.build_wheel(wheel_directory, config_settings, metadata_directory)
+    return maturin.build_wheel(wheel_directory, _platform_tag(config_settings), metadata_directory)
 
 
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):

@@ -22,3 +22,11 @@ def test_the_module_and_the_binaries_speak_the_same_protocol():
     assert out.stdout.startswith("zccache ")
     assert zccache.PROTOCOL_VERSION >= 14
     assert issubclass(zccache.ZcCacheError, RuntimeError)
+
+
+def test_the_wheel_has_a_manylinux_tag():
+    from importlib.metadata import distribution
+
+    tags = [line.split(": ", 1)[1] for line in distribution("zccache").read_text("WHEEL").splitlines()
+            if line.startswith("Tag: ")]
+    assert tags and all("manylinux_2_" in tag and tag.startswith("cp39-abi3-") for tag in tags), tags

@@ -324,13 +324,16 @@ fn a_new_caches_first_results_are_checked_before_its_store_opens() {
     std::fs::remove_file(&gate).unwrap();
     sb.ok(&args);
     assert_ne!(sb.read("m.o"), first);
+    // The second result is checked and stored after the reply, on a store worker: on a loaded
+    // machine that can come after the edit below, and then the daemon rightly refuses it as
+    // modified during its compile (what failed this test in CI). `status` waits for the
+    // stores in flight.
+    sb.status();
     sb.write_old("v.h", "#define VALUE 1\n");
     sb.ok(&args);
     assert_eq!(sb.read("m.o"), first);
     let refused = sb.reason_count("not_stored", "input_modified_during_compile");
     if refused != 0 {
-        // Failed twice in CI (loaded machine), never here: show which compile's result was
-        // refused and why.
         sb.print_daemon_records();
     }
     assert_eq!(refused, 0);
