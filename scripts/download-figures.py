@@ -9,7 +9,8 @@ BUILT_DIR holds the release binaries (scripts/build-release.sh prints it). Needs
 nginx serves one random file twice: at full speed, and with `limit_rate R` per response (a
 server or CDN that caps each connection, the case parallel ranges are for). For each, in
 interleaved rounds, the median wall time and throughput of:
-  curl               one connection (`curl -s -o`);
+  curl               one connection (`curl -s -o`), no verification;
+  curl + sha256sum   the same, then the digest the others check;
   engine 1           `zccache-download fetch --no-daemon --max-connections 1`;
   engine 8           the same with 8 connections (segments of at least 4 MiB);
   daemon 8           `zccache download URL PATH --max-connections 8` (client + daemon);
@@ -84,6 +85,8 @@ def main():
             for label, (_, url) in servers.items():
                 tools = {
                     "curl": lambda out: ["curl", "-s", "-o", out, url],
+                    "curl + sha256sum": lambda out: ["sh", "-c", f"curl -s -o {out} {url} && "
+                                                     f"sha256sum {out} >/dev/null"],
                     "engine 1": lambda out: [dl, "fetch", "--no-daemon", url, out,
                                              "--max-connections", "1"],
                     "engine 8": lambda out: [dl, "fetch", "--no-daemon", url, out,
