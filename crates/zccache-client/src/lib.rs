@@ -208,8 +208,9 @@ impl Endpoint {
             .write(true)
             .mode(0o600)
             .open(self.root.path().join("spawn.lock"))?;
-        // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        // Released when `lock` is dropped. A failure to lock only means two clients may
+        // both start a daemon; the daemon's own lock keeps all but one from serving.
+        let _ = zccache_core::lock_exclusive(&lock);
         if let Ok(connection) = self.connect() {
             return Ok(connection);
         }

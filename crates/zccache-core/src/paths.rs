@@ -2,7 +2,6 @@
 //! results do not depend on timing.
 
 use std::borrow::Cow;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// `cwd.join(path)` with `.` and `..` folded away lexically.
@@ -13,7 +12,7 @@ pub fn absolute(cwd: &Path, path: &Path) -> PathBuf {
 /// [`absolute`], borrowing `path` when it is already absolute and clean (the common case for
 /// dependency paths on a hit, where this runs hundreds of times per compile).
 pub fn absolute_cow<'a>(cwd: &Path, path: &'a Path) -> Cow<'a, Path> {
-    if is_clean_absolute(path.as_os_str().as_bytes()) {
+    if is_clean_absolute(path.as_os_str().as_encoded_bytes()) {
         return Cow::Borrowed(path);
     }
     let joined = if path.is_absolute() {

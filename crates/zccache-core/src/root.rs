@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use zccache_platform::fs::{write_problem, WriteProblem};
 
 /// `sun_path` holds 108 bytes; longer socket paths move to a per-user directory under /tmp.
 const MAX_SOCKET_PATH: usize = 100;
@@ -26,23 +26,23 @@ pub enum RootError {
 impl fmt::Display for RootError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RootError::Io { path, error } => match error.raw_os_error() {
-                Some(libc::EROFS) => write!(
+            RootError::Io { path, error } => match write_problem(error) {
+                WriteProblem::ReadOnlyFileSystem => write!(
                     f,
                     "{}: the cache is on a read-only file system; compiling uncached",
                     path.display()
                 ),
-                Some(libc::EACCES) | Some(libc::EPERM) => write!(
+                WriteProblem::NotPermitted => write!(
                     f,
                     "{}: the cache directory is not writable ({error}); compiling uncached",
                     path.display()
                 ),
-                Some(libc::ENOSPC) | Some(libc::EDQUOT) => write!(
+                WriteProblem::NoSpace => write!(
                     f,
                     "{}: no space left for the cache ({error}); compiling uncached",
                     path.display()
                 ),
-                _ => write!(f, "{}: {error}", path.display()),
+                WriteProblem::Other => write!(f, "{}: {error}", path.display()),
             },
             RootError::ForeignOwner { path, owner } => write!(
                 f,
@@ -125,7 +125,11 @@ impl CacheRoot {
     }
 
     /// `inside`, or a per-user directory under /tmp when `inside` is too long for a socket.
+    /// On Windows, a named pipe named after the root instead (`\\.\pipe\zccache-<digest>-<tag>`).
     fn fitting_socket(&self, inside: PathBuf, tag: &str) -> PathBuf {
+        if cfg!(windows) {
+            return PathBuf::from(format!(r"\\.\pipe\zccache-{}-{tag}", self.short_digest()));
+        }
         if inside.as_os_str().len() <= MAX_SOCKET_PATH {
             return inside;
         }
@@ -168,7 +172,7 @@ impl CacheRoot {
         for dir in [self.artifacts_dir(), self.tmp_dir(), self.logs_dir()] {
             make_private_dir(&dir)?;
         }
-        if let Some(parent) = self.socket_path(0).parent() {
+        if let Some(parent) = self.socket_path(0).parent().filter(|_| cfg!(unix)) {
             if parent != self.root {
                 make_private_dir(parent)?;
             }
@@ -178,54 +182,51 @@ impl CacheRoot {
 }
 
 fn uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    zccache_platform::fs::user_id()
 }
 
-/// Creates `dir` (and parents) and makes it 0700 and ours.
+/// Creates `dir` (and parents) and makes it private to this user (0700 and ours on Unix).
 pub fn make_private_dir(dir: &Path) -> Result<(), RootError> {
-    let io_err = |error| RootError::Io {
-        path: dir.to_path_buf(),
-        error,
-    };
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_err(e)),
-    }
-    let meta = std::fs::symlink_metadata(dir).map_err(io_err)?;
-    if meta.uid() != uid() {
-        return Err(RootError::ForeignOwner {
+    use zccache_platform::fs::PrivateDirError;
+    zccache_platform::fs::make_private_dir(dir).map_err(|e| match e {
+        PrivateDirError::Io(error) => RootError::Io {
             path: dir.to_path_buf(),
-            owner: meta.uid(),
-        });
-    }
-    if !meta.is_dir() {
-        return Err(io_err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a directory",
-        )));
-    }
-    if meta.mode() & 0o777 != 0o700 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err)?;
-    }
-    Ok(())
+            error,
+        },
+        PrivateDirError::ForeignOwner(owner) => RootError::ForeignOwner {
+            path: dir.to_path_buf(),
+            owner,
+        },
+        PrivateDirError::NotADirectory => RootError::Io {
+            path: dir.to_path_buf(),
+            error: io::Error::new(io::ErrorKind::InvalidInput, "not a directory"),
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(unix)]
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn layout() {
         let root = CacheRoot::new("/c");
         assert_eq!(root.artifacts_dir(), PathBuf::from("/c/artifacts"));
         assert_eq!(root.index_path(), PathBuf::from("/c/index.redb"));
-        assert_eq!(root.socket_path(3), PathBuf::from("/c/daemon-v3.sock"));
+        if cfg!(windows) {
+            let pipe = root.socket_path(3).into_os_string().into_string().unwrap();
+            assert!(
+                pipe.starts_with(r"\\.\pipe\zccache-") && pipe.ends_with("-v3"),
+                "{pipe}"
+            );
+            let download = root.download_socket_path(1);
+            assert!(download.to_str().unwrap().ends_with("-download-v1"));
+            assert_ne!(CacheRoot::new("/d").socket_path(3), root.socket_path(3));
+        } else {
+            assert_eq!(root.socket_path(3), PathBuf::from("/c/daemon-v3.sock"));
+        }
         assert_eq!(root.lock_path(3), PathBuf::from("/c/daemon-v3.lock"));
         assert_eq!(
             root.compilers_lock_path(42),
@@ -244,6 +245,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn the_scratch_dir_is_private_per_root_and_version_or_absent() {
         let base = tempfile::tempdir().unwrap();
         let a = CacheRoot::new("/cache/a");
@@ -276,6 +278,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn ensure_makes_private_dirs_whatever_the_umask() {
         let tmp = tempfile::tempdir().unwrap();
         let root = CacheRoot::new(tmp.path().join("root"));

@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use zccache_core::CacheRoot;
 
@@ -23,7 +22,7 @@ pub struct Record {
     pub expanded: Option<(PathBuf, Stamp)>,
 }
 
-/// Size, modification time and inode of a file or directory: enough to notice that it was
+/// Size, modification time and identity (inode) of a file or directory: enough to notice that it was
 /// replaced or rewritten since it was recorded.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
@@ -38,8 +37,8 @@ impl Stamp {
         let meta = std::fs::symlink_metadata(path).ok()?;
         Some(Stamp {
             len: if meta.is_dir() { 0 } else { meta.len() },
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            ino: meta.ino(),
+            mtime_ns: zccache_platform::fs::mtime_ns(&meta),
+            ino: zccache_platform::fs::file_identity(&meta),
         })
     }
 }
