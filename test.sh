@@ -66,7 +66,8 @@ rustup target list --installed 2>/dev/null | grep -q '^x86_64-pc-windows-gnu$' |
 echo "==> Windows: the platform layer's crates under Wine"
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/tests/windows/wine-runner.sh" \
   cargo test --locked --target x86_64-pc-windows-gnu \
-  -p zccache-platform -p zccache-protocol -p zccache-core -p zccache-ino
+  -p zccache-platform -p zccache-protocol -p zccache-core -p zccache-ipc -p zccache-ino \
+  -p zccache-download-client
 cargo check --locked --target x86_64-pc-windows-gnu -p zccache-remote
 
 # The Python package, installed the way a user does it (`pip install ./python`: maturin for

@@ -1,14 +1,16 @@
-//! zccache-ipc: moving frames over the daemon's Unix socket.
+//! zccache-ipc: moving frames over the daemon's local endpoint.
 //!
 //! Both sides are blocking. The client ([`Connection`]) must start without any runtime; the
 //! daemon accepts on plain threads ([`Listener`], [`ServerConnection`]) because a hit is a few
 //! hundred microseconds of work and every hand-off between threads costs a measurable share of
 //! that. Frames come from [`zccache_protocol`]; what a message means is the daemon's business.
+//!
+//! The endpoint is a Unix socket (mode 0600) on Unix, used directly as before; on Windows a
+//! named pipe through `interprocess`, open to the current user only (a security descriptor
+//! naming the user) and refusing remote clients ([`sys`] holds the difference).
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,14 +21,14 @@ fn invalid(error: FrameError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
-fn write_frame<T: Serialize>(mut stream: &UnixStream, message: &T) -> io::Result<()> {
+fn write_frame<T: Serialize>(mut stream: &sys::Stream, message: &T) -> io::Result<()> {
     let frame = encode(message).map_err(invalid)?;
     stream.write_all(&frame)?;
     stream.flush()
 }
 
 /// Reads one frame; `Ok(None)` when the peer closed the connection before sending anything.
-fn read_frame<T: for<'de> Deserialize<'de>>(mut stream: &UnixStream) -> io::Result<Option<T>> {
+fn read_frame<T: for<'de> Deserialize<'de>>(mut stream: &sys::Stream) -> io::Result<Option<T>> {
     let mut header = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -69,10 +71,11 @@ pub fn encode_request<T: Serialize>(message: &T) -> io::Result<Vec<u8>> {
 
 /// A connection from a client to the daemon.
 pub struct Connection {
-    stream: UnixStream,
+    stream: sys::Stream,
 }
 
 /// The socket, for asking the kernel about the peer (`SO_PEERCRED`: which daemon this is).
+#[cfg(unix)]
 impl std::os::unix::io::AsRawFd for Connection {
     fn as_raw_fd(&self) -> std::os::unix::io::RawFd {
         self.stream.as_raw_fd()
@@ -82,14 +85,14 @@ impl std::os::unix::io::AsRawFd for Connection {
 impl Connection {
     /// Connects to the daemon's socket.
     pub fn connect(socket: &Path) -> io::Result<Connection> {
-        let stream = UnixStream::connect(socket)?;
+        let stream = sys::connect(socket)?;
         Ok(Connection { stream })
     }
 
     /// Bounds how long one read or write may block (`None`: forever, e.g. while a compile runs).
     pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(timeout)?;
-        self.stream.set_write_timeout(timeout)
+        sys::set_read_timeout(&self.stream, timeout)?;
+        sys::set_write_timeout(&self.stream, timeout)
     }
 
     /// Sends one request and waits for its one reply.
@@ -105,7 +108,7 @@ impl Connection {
         &mut self,
         frame: &[u8],
     ) -> io::Result<Resp> {
-        self.stream.write_all(frame)?;
+        (&self.stream).write_all(frame)?;
         self.next_reply()
     }
 
@@ -116,28 +119,23 @@ impl Connection {
     }
 }
 
-/// The daemon's listening socket, private to its owner (mode 0600).
+/// The daemon's listening endpoint, private to its owner.
 pub struct Listener {
-    inner: UnixListener,
+    inner: sys::Listener,
 }
 
 impl Listener {
     /// Binds `socket`, replacing a stale socket file. The caller must hold the daemon lock, so
     /// that no live daemon's socket is replaced.
     pub fn bind(socket: &Path) -> io::Result<Listener> {
-        match std::fs::remove_file(socket) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let inner = UnixListener::bind(socket)?;
-        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-        Ok(Listener { inner })
+        Ok(Listener {
+            inner: sys::bind(socket)?,
+        })
     }
 
     /// Waits for the next client. Several threads may wait at once; each client wakes one.
     pub fn accept(&self) -> io::Result<ServerConnection> {
-        let (stream, _) = self.inner.accept()?;
+        let stream = sys::accept(&self.inner)?;
         Ok(ServerConnection {
             stream: Arc::new(stream),
         })
@@ -146,7 +144,7 @@ impl Listener {
 
 /// The daemon's side of one client connection.
 pub struct ServerConnection {
-    stream: Arc<UnixStream>,
+    stream: Arc<sys::Stream>,
 }
 
 impl ServerConnection {
@@ -156,7 +154,7 @@ impl ServerConnection {
         &mut self,
         timeout: Duration,
     ) -> io::Result<Option<T>> {
-        self.stream.set_read_timeout(Some(timeout))?;
+        sys::set_read_timeout(&self.stream, Some(timeout))?;
         read_frame(&self.stream)
     }
 
@@ -178,7 +176,7 @@ impl ServerConnection {
 /// [`ServerConnection::sink`]).
 #[derive(Clone)]
 pub struct FrameSink {
-    stream: Arc<UnixStream>,
+    stream: Arc<sys::Stream>,
 }
 
 impl FrameSink {
@@ -188,6 +186,109 @@ impl FrameSink {
     }
 }
 
+/// What the endpoint is on this system.
+#[cfg(unix)]
+mod sys {
+    use std::io;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::Path;
+    use std::time::Duration;
+
+    pub type Stream = UnixStream;
+    pub type Listener = UnixListener;
+
+    pub fn connect(socket: &Path) -> io::Result<Stream> {
+        UnixStream::connect(socket)
+    }
+
+    pub fn set_read_timeout(stream: &Stream, timeout: Option<Duration>) -> io::Result<()> {
+        stream.set_read_timeout(timeout)
+    }
+
+    pub fn set_write_timeout(stream: &Stream, timeout: Option<Duration>) -> io::Result<()> {
+        stream.set_write_timeout(timeout)
+    }
+
+    /// A Unix socket of mode 0600, replacing a stale socket file.
+    pub fn bind(socket: &Path) -> io::Result<Listener> {
+        match std::fs::remove_file(socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(socket)?;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    }
+
+    pub fn accept(listener: &Listener) -> io::Result<Stream> {
+        listener.accept().map(|(stream, _)| stream)
+    }
+}
+
+/// What the endpoint is on this system: a named pipe for this user alone.
+#[cfg(windows)]
+mod sys {
+    use interprocess::local_socket::prelude::*;
+    use interprocess::local_socket::{ConnectOptions, GenericFilePath, ListenerOptions};
+    use interprocess::os::windows::local_socket::ListenerOptionsExt;
+    use interprocess::os::windows::security_descriptor::SecurityDescriptor;
+    use interprocess::ConnectWaitMode;
+    use std::io;
+    use std::path::Path;
+    use std::time::Duration;
+
+    pub type Stream = interprocess::local_socket::Stream;
+    pub type Listener = interprocess::local_socket::Listener;
+
+    /// How long a client waits while every instance of the pipe is busy.
+    const BUSY_WAIT: Duration = Duration::from_secs(10);
+
+    pub fn connect(pipe: &Path) -> io::Result<Stream> {
+        ConnectOptions::new()
+            .name(pipe.to_fs_name::<GenericFilePath>()?)
+            .wait_mode(ConnectWaitMode::Timeout(BUSY_WAIT))
+            .connect_sync()
+    }
+
+    /// Named pipes opened for blocking I/O take no timeouts (interprocess answers
+    /// `Unsupported`): on Windows a read waits until the peer writes or hangs up. Bounding it
+    /// needs overlapped I/O or a watchdog that cancels the read; until then the limit is not
+    /// applied. (A hung peer then holds one thread of the daemon, or the client, which the
+    /// build would see as a hung compile.)
+    pub fn set_read_timeout(_stream: &Stream, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// See [`set_read_timeout`].
+    pub fn set_write_timeout(_stream: &Stream, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// The pipe, its access list granting this user (and nobody else) full access; remote
+    /// clients are refused (`PIPE_REJECT_REMOTE_CLIENTS`, interprocess's default).
+    pub fn bind(pipe: &Path) -> io::Result<Listener> {
+        let sddl = format!("D:P(A;;GA;;;{})", crate::windows_user::current_user_sid()?);
+        let wide: Vec<u16> = sddl.encode_utf16().chain(std::iter::once(0)).collect();
+        let descriptor = SecurityDescriptor::deserialize(
+            widestring::U16CStr::from_slice_truncate(&wide)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+        )?;
+        ListenerOptions::new()
+            .name(pipe.to_fs_name::<GenericFilePath>()?)
+            .security_descriptor(descriptor)
+            .create_sync()
+    }
+
+    pub fn accept(listener: &Listener) -> io::Result<Stream> {
+        listener.accept()
+    }
+}
+
+#[cfg(windows)]
+mod windows_user;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,16 +296,30 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(5);
 
+    /// A fresh endpoint: a socket in `dir` on Unix, a pipe named for this test on Windows.
+    fn endpoint(dir: &Path, tag: &str) -> std::path::PathBuf {
+        if cfg!(windows) {
+            format!(r"\\.\pipe\zccache-ipc-test-{}-{tag}", std::process::id()).into()
+        } else {
+            dir.join(format!("{tag}.sock"))
+        }
+    }
+
     #[test]
-    fn request_and_reply_over_a_real_socket() {
+    fn request_and_reply_over_a_real_endpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("s.sock");
+        let socket = endpoint(dir.path(), "reply");
         let listener = Listener::bind(&socket).unwrap();
-        let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
         let client_socket = socket.clone();
         let client = std::thread::spawn(move || {
             let mut conn = Connection::connect(&client_socket).unwrap();
+            conn.set_timeout(Some(WAIT)).unwrap();
             let reply: Response = conn.call(&Request::Ping).unwrap();
             reply
         });
@@ -216,23 +331,78 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_clients_are_each_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = endpoint(dir.path(), "many");
+        let listener = Arc::new(Listener::bind(&socket).unwrap());
+        let servers: Vec<_> = (0..3)
+            .map(|_| {
+                let listener = listener.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..4 {
+                        let mut conn = listener.accept().unwrap();
+                        let request: Request = conn.read_request(WAIT).unwrap().unwrap();
+                        assert_eq!(request, Request::Ping);
+                        conn.reply(&Response::Done).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let clients: Vec<_> = (0..12)
+            .map(|_| {
+                let socket = socket.clone();
+                std::thread::spawn(move || {
+                    let mut conn = Connection::connect(&socket).unwrap();
+                    conn.set_timeout(Some(WAIT)).unwrap();
+                    conn.call::<Request, Response>(&Request::Ping).unwrap()
+                })
+            })
+            .collect();
+        for client in clients {
+            assert_eq!(client.join().unwrap(), Response::Done);
+        }
+        for server in servers {
+            server.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_missing_endpoint_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Connection::connect(&endpoint(dir.path(), "absent"))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    }
+
+    #[test]
     fn garbage_and_silence_are_rejected_without_panicking() {
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("s.sock");
+        let socket = endpoint(dir.path(), "garbage");
         let listener = Listener::bind(&socket).unwrap();
         let client_socket = socket.clone();
         let client = std::thread::spawn(move || {
-            let mut stream = UnixStream::connect(&client_socket).unwrap();
-            stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-            let _quiet = UnixStream::connect(&client_socket).unwrap();
+            let stream = sys::connect(&client_socket).unwrap();
+            (&stream).write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            let _quiet = sys::connect(&client_socket).unwrap();
             std::thread::sleep(Duration::from_millis(300));
         });
         let mut server = listener.accept().unwrap();
         let result: io::Result<Option<Request>> = server.read_request(WAIT);
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
         let mut quiet = listener.accept().unwrap();
-        let result: io::Result<Option<Request>> = quiet.read_request(Duration::from_millis(50));
-        assert!(result.is_err(), "a silent client times out");
+        if cfg!(unix) {
+            // Windows pipes take no read timeout yet (see `sys::set_read_timeout`): there the
+            // read ends when the silent client goes away, without a request.
+            let result: io::Result<Option<Request>> = quiet.read_request(Duration::from_millis(50));
+            assert!(result.is_err(), "a silent client times out");
+        } else {
+            let result: io::Result<Option<Request>> = quiet.read_request(WAIT);
+            assert!(
+                matches!(result, Ok(None) | Err(_)),
+                "no request from a silent client"
+            );
+        }
         client.join().unwrap();
     }
 }
