@@ -68,7 +68,11 @@ CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/tests/windows/wine-runner.sh" \
   cargo test --locked --target x86_64-pc-windows-gnu \
   -p zccache-platform -p zccache-protocol -p zccache-core -p zccache-ipc -p zccache-ino \
   -p zccache-download-client
-cargo check --locked --target x86_64-pc-windows-gnu -p zccache-remote
+cargo check --locked --target x86_64-pc-windows-gnu -p zccache-remote -p zccache-client
+# The download daemon as a Windows program end to end: started detached, a named pipe, three
+# clients sharing one transfer from nginx, the record's cached answer, stop.
+cargo build --locked --target x86_64-pc-windows-gnu -p zccache-download
+tests/windows/download-e2e.sh "${CARGO_TARGET_DIR:-target}"
 
 # The Python package, installed the way a user does it (`pip install ./python`: maturin for
 # the module, scripts/build-release.sh for the binaries) into a private venv, and its pytest

@@ -2,10 +2,7 @@
 //! by the Python module (which names the daemon binary it ships with).
 
 use std::ffi::OsStr;
-use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -149,11 +146,11 @@ impl Endpoint {
     /// client has returned, nor be read half-written by another daemon storing its own
     /// compile of it. A daemon still running only dropped this call and is not waited for.
     pub fn await_compilers_of(&self, connection: &Connection) {
-        let Some(pid) = peer_pid(connection) else {
+        let Some(pid) = connection.peer_pid() else {
             return;
         };
         let path = self.root.compilers_lock_path(pid);
-        if holds_open(&path) {
+        if zccache_platform::fs::this_process_holds_open(&path) {
             // This client runs under that daemon (a tool it started calls zccache): the lock
             // is partly this client's own, and its parent waits for it.
             return;
@@ -202,11 +199,10 @@ impl Endpoint {
         self.root
             .ensure()
             .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
-        let lock = OpenOptions::new()
+        let lock = zccache_platform::fs::private_file_options()
             .create(true)
             .truncate(false)
             .write(true)
-            .mode(0o600)
             .open(self.root.path().join("spawn.lock"))?;
         // Released when `lock` is dropped. A failure to lock only means two clients may
         // both start a daemon; the daemon's own lock keeps all but one from serving.
@@ -256,36 +252,6 @@ const COMPILERS_WAIT: Duration = Duration::from_secs(120);
 /// How long a daemon that hung up may still show as running while it is being torn down.
 const DAEMON_EXIT_GRACE: Duration = Duration::from_millis(200);
 
-/// Whether this process has a descriptor open on `path` (one inherited from a daemon).
-fn holds_open(path: &Path) -> bool {
-    let Ok(path) = std::fs::canonicalize(path) else {
-        return false;
-    };
-    std::fs::read_dir("/proc/self/fd")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
-}
-
-/// The pid of the daemon at the other end of `connection` (the process that listens).
-fn peer_pid(connection: &Connection) -> Option<u32> {
-    // SAFETY: an all-zero ucred is valid; getsockopt writes at most `len` bytes into it.
-    let mut credentials: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: as above, on a socket the connection owns.
-    let found = unsafe {
-        libc::getsockopt(
-            connection.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut credentials as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    } == 0;
-    (found && credentials.pid > 0).then_some(credentials.pid as u32)
-}
-
 /// The daemon closed the connection before its first reply.
 fn hung_up(error: &io::Error) -> bool {
     matches!(
@@ -314,10 +280,9 @@ impl Endpoint {
             exe.display()
         );
         let note = self.root.path().join(MISMATCH_NOTE);
-        let first = OpenOptions::new()
+        let first = zccache_platform::fs::private_file_options()
             .write(true)
             .create_new(true)
-            .mode(0o600)
             .open(&note)
             .and_then(|mut file| io::Write::write_all(&mut file, message.as_bytes()))
             .is_ok();
@@ -405,28 +370,4 @@ fn daemon_executable() -> PathBuf {
 pub fn fail(error: impl std::fmt::Display) -> i32 {
     eprintln!("zccache: {error}");
     1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A client started under a daemon (by a tool the daemon ran) holds that daemon's
-    /// compilers lock itself and must not wait for it.
-    #[test]
-    fn a_lock_this_process_holds_open_is_found_through_any_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("compilers-1.lock");
-        std::fs::write(&lock, b"").unwrap();
-        assert!(!holds_open(&lock));
-        let held = std::fs::File::open(&lock).unwrap();
-        assert!(holds_open(&lock));
-        // The same file named through a symlinked directory.
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
-        assert!(holds_open(&link.join("compilers-1.lock")));
-        drop(held);
-        assert!(!holds_open(&lock));
-        assert!(!holds_open(&dir.path().join("missing.lock")));
-    }
 }

@@ -6,11 +6,8 @@
 //! when a symlink or hardlink would point outside the tree, or when writing them would
 //! go through a symlink.
 
-use std::ffi::OsStr;
-use std::fs::{self, OpenOptions, Permissions};
+use std::fs;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -267,23 +264,18 @@ fn write_entry(
         }
         EntryKind::File { executable } => {
             let mode = if executable { 0o755 } else { 0o644 };
-            // create_new (O_EXCL) plus O_NOFOLLOW: never open through a symlink.
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(mode)
-                .open(&path)
+            // A new file, never opened through a symlink.
+            let mut file = zccache_platform::fs::create_new_no_follow(&path, mode)
                 .map_err(|e| DownloadError::io(&path, "create", e))?;
             io::copy(content, &mut file).map_err(|e| DownloadError::Archive {
                 archive: archive.to_path_buf(),
                 message: format!("extracting {}: {e}", name.display()),
             })?;
             // The umask may have removed bits; the executable bit must survive.
-            file.set_permissions(Permissions::from_mode(mode))
+            zccache_platform::fs::set_mode(&file, mode)
                 .map_err(|e| DownloadError::io(&path, "set permissions on", e))
         }
-        EntryKind::Symlink(target) => std::os::unix::fs::symlink(&target, &path)
+        EntryKind::Symlink(target) => zccache_platform::fs::symlink(&target, &path)
             .map_err(|e| DownloadError::io(&path, "create symlink", e)),
         EntryKind::Hardlink(target) => {
             let target_rel = safe_relative(&target)
@@ -310,20 +302,20 @@ fn extract_tar(archive: &Path, reader: impl Read, root: &Path) -> Result<(), Dow
     let mut tar = tar::Archive::new(reader);
     for entry in tar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
-        let name = PathBuf::from(OsStr::from_bytes(&entry.path_bytes()));
-        let link = || {
-            entry
-                .link_name_bytes()
-                .map(|b| PathBuf::from(OsStr::from_bytes(&b)))
-                .unwrap_or_default()
+        let name = zccache_platform::fs::path_from_bytes(&entry.path_bytes()).map_err(bad)?;
+        let link = || -> Result<PathBuf, DownloadError> {
+            match entry.link_name_bytes() {
+                Some(bytes) => zccache_platform::fs::path_from_bytes(&bytes).map_err(bad),
+                None => Ok(PathBuf::new()),
+            }
         };
         let kind = match entry.header().entry_type() {
             tar::EntryType::Directory => EntryKind::Dir,
             tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File {
                 executable: entry.header().mode().map_err(bad)? & 0o111 != 0,
             },
-            tar::EntryType::Symlink => EntryKind::Symlink(link()),
-            tar::EntryType::Link => EntryKind::Hardlink(link()),
+            tar::EntryType::Symlink => EntryKind::Symlink(link()?),
+            tar::EntryType::Link => EntryKind::Hardlink(link()?),
             // Metadata records the tar crate did not fold into the next entry.
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
             other => {
@@ -348,14 +340,17 @@ fn extract_zip(archive: &Path, root: &Path) -> Result<(), DownloadError> {
     let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
     for index in 0..zip.len() {
         let mut entry = zip.by_index(index).map_err(|e| bad(e.to_string()))?;
-        let name = PathBuf::from(OsStr::from_bytes(entry.name_raw()));
+        let name = zccache_platform::fs::path_from_bytes(entry.name_raw())
+            .map_err(|e| bad(e.to_string()))?;
         let mode = entry.unix_mode().unwrap_or(0);
         let kind = if mode & 0o170000 == 0o120000 {
             let mut target = Vec::new();
             entry
                 .read_to_end(&mut target)
                 .map_err(|e| bad(format!("reading symlink {}: {e}", name.display())))?;
-            EntryKind::Symlink(PathBuf::from(OsStr::from_bytes(&target)))
+            EntryKind::Symlink(
+                zccache_platform::fs::path_from_bytes(&target).map_err(|e| bad(e.to_string()))?,
+            )
         } else if entry.is_dir() {
             EntryKind::Dir
         } else {

@@ -121,7 +121,8 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
     // Default destinations live here; private like the rest of the root.
     zccache_core::make_private_dir(&dir.join("files")).map_err(|e| e.to_string())?;
     let socket = root.download_socket_path(DOWNLOAD_PROTOCOL);
-    if let Some(parent) = socket.parent() {
+    // A socket's directory (Unix); a named pipe lives in no directory of ours.
+    if let Some(parent) = socket.parent().filter(|_| cfg!(unix)) {
         zccache_core::make_private_dir(parent).map_err(|e| e.to_string())?;
     }
     let listener = Listener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
@@ -177,16 +178,14 @@ pub fn run(options: DaemonOptions) -> Result<(), String> {
     }
 }
 
-/// The daemon's stderr goes to its log (it was started with stderr on /dev/null).
+/// The daemon's stderr goes to its log (it was started with stderr on the null device).
 fn redirect_stderr(path: &Path) {
-    use std::os::unix::io::AsRawFd;
     if let Ok(file) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
     {
-        // SAFETY: dup2 onto stderr of a descriptor we own; `file` may close afterwards.
-        unsafe { libc::dup2(file.as_raw_fd(), 2) };
+        let _ = zccache_platform::fs::redirect_stderr(&file);
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -507,8 +506,7 @@ impl SegmentJob {
                     format!("sent more than the {} bytes requested", segment.len),
                 ));
             }
-            self.file
-                .write_all_at(&chunk, position)
+            zccache_platform::fs::write_all_at(&self.file, &chunk, position)
                 .map_err(|e| DownloadError::io(&self.part, "write", e))?;
             position += len;
             unsaved += len;
@@ -600,7 +598,10 @@ async fn finish(
             });
         }
     }
-    File::open(part)
+    // Opened for writing: Windows flushes only through a handle with write access.
+    OpenOptions::new()
+        .write(true)
+        .open(part)
         .and_then(|f| f.sync_all())
         .map_err(|e| DownloadError::io(part, "sync", e))?;
     std::fs::rename(part, destination)

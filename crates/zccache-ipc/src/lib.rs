@@ -74,19 +74,17 @@ pub struct Connection {
     stream: sys::Stream,
 }
 
-/// The socket, for asking the kernel about the peer (`SO_PEERCRED`: which daemon this is).
-#[cfg(unix)]
-impl std::os::unix::io::AsRawFd for Connection {
-    fn as_raw_fd(&self) -> std::os::unix::io::RawFd {
-        self.stream.as_raw_fd()
-    }
-}
-
 impl Connection {
     /// Connects to the daemon's socket.
     pub fn connect(socket: &Path) -> io::Result<Connection> {
         let stream = sys::connect(socket)?;
         Ok(Connection { stream })
+    }
+
+    /// The pid of the process at the other end (the daemon that listens), where the system
+    /// says (Linux: `SO_PEERCRED`; Windows: the pipe's server process; elsewhere `None`).
+    pub fn peer_pid(&self) -> Option<u32> {
+        sys::peer_pid(&self.stream)
     }
 
     /// Bounds how long one read or write may block (`None`: forever, e.g. while a compile runs).
@@ -225,6 +223,30 @@ mod sys {
     pub fn accept(listener: &Listener) -> io::Result<Stream> {
         listener.accept().map(|(stream, _)| stream)
     }
+
+    #[cfg(target_os = "linux")]
+    pub fn peer_pid(stream: &Stream) -> Option<u32> {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: an all-zero ucred is valid; getsockopt writes at most `len` bytes into it.
+        let mut credentials: libc::ucred = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: as above, on a socket the stream owns.
+        let found = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut credentials as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        } == 0;
+        (found && credentials.pid > 0).then_some(credentials.pid as u32)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn peer_pid(_stream: &Stream) -> Option<u32> {
+        None
+    }
 }
 
 /// What the endpoint is on this system: a named pipe for this user alone.
@@ -283,6 +305,10 @@ mod sys {
 
     pub fn accept(listener: &Listener) -> io::Result<Stream> {
         listener.accept()
+    }
+
+    pub fn peer_pid(stream: &Stream) -> Option<u32> {
+        stream.peer_creds().ok()?.pid()
     }
 }
 

@@ -95,6 +95,154 @@ pub fn file_identity(meta: &std::fs::Metadata) -> u64 {
     }
 }
 
+/// Options for a file only this user may read or write (mode 0600 on Unix; on Windows the
+/// directory's inherited access list decides).
+pub fn private_file_options() -> std::fs::OpenOptions {
+    #[allow(unused_mut)]
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+/// Whether this process has a descriptor open on `path`, whatever path named it (read from
+/// `/proc/self/fd`). `false` where that cannot be known (other systems for now).
+pub fn this_process_holds_open(path: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(path) = std::fs::canonicalize(path) else {
+            return false;
+        };
+        std::fs::read_dir("/proc/self/fd")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// Writes all of `buf` at `offset` without moving a shared cursor (`pwrite` on Unix,
+/// `WriteFile` with an offset on Windows), so several threads can fill one file.
+pub fn write_all_at(file: &std::fs::File, buf: &[u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::FileExt;
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match file.seek_write(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates a new file at `path` for writing, never through a symlink already there (Unix:
+/// `O_EXCL | O_NOFOLLOW`; Windows: `CREATE_NEW`, which fails on any existing name), with
+/// `mode`'s permission bits on Unix.
+pub fn create_new_no_follow(path: &Path, mode: u32) -> io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW).mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    options.open(path)
+}
+
+/// Gives `file` the permission bits `mode` (whatever the umask took away); on Windows only
+/// the write bit means something (read-only when clear).
+pub fn set_mode(file: &std::fs::File, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let mut permissions = file.metadata()?.permissions();
+        permissions.set_readonly(mode & 0o222 == 0);
+        file.set_permissions(permissions)
+    }
+}
+
+/// A symbolic link at `link` to `target` (on Windows a file symlink, which needs the
+/// privilege or developer mode; without it this fails and says so).
+pub fn symlink(target: &Path, link: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(target, link)
+    }
+    #[cfg(windows)]
+    {
+        std::os::windows::fs::symlink_file(target, link)
+    }
+}
+
+/// A path from bytes as an archive stores them: any bytes on Unix; UTF-8 on Windows, where
+/// other bytes cannot name a file (an error then).
+pub fn path_from_bytes(bytes: &[u8]) -> io::Result<std::path::PathBuf> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(std::ffi::OsStr::from_bytes(bytes).into())
+    }
+    #[cfg(not(unix))]
+    {
+        std::str::from_utf8(bytes)
+            .map(std::path::PathBuf::from)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Sends this process's standard error to `file` from now on (a daemon started with it on
+/// the null device writes its log there).
+pub fn redirect_stderr(file: &std::fs::File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: dup2 onto descriptor 2 of a descriptor `file` owns; `file` may close later.
+        match unsafe { libc::dup2(file.as_raw_fd(), 2) } {
+            -1 => Err(io::Error::last_os_error()),
+            _ => Ok(()),
+        }
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::IntoRawHandle;
+        use windows_sys::Win32::System::Console::{SetStdHandle, STD_ERROR_HANDLE};
+        // The standard handle must outlive `file`: give it a handle of its own.
+        let handle = file.try_clone()?.into_raw_handle();
+        // SAFETY: SetStdHandle stores a handle this process owns and never closes.
+        match unsafe { SetStdHandle(STD_ERROR_HANDLE, handle) } {
+            0 => Err(io::Error::last_os_error()),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What an I/O error means for a cache that wanted to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteProblem {
@@ -160,6 +308,49 @@ mod tests {
             .unwrap();
         let backdated = mtime_ns(&std::fs::metadata(&path).unwrap());
         assert!(backdated < mtime_ns(&second) - 3_000_000_000_000);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_this_process_holds_open_is_found_through_any_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("compilers-1.lock");
+        std::fs::write(&lock, b"").unwrap();
+        assert!(!this_process_holds_open(&lock));
+        let held = std::fs::File::open(&lock).unwrap();
+        assert!(this_process_holds_open(&lock));
+        // The same file named through a symlinked directory.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        assert!(this_process_holds_open(&link.join("compilers-1.lock")));
+        drop(held);
+        assert!(!this_process_holds_open(&lock));
+        assert!(!this_process_holds_open(&dir.path().join("missing.lock")));
+    }
+
+    #[test]
+    fn writes_at_offsets_fill_a_file_and_new_files_refuse_existing_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        let file = create_new_no_follow(&path, 0o644).unwrap();
+        file.set_len(6).unwrap();
+        write_all_at(&file, b"def", 3).unwrap();
+        write_all_at(&file, b"abc", 0).unwrap();
+        drop(file);
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcdef");
+        assert!(create_new_no_follow(&path, 0o644).is_err());
+        assert_eq!(path_from_bytes(b"a/b.txt").unwrap(), Path::new("a/b.txt"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_file_is_never_created_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        let link = dir.path().join("link");
+        symlink(&outside, &link).unwrap();
+        assert!(create_new_no_follow(&link, 0o644).is_err());
+        assert!(!outside.exists());
     }
 
     #[test]
