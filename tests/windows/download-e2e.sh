@@ -35,7 +35,7 @@ export ZCCACHE_CACHE_DIR="Z:${work//\//\\}\\cache"
 out="Z:${work//\//\\}\\out"
 
 mkdir -p "$work/www" "$work/nginx/logs"
-head -c 4000000 /dev/urandom > "$work/www/blob.bin"
+head -c 8000000 /dev/urandom > "$work/www/blob.bin"
 want="$(sha256sum "$work/www/blob.bin" | cut -d' ' -f1)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 n="$work/nginx"
@@ -65,7 +65,7 @@ status="$(dl --json daemon status)"
 echo "$status" | grep -q '"running":true' || fail "daemon status: $status"
 echo "$status" | grep -q 'pipe\\\\zccache-' || fail "the endpoint is not a named pipe: $status"
 
-# Three clients at once over the pipe: one transfer (2 s at 2 MiB/s), shared.
+# Three clients at once over the pipe: one transfer (4 s at 2 MiB/s), shared.
 clients=()
 for i in 1 2 3; do
   wine "$exe" --json fetch "$url" "$out\\blob.bin" --max-connections 1 > "$work/client$i.json" &
