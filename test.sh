@@ -74,6 +74,24 @@ cargo check --locked --target x86_64-pc-windows-gnu -p zccache-remote -p zccache
 cargo build --locked --target x86_64-pc-windows-gnu -p zccache-download
 tests/windows/download-e2e.sh "${CARGO_TARGET_DIR:-target}"
 
+# macOS (issue 30, in progress): the same crates type-check for both Apple targets, with zig
+# (`ziglang` from PyPI, in .zig-venv) compiling the C parts of dependencies. Linking needs an
+# Apple SDK and is not done here.
+if [ ! -x .zig-venv/bin/python ] || ! .zig-venv/bin/python -c 'import ziglang' 2>/dev/null; then
+  echo "==> pip install ziglang into .zig-venv"
+  python3 -m venv .zig-venv
+  .zig-venv/bin/pip install -q ziglang
+fi
+for triple in aarch64-apple-darwin x86_64-apple-darwin; do
+  rustup target list --installed 2>/dev/null | grep -q "^$triple\$" || rustup target add "$triple"
+done
+echo "==> macOS: cargo check for aarch64- and x86_64-apple-darwin"
+ZIG_PYTHON="$PWD/.zig-venv/bin/python" \
+  CC_aarch64_apple_darwin="$PWD/tests/macos/zig-cc.sh" CC_x86_64_apple_darwin="$PWD/tests/macos/zig-cc.sh" \
+  cargo check --locked --target aarch64-apple-darwin --target x86_64-apple-darwin \
+  -p zccache-platform -p zccache-protocol -p zccache-core -p zccache-ipc -p zccache-ino \
+  -p zccache-download-client -p zccache-client -p zccache-download -p zccache-remote
+
 # The Python package, installed the way a user does it (`pip install ./python`: maturin for
 # the module, scripts/build-release.sh for the binaries) into a private venv, and its pytest
 # suite run against that installation (from outside the source tree, so the installed
