@@ -32,7 +32,11 @@
     # Set by `scripts/build-release.sh --archive` in the copy it publishes with a release.
     $StampedVersion = ''
 
+    # The repository (ZCCACHE_REPO_URL: a mirror with GitHub's layout, or a test server).
     $Repo = 'https://github.com/zackees/zccache'
+    if ([Environment]::GetEnvironmentVariable('ZCCACHE_REPO_URL')) {
+        $Repo = ([Environment]::GetEnvironmentVariable('ZCCACHE_REPO_URL')).TrimEnd('/')
+    }
     $Binaries = @('zccache', 'zccache-daemon', 'zccache-ci', 'zccache-download')
 
     function Fail([string]$Message) {

@@ -16,15 +16,18 @@
 #
 # A release archive (zccache-vX.Y.Z-<arch>-unknown-linux-musl.tar.gz on Linux,
 # zccache-vX.Y.Z-<arch>-apple-darwin.tar.gz on macOS) is downloaded with curl or wget from
-# ZCCACHE_RELEASE_URL (default https://github.com/zackees/zccache/releases/download/vX.Y.Z),
-# checked against its .sha256 file, and unpacked in a temporary directory. In GitHub Actions
-# (GITHUB_PATH set) the bin directory is added to the job's PATH.
+# ZCCACHE_RELEASE_URL (default https://github.com/zackees/zccache/releases/download/vX.Y.Z;
+# the latest release is the one .../releases/latest redirects to), checked against its
+# .sha256 file, and unpacked in a temporary directory. In GitHub Actions (GITHUB_PATH set) the
+# bin directory is added to the job's PATH.
 set -eu
 
 # Set by `scripts/build-release.sh --archive` in the copy it publishes with a release.
 stamped_version=""
 
-repo="https://github.com/zackees/zccache"
+# The repository (ZCCACHE_REPO_URL: a mirror with GitHub's layout, or a test server).
+repo="${ZCCACHE_REPO_URL:-https://github.com/zackees/zccache}"
+repo="${repo%/}"
 binaries="zccache zccache-daemon zccache-ci zccache-download"
 
 usage() {

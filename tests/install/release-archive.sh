@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # A release archive end to end, on this machine only: packages the binaries in BIN_DIR with
 # `scripts/build-release.sh --package-only`, serves the archive from 127.0.0.1 (python3's
-# http.server), and installs it with install.sh under dash (POSIX sh, as `curl … | sh` runs
-# it) from a copy outside the checkout, through ZCCACHE_RELEASE_URL. Checks that:
+# http.server, with GitHub's redirect of releases/latest added), and installs it with
+# install.sh under dash (POSIX sh, as `curl … | sh` runs it) from a copy outside the checkout,
+# through ZCCACHE_RELEASE_URL. Checks that:
 #   - the four binaries are installed, executable, identical to the archive's, and
 #     `zccache --version` prints the version; the published install.sh (version stamped in)
-#     installs that version without being told it;
+#     installs that version without being told it; told nothing, install.sh installs the
+#     release that <repo>/releases/latest redirects to (ZCCACHE_REPO_URL, served here);
 #   - a corrupted archive, and a wrong .sha256, are refused (non-zero exit) with nothing installed;
 #   - in GitHub Actions (GITHUB_PATH set) the bin directory is appended to GITHUB_PATH;
 #   - archives with a `../` member, an absolute member or a symlink are refused, nothing
@@ -54,10 +56,11 @@ for file in "$archive" "$archive.sha256" install.sh install.ps1; do
   [ -f "$work/dist/$file" ] || fail "build-release.sh wrote no $file"
 done
 (cd "$work/dist" && sha256sum -c --quiet "$archive.sha256") || fail "$archive.sha256 does not match the archive"
-tops="$(tar -tzf "$work/dist/$archive" | cut -d/ -f1 | sort -u)"
+tar -tzf "$work/dist/$archive" > "$work/members"
+tops="$(cut -d/ -f1 "$work/members" | sort -u)"
 [ "$tops" = "$name" ] || fail "the archive's top level is '$tops', not $name/"
 for file in "${binaries[@]}" README.md LICENSE-MIT LICENSE-APACHE; do
-  tar -tzf "$work/dist/$archive" | grep -qx "$name/$file" || fail "the archive holds no $name/$file"
+  grep -qx "$name/$file" "$work/members" || fail "the archive holds no $name/$file"
 done
 grep -qx "stamped_version=\"$version\"" "$work/dist/install.sh" || fail "the published install.sh is not stamped with $version"
 grep -q "^    \$StampedVersion = '$version'\$" "$work/dist/install.ps1" || fail "the published install.ps1 is not stamped with $version"
@@ -66,11 +69,35 @@ mkdir "$work/expected"
 tar -xzf "$work/dist/$archive" -C "$work/expected"
 pass "$archive: one top-level directory, the binaries, README and licences; its .sha256; install scripts stamped with $version"
 
-# The server: a free port on 127.0.0.1, serving one directory per case.
-mkdir -p "$work/srv/good" "$work/srv/corrupt" "$work/srv/badsum" "$work/srv/evil" "$work/srv/abs" "$work/srv/link"
+# The server: python3's http.server on a free port of 127.0.0.1, serving one directory per
+# case, and GitHub's redirect of <repo>/releases/latest to <repo>/releases/tag/v<version>.
+mkdir -p "$work/srv/good" "$work/srv/corrupt" "$work/srv/badsum" "$work/srv/evil" "$work/srv/abs" "$work/srv/link" \
+  "$work/srv/repo/releases/download/v$version"
 cp "$work/dist/$archive" "$work/dist/$archive.sha256" "$work/srv/good/"
+cp "$work/dist/$archive" "$work/dist/$archive.sha256" "$work/srv/repo/releases/download/v$version/"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-python3 -m http.server --bind 127.0.0.1 --directory "$work/srv" "$port" >"$work/server.log" 2>&1 &
+cat > "$work/server.py" <<'PY'
+import functools, http.server, sys
+port, directory, version = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def latest(self):
+        if self.path.rstrip("/").endswith("/releases/latest"):
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{port}/repo/releases/tag/v{version}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
+        return False
+    def do_GET(self):
+        if not self.latest():
+            super().do_GET()
+    def do_HEAD(self):
+        if not self.latest():
+            super().do_HEAD()
+handler = functools.partial(Handler, directory=directory)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), handler).serve_forever()
+PY
+python3 "$work/server.py" "$port" "$work/srv" "$version" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
   curl -fs -o /dev/null "http://127.0.0.1:$port/good/$archive.sha256" && break
@@ -101,7 +128,8 @@ for bin in "${binaries[@]}"; do
   if [ ! -f "$work/p1/bin/$bin" ] || [ ! -x "$work/p1/bin/$bin" ]; then fail "$work/p1/bin/$bin is not an installed executable"; fi
   cmp -s "$work/p1/bin/$bin" "$work/expected/$name/$bin" || fail "$work/p1/bin/$bin differs from the archive's"
 done
-"$work/p1/bin/zccache" --version | grep -qF "$version" || fail "zccache --version does not print $version: $("$work/p1/bin/zccache" --version)"
+printed="$("$work/p1/bin/zccache" --version)" || fail "zccache --version failed"
+case "$printed" in *"$version"*) ;; *) fail "zccache --version prints '$printed', not $version" ;; esac
 grep -qF "sha256 $(cut -d' ' -f1 "$work/dist/$archive.sha256") (verified)" "$work/p1.log" || fail "install.sh did not say it verified the checksum"
 pass "installed the four binaries, identical to the archive's; zccache --version prints $version"
 
@@ -112,6 +140,15 @@ cp "$work/dist/install.sh" "$work/script/published-install.sh"
   { cat "$work/p1b.log"; fail "the published install.sh failed"; }
 cmp -s "$work/p1b/bin/zccache" "$work/expected/$name/zccache" || fail "the published install.sh installed another zccache"
 pass "the published install.sh installs v$version without --version"
+
+# No version anywhere: the latest release, found from the redirect, from the default URL.
+(cd "$work/script" && env -u GITHUB_PATH -u ZCCACHE_VERSION -u ZCCACHE_RELEASE_URL ZCCACHE_REPO_URL="http://127.0.0.1:$port/repo" \
+  dash ./install.sh --release --prefix "$work/p1c" --no-demo) > "$work/p1c.log" 2>&1 ||
+  { cat "$work/p1c.log"; fail "install.sh failed to install the latest release"; }
+grep -qF "downloading http://127.0.0.1:$port/repo/releases/download/v$version/$archive" "$work/p1c.log" ||
+  { cat "$work/p1c.log"; fail "install.sh did not download the latest release from <repo>/releases/download/v$version"; }
+cmp -s "$work/p1c/bin/zccache-daemon" "$work/expected/$name/zccache-daemon" || fail "the latest release's zccache-daemon differs"
+pass "without a version: the latest release (v$version, from <repo>/releases/latest's redirect) from <repo>/releases/download/v$version"
 
 # A corrupted archive (one byte changed), and a .sha256 that names another archive.
 cp "$work/dist/$archive" "$work/dist/$archive.sha256" "$work/srv/corrupt/"
