@@ -101,3 +101,15 @@ echo "==> pip install ./python into .py-venv, then its pytest suite"
 .py-venv/bin/pip install -q "./python[test]"
 here="$PWD"
 (cd "$(mktemp -d)" && "$here/.py-venv/bin/pytest" -q -p no:cacheprovider "$here/python/tests")
+
+# Release archives: the release binaries built just above (by scripts/build-release.sh, through
+# the package's build backend) packaged as this machine's release archive, served from
+# 127.0.0.1 and installed by install.sh under dash, as `curl … | sh` runs it. PowerShell cannot
+# be installed here, so install.ps1 is parsed with tree-sitter's PowerShell grammar, not run.
+echo "==> release archive: packaged, served from 127.0.0.1, installed by install.sh under dash"
+release_bins="$PWD/target/zccache-release"
+[ -d "$release_bins" ] || release_bins="$(scripts/build-release.sh)"
+tests/install/release-archive.sh "$release_bins"
+echo "==> install.ps1: parsed with tree-sitter's PowerShell grammar"
+.py-venv/bin/pip install -q tree-sitter==0.26.1 tree-sitter-powershell==0.26.4
+.py-venv/bin/python tests/install/ps1-syntax.py install.ps1
