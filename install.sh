@@ -68,6 +68,8 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$prefix" ] || die "no install prefix (HOME is not set): pass --prefix DIR"
 version="${version#v}"
+# A relative prefix is the caller's (the source path and the demonstration change directory).
+case "$prefix" in /*) ;; *) prefix="$PWD/$prefix" ;; esac
 bindir="${prefix}/bin"
 
 # Temporary directories, removed on exit (also on Ctrl-C); the demonstration's daemon stopped.
