@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -376,7 +375,7 @@ impl Store {
                     .is_some_and(|h| self.blobs.contains_key(&h) || self.fresh.contains_key(&h));
                 if !known
                     && file.metadata().is_ok_and(|m| old(&m))
-                    && fs::remove_file(file.path()).is_ok()
+                    && zccache_platform::fs::remove_file(&file.path()).is_ok()
                 {
                     removed += 1;
                 }
@@ -384,7 +383,7 @@ impl Store {
         }
         for file in fs::read_dir(&self.tmp).into_iter().flatten().flatten() {
             if file.metadata().is_ok_and(|m| m.is_file() && old(&m))
-                && fs::remove_file(file.path()).is_ok()
+                && zccache_platform::fs::remove_file(&file.path()).is_ok()
             {
                 removed += 1;
             }
@@ -561,15 +560,19 @@ impl Store {
         if self.blob_is_intact(&hash, &target) {
             return Ok(blob);
         }
-        fs::set_permissions(staged.path(), fs::Permissions::from_mode(0o444))
-            .map_err(io_err(staged.path()))?;
+        zccache_platform::fs::set_path_mode(staged.path(), 0o444).map_err(io_err(staged.path()))?;
         let dir = target.parent().unwrap_or(&self.artifacts);
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         staged.persist(&target).map_err(|e| StoreError::Io {
             path: target.clone(),
             error: e.error,
         })?;
-        let meta = fs::metadata(&target).map_err(io_err(&target))?;
+        let mut meta = fs::metadata(&target).map_err(io_err(&target))?;
+        if !meta.permissions().readonly() {
+            // tempfile's persist on Windows resets the file's attributes (read-only with them).
+            zccache_platform::fs::set_path_mode(&target, 0o444).map_err(io_err(&target))?;
+            meta = fs::metadata(&target).map_err(io_err(&target))?;
+        }
         let record = BlobMeta {
             size: meta.len(),
             mtime_ns: mtime_ns(&meta),
@@ -702,10 +705,13 @@ impl Store {
             error,
         };
         let link = match how {
-            Delivery::Link { not_older_than_ns } => self
-                .blobs
-                .get(&blob.hash)
-                .is_some_and(|meta| meta.mtime_ns >= not_older_than_ns),
+            Delivery::Link { not_older_than_ns } => {
+                zccache_platform::fs::HARDLINK_DELIVERY
+                    && self
+                        .blobs
+                        .get(&blob.hash)
+                        .is_some_and(|meta| meta.mtime_ns >= not_older_than_ns)
+            }
             Delivery::Copy { .. } => false,
         };
         let executable = matches!(how, Delivery::Copy { executable: true });
@@ -713,7 +719,7 @@ impl Store {
             match fs::hard_link(&source, dest) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if same_file(&source, dest) {
+                    if zccache_platform::stamp::same_file(&source, dest) {
                         return Ok(());
                     }
                     let staged = unique_sibling(dest);
@@ -774,7 +780,7 @@ impl Store {
     fn evict_blob(&self, hash: &Hash) {
         let path = self.blob_path(hash);
         tracing::warn!("evicting damaged or missing blob {}", path.display());
-        let _ = fs::remove_file(&path);
+        let _ = zccache_platform::fs::remove_file(&path);
         if let Some((_, meta)) = self.blobs.remove(hash) {
             self.blob_bytes.fetch_sub(meta.size, Ordering::Relaxed);
         }
@@ -954,7 +960,7 @@ impl Store {
         }
         tx.commit().map_err(index_err)?;
         for hash in &garbage {
-            let _ = fs::remove_file(self.blob_path(hash));
+            let _ = zccache_platform::fs::remove_file(&self.blob_path(hash));
             if let Some((_, meta)) = self.blobs.remove(hash) {
                 self.blob_bytes.fetch_sub(meta.size, Ordering::Relaxed);
             }
@@ -980,7 +986,7 @@ impl Store {
         self.blob_bytes.store(0, Ordering::Relaxed);
         if let Ok(dirs) = fs::read_dir(&self.artifacts) {
             for dir in dirs.flatten() {
-                let _ = fs::remove_dir_all(dir.path());
+                let _ = zccache_platform::fs::remove_dir_all(&dir.path());
             }
         }
         Ok(())
@@ -1034,20 +1040,13 @@ pub fn replace_file(dest: &Path, contents: &mut dyn Read, mode: u32) -> io::Resu
         .prefix(".zccache-")
         .tempfile_in(dir)?;
     io::copy(contents, &mut staged)?;
-    fs::set_permissions(staged.path(), fs::Permissions::from_mode(mode))?;
+    zccache_platform::fs::set_path_mode(staged.path(), mode)?;
     staged.persist(dest).map_err(|e| e.error)?;
     Ok(())
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> i128 {
-    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (fs::metadata(a), fs::metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
+    zccache_platform::stamp::FileStamp::of(meta).mtime_ns
 }
 
 /// A name beside `dest` that nothing else uses, for a link that is then renamed over `dest`.
@@ -1105,7 +1104,10 @@ mod tests {
         let blob = store.put_bytes(b"object code").unwrap();
         assert_eq!(blob.hash, *blake3::hash(b"object code").as_bytes());
         let path = store.blob_path(&blob.hash);
-        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o444);
+        assert_eq!(
+            zccache_platform::fs::mode_of(&fs::metadata(&path).unwrap()) & 0o777,
+            0o444
+        );
         let out = dir.path().join("a.o");
         store.deliver(&blob, &out, LINK).unwrap();
         assert_eq!(fs::read(&out).unwrap(), b"object code");
@@ -1116,7 +1118,10 @@ mod tests {
             .deliver(&blob, &other, Delivery::Copy { executable: false })
             .unwrap();
         assert_eq!(fs::read(&other).unwrap(), b"object code");
-        assert_eq!(fs::metadata(&other).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(
+            zccache_platform::fs::mode_of(&fs::metadata(&other).unwrap()) & 0o777,
+            0o644
+        );
         assert_eq!(store.usage(), (1, 11));
     }
 
@@ -1163,13 +1168,17 @@ mod tests {
         let blob = store.put_bytes(b"object code").unwrap();
         let out = dir.path().join("a.o");
         store.deliver(&blob, &out, LINK).unwrap();
-        // Someone appends to the output in place, through the hardlink.
-        let mut perms = fs::metadata(&out).unwrap().permissions();
-        perms.set_mode(0o644);
-        fs::set_permissions(&out, perms).unwrap();
+        // Someone appends to the output in place, through the hardlink; where outputs are
+        // copies (Windows), to the blob itself.
+        let victim = if zccache_platform::fs::HARDLINK_DELIVERY {
+            out.clone()
+        } else {
+            store.blob_path(&blob.hash)
+        };
+        zccache_platform::fs::set_path_mode(&victim, 0o644).unwrap();
         fs::OpenOptions::new()
             .append(true)
-            .open(&out)
+            .open(&victim)
             .unwrap()
             .write_all(b"!")
             .unwrap();
@@ -1334,7 +1343,7 @@ mod tests {
             // Written but never committed: what a kill between the two leaves.
             let orphan = store.put_bytes(b"orphan").unwrap();
             assert!(store.blob_path(&orphan.hash).exists());
-            fs::remove_file(store.blob_path(&lost.hash)).unwrap();
+            zccache_platform::fs::remove_file(&store.blob_path(&lost.hash)).unwrap();
             fs::write(root.tmp_dir().join("blob-leftover"), b"partial").unwrap();
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs::{self, File, FileTimes};
 use std::io::{self, BufWriter, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -271,9 +270,9 @@ pub fn save(options: &SaveOptions, out: &Path) -> Result<Saved, Error> {
             error: io::Error::other(e.to_string()),
         })?;
         let hot = |since: u128| {
-            let stamp = |s: i64, n: i64| (s.max(0) as u128) * 1_000_000_000 + n.max(0) as u128;
-            stamp(meta.mtime(), meta.mtime_nsec()) >= since
-                || stamp(meta.atime(), meta.atime_nsec()) >= since
+            let stamp = zccache_platform::stamp::FileStamp::of(&meta);
+            stamp.mtime_ns.max(0) as u128 >= since
+                || stamp.atime_ns.max(0) as u128 >= since
                 || is_metadata(&relative)
         };
         let keep = match (options.mode, restored) {

@@ -125,13 +125,10 @@ pub enum GhaCmd {
 /// Runs `zccache-ci` (beside this program) with this call's arguments, in this process's place.
 #[allow(dead_code)]
 pub fn exec_ci(args: &[OsString]) -> i32 {
-    use std::os::unix::process::CommandExt;
-    let program = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("zccache-ci")))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("zccache-ci"));
-    let error = std::process::Command::new(&program).args(&args[1..]).exec();
+    let program = zccache_platform::process::sibling_executable("zccache-ci");
+    let error = zccache_platform::process::exec_replace(
+        std::process::Command::new(&program).args(&args[1..]),
+    );
     eprintln!(
         "zccache: {}: {error} (the CI commands are the zccache-ci program, installed beside zccache)",
         program.display()

@@ -6,7 +6,6 @@ use crate::client::Endpoint;
 use crate::wrapper::{compile_request, exec, resolve_compiler};
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use zccache_core::Config;
 use zccache_protocol::{ExecSpec, Request, Response};
 
@@ -72,7 +71,7 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
     let mut spec = ExecSpec::default();
     let mut i = 0;
     while i < args.len() {
-        let arg = args[i].as_bytes();
+        let arg = args[i].as_encoded_bytes();
         if arg == b"--" {
             let command = args[i + 1..].to_vec();
             if command.is_empty() {
@@ -106,7 +105,7 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
             None => {
                 i += 1;
                 match args.get(i) {
-                    Some(value) => value.clone().into_vec(),
+                    Some(value) => value.clone().into_encoded_bytes(),
                     None => return Err(format!("{} needs a value", String::from_utf8_lossy(name))),
                 }
             }

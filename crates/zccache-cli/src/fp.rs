@@ -4,7 +4,6 @@
 
 use crate::client::fail;
 use crate::client::Endpoint;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use zccache_protocol::{FpCheckRequest, Request, Response};
 
@@ -56,9 +55,9 @@ pub(crate) fn main(
                 exclude,
             };
             let request = FpCheckRequest {
-                cache_file: cwd.join(cache_file).as_os_str().as_bytes().to_vec(),
+                cache_file: cwd.join(cache_file).as_os_str().as_encoded_bytes().to_vec(),
                 cache_type: cache_type.to_string(),
-                root: selection.root.as_os_str().as_bytes().to_vec(),
+                root: selection.root.as_os_str().as_encoded_bytes().to_vec(),
                 include: selection.include.clone(),
                 ext: selection.ext.clone(),
                 exclude: selection.exclude.clone(),

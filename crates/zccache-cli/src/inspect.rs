@@ -4,7 +4,6 @@ use crate::client::Endpoint;
 use crate::commands::{line, request};
 use crate::wrapper::{compile_request, resolve_compiler};
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use zccache_protocol::{InspectReport, Request, Response};
 
@@ -15,7 +14,7 @@ pub fn main(endpoint: &Endpoint, command: &[OsString], json: bool) -> i32 {
             // Folded lexically, as the daemon records sources.
             let path = zccache_core::paths::absolute(&cwd, Path::new(one));
             Request::InspectSource {
-                path: path.as_os_str().as_bytes().to_vec(),
+                path: path.as_os_str().as_encoded_bytes().to_vec(),
             }
         }
         [name, args @ ..] => {
@@ -66,8 +65,7 @@ pub fn main(endpoint: &Endpoint, command: &[OsString], json: bool) -> i32 {
 
 /// A single argument that names an existing file other than an executable (a compiler).
 fn is_source_file(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 == 0)
+    std::fs::metadata(path).is_ok_and(|m| m.is_file()) && !zccache_platform::process::runnable(path)
 }
 
 fn render(r: &InspectReport) -> String {

@@ -11,7 +11,7 @@
 // 0.1 ms of a ~1.4 ms hit on the reference machine. Arguments are read from `argv` (only glibc
 // would hand them to std without std's `main`); SIGPIPE keeps its default, as for the bare
 // compiler, and socket writes use MSG_NOSIGNAL.
-#![cfg_attr(not(test), no_main)]
+#![cfg_attr(all(unix, not(test)), no_main)]
 
 mod analyze;
 mod ci_args;
@@ -121,13 +121,28 @@ mod arena {
 
 // Under `cargo test` the harness supplies the entry point (this one would run zccache in
 // place of the unit tests) and this stays an ordinary function.
+#[cfg(unix)]
 #[cfg_attr(not(test), no_mangle)]
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+    // SAFETY: the C runtime passes `argc` valid C strings, as it does to every `main`.
+    std::process::exit(run(|| unsafe { args_from(argc, argv) }));
+}
+
+/// Windows hands a program its arguments as UTF-16, which std decodes; its runtime's start-up
+/// is kept.
+#[cfg(not(unix))]
+#[cfg_attr(test, allow(dead_code))]
+fn main() {
+    std::process::exit(run(|| std::env::args_os().collect()));
+}
+
+/// Runs the command the arguments name and returns its exit code.
+#[cfg_attr(test, allow(dead_code))]
+fn run(args: impl FnOnce() -> Vec<OsString>) -> i32 {
     // A panic must not unwind into C: report it as std's runtime would (exit 101).
-    let code = std::panic::catch_unwind(|| {
-        // SAFETY: the C runtime passes `argc` valid C strings, as it does to every `main`.
-        let args = unsafe { args_from(argc, argv) };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let args = args();
         match args.get(1).map(|a| a.to_str()) {
             Some(Some("exec")) => exec::main(&args),
             Some(Some(word)) if wrapper::is_strict_paths_flag(word) => wrapper::main(&args),
@@ -135,9 +150,8 @@ extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) 
             Some(None) => wrapper::main(&args),
             _ => commands::main(&args),
         }
-    })
-    .unwrap_or(101);
-    std::process::exit(code);
+    }))
+    .unwrap_or(101)
 }
 
 /// The arguments as the C runtime gives them to `main`. Not `std::env::args_os`: without std's
@@ -145,6 +159,8 @@ extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) 
 ///
 /// # Safety
 /// `argv` must hold `argc` pointers to NUL-terminated strings.
+#[cfg(unix)]
+#[cfg_attr(test, allow(dead_code))]
 unsafe fn args_from(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> Vec<OsString> {
     use std::os::unix::ffi::OsStringExt;
     (0..argc.max(0) as usize)

@@ -36,7 +36,7 @@ pub fn start(
     let text = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
     let message = Request::SessionStart(SessionStartRequest {
         // The shell that runs the build: when it is gone, the session may expire.
-        owner_pid: std::os::unix::process::parent_id(),
+        owner_pid: zccache_platform::process::parent_pid(),
         journal: text(&journal),
         log: text(&log),
     });

@@ -3,9 +3,6 @@
 use crate::client::Endpoint;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use zccache_compiler::strict_paths::{self, Dialect, Mode};
@@ -206,8 +203,9 @@ fn shell_word(arg: &OsStr) -> String {
 /// was partly printed: what the rerun repeats of it is not printed twice (cargo must not see
 /// rustc's metadata notice twice).
 fn rerun_after(compiler: &Path, name: &OsStr, args: &[OsString], printed: &[u8]) -> i32 {
-    let output = Command::new(compiler)
-        .arg0(name)
+    let mut command = Command::new(compiler);
+    zccache_platform::process::set_arg0(&mut command, name);
+    let output = command
         .args(args)
         .stdin(std::process::Stdio::inherit())
         .stdout(std::process::Stdio::inherit())
@@ -238,14 +236,14 @@ pub(crate) fn compile_request(
     cwd: PathBuf,
 ) -> CompileRequest {
     let mut argv = Vec::with_capacity(args.len() + 1);
-    argv.push(name.as_bytes().to_vec());
-    argv.extend(args.iter().map(|a| a.as_bytes().to_vec()));
+    argv.push(name.as_encoded_bytes().to_vec());
+    argv.extend(args.iter().map(|a| a.as_encoded_bytes().to_vec()));
     CompileRequest {
         argv,
-        program: compiler.as_os_str().as_bytes().to_vec(),
-        cwd: cwd.into_os_string().into_vec(),
+        program: compiler.as_os_str().as_encoded_bytes().to_vec(),
+        cwd: cwd.into_os_string().into_encoded_bytes(),
         env: std::env::vars_os()
-            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .map(|(k, v)| (k.into_encoded_bytes(), v.into_encoded_bytes()))
             .collect(),
         client_pid: std::process::id(),
         stderr_is_tty: stderr_is_colour_terminal(),
@@ -256,8 +254,8 @@ pub(crate) fn compile_request(
 /// What gcc and clang check before colouring diagnostics on their own: a terminal that is not
 /// `TERM=dumb`.
 fn stderr_is_colour_terminal() -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    let tty = unsafe { libc::isatty(2) } == 1;
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
     tty && std::env::var_os("TERM").is_some_and(|t| !t.is_empty() && t != "dumb")
 }
 
@@ -280,27 +278,17 @@ fn daemon_answers(tool: Option<ToolKind>, args: &[OsString]) -> bool {
     }
     match answerable_rustc_query(args) {
         Some(QueryInput::None) => true,
-        Some(QueryInput::Stdin) => stdin_is_dev_null(),
+        Some(QueryInput::Stdin) => zccache_platform::process::stdin_is_null_device(),
         None => false,
     }
-}
-
-/// Whether this process's stdin is `/dev/null` (what cargo gives its probes).
-fn stdin_is_dev_null() -> bool {
-    let (Ok(stdin), Ok(null)) = (
-        std::fs::metadata("/dev/stdin"),
-        std::fs::metadata("/dev/null"),
-    ) else {
-        return false;
-    };
-    use std::os::unix::fs::FileTypeExt;
-    stdin.file_type().is_char_device() && stdin.rdev() == null.rdev()
 }
 
 /// Replaces this process with the compiler: same stdio, exit code, signals, and argv\[0\] (the
 /// name the build used, which compilers print in their messages) as a direct call.
 pub(crate) fn exec(compiler: &Path, name: &OsStr, args: &[OsString]) -> i32 {
-    let error = Command::new(compiler).arg0(name).args(args).exec();
+    let mut command = Command::new(compiler);
+    zccache_platform::process::set_arg0(&mut command, name);
+    let error = zccache_platform::process::exec_replace(command.args(args));
     eprintln!("zccache: cannot run {}: {error}", compiler.display());
     127
 }
@@ -309,41 +297,5 @@ pub(crate) fn exec(compiler: &Path, name: &OsStr, args: &[OsString]) -> i32 {
 /// zccache itself (so `zccache` installed as `gcc` earlier on PATH does not call itself). The
 /// flag says whether a zccache entry on PATH was skipped.
 pub(crate) fn resolve_compiler(name: &OsStr, cwd: &Path) -> Option<(PathBuf, bool)> {
-    if name.as_bytes().contains(&b'/') {
-        let path = Path::new(name);
-        let path = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            cwd.join(path)
-        };
-        return Some((path, false));
-    }
-    // zccache itself, by (device, inode): one stat per candidate instead of resolving every
-    // symlink of every path on the hit path.
-    let own = std::env::current_exe()
-        .and_then(std::fs::metadata)
-        .ok()
-        .map(|m| (m.dev(), m.ino()));
-    let path_var = std::env::var_os("PATH")?;
-    let mut shadowed = false;
-    for dir in std::env::split_paths(&path_var).filter(|d| !d.as_os_str().is_empty()) {
-        let dir = if dir.is_absolute() {
-            dir
-        } else {
-            cwd.join(dir)
-        };
-        let candidate = dir.join(name);
-        let Ok(meta) = std::fs::metadata(&candidate) else {
-            continue;
-        };
-        if !(meta.is_file() && meta.permissions().mode() & 0o111 != 0) {
-            continue;
-        }
-        if own == Some((meta.dev(), meta.ino())) {
-            shadowed = true;
-            continue;
-        }
-        return Some((candidate, shadowed));
-    }
-    None
+    zccache_platform::process::resolve_program_skipping_self(name, cwd)
 }

@@ -6,7 +6,6 @@
 
 use crate::{NotCacheable, Parsed};
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Source languages we cache.
@@ -361,13 +360,13 @@ const REFUSED_PREFIXES: &[(&str, &str)] = &[
 pub fn parse_gcc(compiler: &Path, args: &[OsString]) -> Parsed {
     let driver_is_cxx = compiler
         .file_name()
-        .map(|n| n.as_bytes().windows(2).any(|w| w == b"++"))
+        .map(|n| n.as_encoded_bytes().windows(2).any(|w| w == b"++"))
         .unwrap_or(false);
     let mut state = State::default();
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
-        let bytes = arg.as_bytes();
+        let bytes = arg.as_encoded_bytes();
         i += 1;
         if bytes.first() == Some(&b'@') {
             state.refuse("response_file", arg);
@@ -1175,6 +1174,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     #[test]
     fn non_utf8_arguments_do_not_panic() {
         use std::os::unix::ffi::OsStringExt;

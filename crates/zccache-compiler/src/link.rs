@@ -7,7 +7,6 @@
 
 use crate::NotCacheable;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// A cacheable link.
@@ -286,9 +285,9 @@ pub fn is_sidecar_of(output: &Path, name: &Path) -> bool {
     let (Some(out_name), Some(name)) = (output.file_name(), name.file_name()) else {
         return false;
     };
-    let out = out_name.as_bytes();
+    let out = out_name.as_encoded_bytes();
     let stem = out.split(|b| *b == b'.').next().unwrap_or(out);
-    let name = name.as_bytes();
+    let name = name.as_encoded_bytes();
     name != out
         && !stem.is_empty()
         && name.len() > stem.len() + 1

@@ -8,8 +8,9 @@
 use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+
+use zccache_platform::os_str::{after_ascii_prefix, os_string_from_bytes};
 
 /// Deeper nesting than this is treated like a cycle.
 const MAX_DEPTH: usize = 32;
@@ -102,7 +103,7 @@ pub fn expand(
 }
 
 fn is_response_file(arg: &OsStr) -> bool {
-    let bytes = arg.as_bytes();
+    let bytes = arg.as_encoded_bytes();
     bytes.len() > 1 && bytes[0] == b'@'
 }
 
@@ -119,7 +120,7 @@ fn expand_arg(
         out.args.push(arg.into_owned());
         return;
     }
-    let name = Path::new(OsStr::from_bytes(&arg.as_bytes()[1..]));
+    let name = Path::new(after_ascii_prefix(&arg, 1));
     let path = cwd.join(name);
     if stack.len() >= MAX_DEPTH || stack.contains(&path) {
         out.args.push(arg.into_owned());
@@ -130,7 +131,13 @@ fn expand_arg(
             out.files.push(path.clone());
             stack.push(path);
             for token in tokenize(&text) {
-                expand_arg(Cow::Owned(OsString::from_vec(token)), cwd, read, stack, out);
+                expand_arg(
+                    Cow::Owned(os_string_from_bytes(token)),
+                    cwd,
+                    read,
+                    stack,
+                    out,
+                );
             }
             stack.pop();
         }

@@ -4,7 +4,6 @@
 
 use proptest::prelude::*;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use zccache_compiler::{depfile, parse_depinfo, parse_gcc, parse_rustc, rsp, Parsed, ParsedRust};
 
@@ -113,7 +112,7 @@ const RUSTC_WORDS: &[&str] = &[
 fn arg(words: &'static [&'static str]) -> impl Strategy<Value = OsString> {
     prop_oneof![
         4 => prop::sample::select(words).prop_map(OsString::from),
-        1 => prop::collection::vec(any::<u8>(), 0..12).prop_map(OsString::from_vec),
+        1 => prop::collection::vec(any::<u8>(), 0..12).prop_map(zccache_platform::os_str::os_string_from_bytes),
         1 => (prop::sample::select(words), "[a-z0-9=/.,_-]{0,8}")
             .prop_map(|(w, tail)| OsString::from(format!("{w}{tail}"))),
     ]

@@ -27,6 +27,21 @@ pub fn absolute_cow<'a>(cwd: &Path, path: &'a Path) -> Cow<'a, Path> {
             Component::ParentDir => {
                 out.pop();
             }
+            // Windows: `\\?\C:\x` and `C:\x` name one file; keys and comparisons use the
+            // second form.
+            Component::Prefix(prefix) => match prefix.kind() {
+                std::path::Prefix::VerbatimDisk(drive) => {
+                    out.push(format!("{}:", drive as char));
+                }
+                std::path::Prefix::VerbatimUNC(server, share) => {
+                    let mut unc = std::ffi::OsString::from(r"\\");
+                    unc.push(server);
+                    unc.push(r"\");
+                    unc.push(share);
+                    out.push(unc);
+                }
+                _ => out.push(component),
+            },
             other => out.push(other),
         }
     }
@@ -71,6 +86,20 @@ mod tests {
         check("/w", "/usr//include/./stdio.h", "/usr/include/stdio.h");
         check("/w", "/usr/include/", "/usr/include");
         check("/w", "/", "/");
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn verbatim_prefixes_and_separators_are_normalized() {
+        let check = |cwd: &str, path: &str, expected: &str| {
+            assert_eq!(
+                absolute(Path::new(cwd), Path::new(path)).as_os_str(),
+                std::ffi::OsStr::new(expected)
+            );
+        };
+        check(r"C:\w", r"\\?\C:\src\a.c", r"C:\src\a.c");
+        check(r"C:\w", "inc/../b/x.h", r"C:\w\b\x.h");
+        check(r"C:\w", r"\\?\UNC\server\share\x.h", r"\\server\share\x.h");
     }
 
     #[test]

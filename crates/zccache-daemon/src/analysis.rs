@@ -13,7 +13,6 @@ use crate::pipeline::{Call, Captured, KeyHasher, Miss};
 use crate::Daemon;
 use dashmap::DashMap;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -174,10 +173,17 @@ impl Daemon {
                     entry
                         .arguments
                         .iter()
-                        .flat_map(|a| [a.as_bytes(), b"\0"])
+                        .flat_map(|a| [a.as_encoded_bytes(), b"\0"])
                         .flatten()
                         .copied()
-                        .chain(entry.directory.as_os_str().as_bytes().iter().copied())
+                        .chain(
+                            entry
+                                .directory
+                                .as_os_str()
+                                .as_encoded_bytes()
+                                .iter()
+                                .copied(),
+                        )
                         .collect(),
                 ));
                 (entry.arguments[1..].to_vec(), entry.directory.clone())
@@ -302,12 +308,12 @@ impl Daemon {
         };
         let key_of = |mut key: KeyHasher| {
             key.digest_part("tool identity", &analyser.identity);
-            key.part("tool path", call.compiler.as_os_str().as_bytes());
-            key.part("tool name", call.name.as_bytes());
+            key.part("tool path", call.compiler.as_os_str().as_encoded_bytes());
+            key.part("tool name", call.name.as_encoded_bytes());
             for arg in &call.args {
-                key.part("argument", arg.as_bytes());
+                key.part("argument", arg.as_encoded_bytes());
             }
-            key.part("cwd", call.cwd.as_os_str().as_bytes());
+            key.part("cwd", call.cwd.as_os_str().as_encoded_bytes());
             for name in KEY_ENV {
                 key.env(call, name);
             }

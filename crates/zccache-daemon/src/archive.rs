@@ -6,7 +6,6 @@
 
 use crate::pipeline::{Call, Captured, CapturedOutput, Found, KeyHasher, Miss};
 use crate::Daemon;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use zccache_artifact::{Delivery, DepDigest};
@@ -55,7 +54,7 @@ impl Daemon {
         for member in &ar.members {
             match call.digest(&self.fs, &absolute(&call.cwd, member)) {
                 Ok(digest) => members.push(DepDigest {
-                    path: member.as_os_str().as_bytes().to_vec(),
+                    path: member.as_os_str().as_encoded_bytes().to_vec(),
                     hash: digest.hash,
                 }),
                 Err(_) => return self.run_locally(call, "source_unreadable"),
@@ -63,9 +62,9 @@ impl Daemon {
         }
         let key_of = |mut key: KeyHasher| {
             key.digest_part("tool identity", &identity);
-            key.part("tool path", call.compiler.as_os_str().as_bytes());
+            key.part("tool path", call.compiler.as_os_str().as_encoded_bytes());
             for arg in &call.args {
-                key.part("argument", arg.as_bytes());
+                key.part("argument", arg.as_encoded_bytes());
             }
             match &before {
                 Some(hash) => key.digest_part("archive before", hash),

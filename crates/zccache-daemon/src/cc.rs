@@ -12,8 +12,6 @@ use crate::worktree::Worktree;
 use crate::{Daemon, LookupStore};
 use std::borrow::Cow;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -538,7 +536,7 @@ impl Daemon {
         let scratch = self.scratch.take()?;
         let mut text = Vec::new();
         for arg in args {
-            text.extend_from_slice(&rsp::quote(arg.as_bytes()));
+            text.extend_from_slice(&rsp::quote(arg.as_encoded_bytes()));
             text.push(b'\n');
         }
         scratch.write_all(&text)?;
@@ -883,11 +881,11 @@ fn key_parts(
         crate::worktree::key_remap(&mut key, own, "-ffile-prefix-map=<root>=.");
     }
     for arg in &invocation.key_args {
-        key.part("argument", &keyed(arg.as_bytes()));
+        key.part("argument", &keyed(arg.as_encoded_bytes()));
     }
     key.field(b"--cwd--");
     if invocation.debug_info {
-        key.part("cwd (-g)", &keyed(call.cwd.as_os_str().as_bytes()));
+        key.part("cwd (-g)", &keyed(call.cwd.as_os_str().as_encoded_bytes()));
     }
     for name in KEY_ENV {
         key.env(call, name);
@@ -943,7 +941,7 @@ fn unshareable(worktree: &Worktree, args: &[OsString]) -> Option<&'static str> {
         if text.starts_with("-gsplit-dwarf") {
             return Some("path_sensitive_arg");
         }
-        if !worktree.occurs_in(arg.as_bytes()) {
+        if !worktree.occurs_in(arg.as_encoded_bytes()) {
             continue;
         }
         let after_path_flag = i > 0 && PATH_FLAGS.contains(&&*args[i - 1].to_string_lossy());
@@ -996,7 +994,7 @@ pub(crate) fn emscripten_parts(call: &Call, key: &mut KeyHasher) {
         crate::toolchain::emscripten_config(&call.compiler, |name| call.env_var(name).cloned());
     match config.map(|path| std::fs::read(&path).map(|bytes| (path, bytes))) {
         Some(Ok((path, bytes))) => {
-            key.part("emscripten config", path.as_os_str().as_bytes());
+            key.part("emscripten config", path.as_os_str().as_encoded_bytes());
             key.digest_part("emscripten config content", blake3::hash(&bytes).as_bytes());
         }
         Some(Err(_)) | None => key.part("emscripten config", b"(none)"),
@@ -1020,7 +1018,7 @@ fn cpu_signature() -> Vec<u8> {
 /// refuse to overwrite it; remove it so the compiler writes a fresh file.
 fn unlink_if_read_only(path: &Path) {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.is_file() && meta.permissions().mode() & 0o200 == 0 {
+        if meta.is_file() && zccache_platform::fs::mode_of(&meta) & 0o200 == 0 {
             let _ = std::fs::remove_file(path);
         }
     }

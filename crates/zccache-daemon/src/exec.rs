@@ -9,9 +9,6 @@
 
 use crate::pipeline::{Call, Captured, CapturedOutput, Found, KeyHasher, Miss, Ran};
 use crate::Daemon;
-use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,20 +49,20 @@ impl Daemon {
         };
         let mut key = KeyHasher::recording(KEY_DOMAIN);
         key.digest_part("tool identity", &tool.hash);
-        key.part("tool path", call.compiler.as_os_str().as_bytes());
-        key.part("tool name", call.name.as_bytes());
+        key.part("tool path", call.compiler.as_os_str().as_encoded_bytes());
+        key.part("tool name", call.name.as_encoded_bytes());
         for arg in &call.args {
-            key.part("argument", arg.as_bytes());
+            key.part("argument", arg.as_encoded_bytes());
         }
-        key.part("cwd", call.cwd.as_os_str().as_bytes());
+        key.part("cwd", call.cwd.as_os_str().as_encoded_bytes());
         key.field(b"--inputs--");
         for (path, (_, digest)) in spec.inputs.iter().zip(&inputs) {
-            key.field(path.as_os_str().as_bytes());
+            key.field(path.as_os_str().as_encoded_bytes());
             key.digest_part(&format!("input {}", path.display()), &digest.hash);
         }
         key.field(b"--outputs--");
         for path in &spec.outputs {
-            key.part("output", path.as_os_str().as_bytes());
+            key.part("output", path.as_os_str().as_encoded_bytes());
         }
         key.field(b"--env--");
         for name in &spec.env {
@@ -140,7 +137,7 @@ impl Declared {
         let spec = call.exec.as_ref().ok_or("unsupported_tool")?;
         let paths = |list: &[Vec<u8>]| -> Vec<PathBuf> {
             list.iter()
-                .map(|p| PathBuf::from(OsString::from_vec(p.clone())))
+                .map(|p| PathBuf::from(zccache_platform::os_str::os_string_from_bytes(p.clone())))
                 .collect()
         };
         let declared = Declared {
@@ -203,7 +200,7 @@ fn capture(
         captured.outputs.push(CapturedOutput {
             role: index.to_string(),
             bytes,
-            executable: meta.permissions().mode() & 0o111 != 0,
+            executable: zccache_platform::fs::mode_of(&meta) & 0o111 != 0,
         });
     }
     Ok(captured)
@@ -273,11 +270,12 @@ mod tests {
         let failed = capture(&[], &outputs, false).unwrap();
         assert!(failed.outputs.is_empty());
         std::fs::write(&out, "x").unwrap();
-        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+        zccache_platform::fs::set_path_mode(&out, 0o755).unwrap();
         let ok = capture(&[], &outputs, true).unwrap();
         assert_eq!(ok.outputs.len(), 1);
         assert_eq!(ok.outputs[0].role, "0");
-        assert!(ok.outputs[0].executable);
+        // Windows has no executable bit: a program is one by its name.
+        assert_eq!(ok.outputs[0].executable, cfg!(unix));
         assert_eq!(ok.outputs[0].bytes, b"x");
     }
 }

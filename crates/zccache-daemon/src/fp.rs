@@ -12,8 +12,6 @@
 use crate::Daemon;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use zccache_ci::fp::{self, CacheType, Observed, Selection};
 use zccache_fscache::StatSig;
@@ -51,12 +49,14 @@ impl Daemon {
             ));
         };
         let selection = Selection {
-            root: PathBuf::from(OsStr::from_bytes(&request.root)),
+            root: PathBuf::from(zccache_platform::os_str::os_str_from_bytes(&request.root)),
             include: request.include.clone(),
             ext: request.ext.clone(),
             exclude: request.exclude.clone(),
         };
-        let cache_file = PathBuf::from(OsStr::from_bytes(&request.cache_file));
+        let cache_file = PathBuf::from(zccache_platform::os_str::os_str_from_bytes(
+            &request.cache_file,
+        ));
         let synced = self.fs.sync();
         let key = (
             selection.root.clone(),

@@ -8,8 +8,6 @@
 
 use crate::pipeline::Call;
 use crate::Daemon;
-use std::ffi::OsStr;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use zccache_artifact::ManifestEntry;
 use zccache_compiler::{detect_tool, ToolKind};
@@ -79,8 +77,8 @@ impl Daemon {
         };
         let shown = String::from_utf8_lossy(path);
         // The build may have named the file through a symlink, or the caller may have.
-        let canonical = std::fs::canonicalize(OsStr::from_bytes(path))
-            .map(|p| p.into_os_string().into_vec())
+        let canonical = std::fs::canonicalize(zccache_platform::os_str::os_str_from_bytes(path))
+            .map(|p| p.into_os_string().into_encoded_bytes())
             .unwrap_or_default();
         let mut records = Vec::new();
         for candidate in [path, canonical.as_slice()] {
@@ -150,7 +148,7 @@ impl Daemon {
             report.changes = closest.unwrap_or_default();
             return report;
         }
-        let source = probe.source.as_os_str().as_bytes();
+        let source = probe.source.as_os_str().as_encoded_bytes();
         let records = store.source_records(source).unwrap_or_default();
         report.changes = match records
             .iter()
@@ -176,7 +174,7 @@ impl Daemon {
         let deps: Vec<PathBuf> = entry
             .deps
             .iter()
-            .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
+            .map(|d| PathBuf::from(zccache_platform::os_str::os_str_from_bytes(&d.path)))
             .collect();
         for (dep, written) in entry.deps.iter().zip(&deps) {
             match self.fs.digest(&absolute(&call.cwd, written)) {
@@ -187,7 +185,7 @@ impl Daemon {
         }
         for var in &entry.env {
             let name = String::from_utf8_lossy(&var.name);
-            let now = call.env_var(&name).map(|v| v.as_bytes().to_vec());
+            let now = call.env_var(&name).map(|v| v.as_encoded_bytes().to_vec());
             if now != var.value {
                 let show = |v: &Option<Vec<u8>>| match v {
                     Some(v) => String::from_utf8_lossy(v).into_owned(),

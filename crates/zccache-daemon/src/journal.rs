@@ -9,10 +9,8 @@ use crate::session::Session;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -241,15 +239,24 @@ impl Writer {
                 self.daemon_env.get(name) != Some(value)
                     && !ENV_NOISE.iter().any(|noise| name == noise)
             })
-            .map(|(name, value)| (text(name.as_bytes()), text(value.as_bytes())))
+            .map(|(name, value)| {
+                (
+                    text(name.as_encoded_bytes()),
+                    text(value.as_encoded_bytes()),
+                )
+            })
             .collect();
         JournalEntry {
             ts: iso8601_utc(record.at),
             outcome: record.outcome,
             reason: record.reason,
-            compiler: text(record.compiler.as_os_str().as_bytes()),
-            args: record.args.iter().map(|a| text(a.as_bytes())).collect(),
-            cwd: text(record.cwd.as_os_str().as_bytes()),
+            compiler: text(record.compiler.as_os_str().as_encoded_bytes()),
+            args: record
+                .args
+                .iter()
+                .map(|a| text(a.as_encoded_bytes()))
+                .collect(),
+            cwd: text(record.cwd.as_os_str().as_encoded_bytes()),
             env,
             exit_code: record.exit_code,
             session_id: record.session_id,
@@ -291,10 +298,9 @@ impl Writer {
 
 /// The journal is private (it holds arguments and environment): 0600.
 fn open_append(path: &Path) -> std::io::Result<(File, u64)> {
-    let file = OpenOptions::new()
+    let file = zccache_platform::fs::private_file_options()
         .create(true)
         .append(true)
-        .mode(0o600)
         .open(path)?;
     let size = file.metadata()?.len();
     Ok((file, size))

@@ -14,8 +14,6 @@ use crate::toolchain::Toolchain;
 use crate::Daemon;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use zccache_artifact::{Delivery, DepDigest, Store};
@@ -163,7 +161,7 @@ fn link_key(
     key.digest_part("compiler identity", &toolchain.hash);
     crate::pipeline::key_compiler_names(&mut key, call);
     for arg in args {
-        key.part("argument", arg.as_bytes());
+        key.part("argument", arg.as_encoded_bytes());
     }
     for name in LINK_ENV {
         key.env(call, name);
@@ -177,7 +175,7 @@ fn link_key(
             for name in library_file_names(lib, link.static_only) {
                 let path = absolute(&call.cwd, &dir.join(&name));
                 if path.exists() {
-                    key.part("library on -L path", path.as_os_str().as_bytes());
+                    key.part("library on -L path", path.as_os_str().as_encoded_bytes());
                 }
             }
         }
@@ -186,10 +184,11 @@ fn link_key(
 }
 
 /// A file's identity in a directory listing: inode, size and mtime.
-type FileSig = (u64, u64, i64, i64);
+type FileSig = (u64, u64, i128);
 
 fn file_sig(meta: &std::fs::Metadata) -> FileSig {
-    (meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec())
+    let stamp = zccache_platform::stamp::FileStamp::of(meta);
+    (stamp.ino, stamp.size, stamp.mtime_ns)
 }
 
 /// Files beside `output` named after it, with their signatures.
@@ -283,7 +282,7 @@ fn read_output(role: String, path: &Path) -> Result<CapturedOutput, &'static str
     Ok(CapturedOutput {
         role,
         bytes,
-        executable: meta.permissions().mode() & 0o111 != 0,
+        executable: zccache_platform::fs::mode_of(&meta) & 0o111 != 0,
     })
 }
 

@@ -13,7 +13,6 @@ use crate::worktree::{Remap, Worktree};
 use crate::{Daemon, LookupStore};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -74,18 +73,28 @@ pub(crate) struct Call {
 
 impl Call {
     pub(crate) fn decode(request: CompileRequest) -> Option<Call> {
-        let mut argv = request.argv.into_iter().map(OsString::from_vec);
+        let mut argv = request
+            .argv
+            .into_iter()
+            .map(zccache_platform::os_str::os_string_from_bytes);
         let name = argv.next()?;
         Some(Call {
             received: Instant::now(),
-            compiler: PathBuf::from(OsString::from_vec(request.program)),
+            compiler: PathBuf::from(zccache_platform::os_str::os_string_from_bytes(
+                request.program,
+            )),
             name,
             args: argv.collect(),
-            cwd: PathBuf::from(OsString::from_vec(request.cwd)),
+            cwd: PathBuf::from(zccache_platform::os_str::os_string_from_bytes(request.cwd)),
             env: request
                 .env
                 .into_iter()
-                .map(|(k, v)| (OsString::from_vec(k), OsString::from_vec(v)))
+                .map(|(k, v)| {
+                    (
+                        zccache_platform::os_str::os_string_from_bytes(k),
+                        zccache_platform::os_str::os_string_from_bytes(v),
+                    )
+                })
                 .collect(),
             stderr_is_tty: request.stderr_is_tty,
             session_id: None,
@@ -165,8 +174,10 @@ impl Call {
     /// a file also does not keep the call waiting for a background process the tool left
     /// holding its output. Where memory files are not available, pipes.
     pub fn run(&self, program: &Path, args: &[OsString]) -> std::io::Result<std::process::Output> {
-        let (Ok(mut stdout), Ok(mut stderr)) = (memory_file(c"stdout"), memory_file(c"stderr"))
-        else {
+        let (Ok(mut stdout), Ok(mut stderr)) = (
+            zccache_platform::process::memory_file(c"stdout"),
+            zccache_platform::process::memory_file(c"stderr"),
+        ) else {
             let mut command = self.command(program, args);
             command.stdout(Stdio::piped()).stderr(Stdio::piped());
             return self.spawn(command)?.wait_with_output();
@@ -190,10 +201,9 @@ impl Call {
     }
 
     fn command(&self, program: &Path, args: &[OsString]) -> Command {
-        use std::os::unix::process::CommandExt;
         let mut command = Command::new(program);
+        zccache_platform::process::set_arg0(&mut command, self.name.as_ref());
         command
-            .arg0(&self.name)
             .args(args)
             .current_dir(&self.cwd)
             .env_clear()
@@ -224,18 +234,22 @@ impl Call {
         let child_stderr = child.stderr.take().expect("piped stderr");
         let mut sent = 0;
         let mut client_gone = false;
-        let read = read_both(child_stdout, child_stderr, |stderr_so_far, chunk| {
-            // A client that went away still gets its result stored.
-            if !client_gone {
-                let message = Response::Progress {
-                    stderr: chunk.to_vec(),
-                };
-                client_gone = progress.send(&message).is_err();
+        let read = zccache_platform::process::read_both(
+            child_stdout,
+            child_stderr,
+            |stderr_so_far, chunk| {
+                // A client that went away still gets its result stored.
                 if !client_gone {
-                    sent = stderr_so_far;
+                    let message = Response::Progress {
+                        stderr: chunk.to_vec(),
+                    };
+                    client_gone = progress.send(&message).is_err();
+                    if !client_gone {
+                        sent = stderr_so_far;
+                    }
                 }
-            }
-        });
+            },
+        );
         let status = child.wait()?;
         let (stdout, stderr) = read?;
         Ok((
@@ -249,18 +263,6 @@ impl Call {
     }
 }
 
-/// An anonymous file in memory (`memfd_create`), gone when the last descriptor to it closes.
-fn memory_file(name: &std::ffi::CStr) -> std::io::Result<std::fs::File> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: a valid NUL-terminated name; the descriptor returned is new and ours alone.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and nothing else owns it.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
-}
-
 /// The whole content of a file a child wrote through a shared descriptor (which moved the
 /// shared offset to its end).
 fn read_from_start(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
@@ -269,63 +271,6 @@ fn read_from_start(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-/// Reads a child's stdout and stderr to their ends on this thread, with `poll`, and hands each
-/// piece of stderr to `on_stderr` (with the length of stderr so far) as it comes. A reader
-/// thread per compile, as before, cost its creation, and at the compiler's exit a wakeup that
-/// could land on the other, idle CPU, which the reply then waited for.
-fn read_both(
-    stdout: std::process::ChildStdout,
-    stderr: std::process::ChildStderr,
-    mut on_stderr: impl FnMut(usize, &[u8]),
-) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    use std::io::Read;
-    use std::os::unix::io::AsRawFd;
-    let (mut stdout, mut stderr) = (stdout, stderr);
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut chunk = vec![0u8; 16 * 1024];
-    let mut fds = [
-        libc::pollfd {
-            fd: stdout.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: stderr.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // A negative descriptor is one `poll` skips: that pipe has ended.
-    while fds.iter().any(|fd| fd.fd >= 0) {
-        // SAFETY: two valid pollfd structs; the descriptors live as long as the pipes here.
-        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        for (index, fd) in fds.iter_mut().enumerate() {
-            if fd.fd < 0 || fd.revents == 0 {
-                continue;
-            }
-            // Readable, hung up or in error: a read does not block and tells which.
-            let pipe: &mut dyn Read = if index == 0 { &mut stdout } else { &mut stderr };
-            match pipe.read(&mut chunk) {
-                Ok(0) => fd.fd = -1,
-                Ok(n) if index == 0 => out.extend_from_slice(&chunk[..n]),
-                Ok(n) => {
-                    err.extend_from_slice(&chunk[..n]);
-                    on_stderr(err.len(), &chunk[..n]);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok((out, err))
 }
 
 /// Directory signatures and listings for a call's shadowing checks, on the same terms as
@@ -412,7 +357,7 @@ impl KeyHasher {
         self.field(name.as_bytes());
         let value = call.env_var(name);
         match value {
-            Some(value) => self.field(value.as_bytes()),
+            Some(value) => self.field(value.as_encoded_bytes()),
             None => self.field(b"\0unset"),
         }
         if let Some(parts) = &mut self.parts {
@@ -452,7 +397,7 @@ type DigestVouched = (FileDigest, Option<Voucher>);
 
 impl LookupMemo {
     fn digest_vouched(&self, fs: &FsCache, call: &Call, path: &Path) -> Option<DigestVouched> {
-        let key = path.as_os_str().as_bytes();
+        let key = path.as_os_str().as_encoded_bytes();
         if let Some(known) = self.digests.get(key) {
             return known.clone();
         }
@@ -577,7 +522,7 @@ pub(crate) const PINNED_TOOLCHAIN: &[u8] = b"\0zccache:pinned-toolchain";
 /// Whether an entry's [`PINNED_TOOLCHAIN`] value (the directory it names) is this call's.
 pub(crate) fn toolchain_pin_holds(value: Option<&[u8]>, call: &Call) -> bool {
     let here = crate::rust::sysroot_of(&call.compiler);
-    value.is_some() && value == here.as_deref().map(|p| p.as_os_str().as_bytes())
+    value.is_some() && value == here.as_deref().map(|p| p.as_os_str().as_encoded_bytes())
 }
 
 /// What a miss needs to know to store its result.
@@ -867,7 +812,7 @@ impl Daemon {
                         resolved = worktree.resolve_path(&dep.path);
                         resolved.as_os_str()
                     } else {
-                        OsStr::from_bytes(&dep.path)
+                        zccache_platform::os_str::os_str_from_bytes(&dep.path)
                     };
                     let path = absolute_cow(&call.cwd, Path::new(stored));
                     let digest = match memo {
@@ -891,7 +836,8 @@ impl Daemon {
                         }
                         _ => {
                             other_checkout_differs |= call.worktree().is_some_and(|w| {
-                                stored_root_of(entry) != Some(w.root().as_os_str().as_bytes())
+                                stored_root_of(entry)
+                                    != Some(w.root().as_os_str().as_encoded_bytes())
                             });
                             continue 'entries;
                         }
@@ -914,8 +860,8 @@ impl Daemon {
             let shadow = match (&entry.shadow, call.worktree()) {
                 (Some(check), Some(worktree)) if crate::worktree::is_marked_path(&check.cwd) => {
                     let mut check = check.clone();
-                    let same_root =
-                        stored_root_of(entry) == Some(worktree.root().as_os_str().as_bytes());
+                    let same_root = stored_root_of(entry)
+                        == Some(worktree.root().as_os_str().as_encoded_bytes());
                     let cwd = check.cwd.clone();
                     crate::search::mark_paths(&mut check, &|p| worktree.resolve(p));
                     if !same_root {
@@ -934,7 +880,9 @@ impl Daemon {
                     entry
                         .deps
                         .iter()
-                        .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
+                        .map(|d| {
+                            PathBuf::from(zccache_platform::os_str::os_str_from_bytes(&d.path))
+                        })
                         .collect()
                 };
                 let derived = |changed: &[bool]| {
@@ -983,7 +931,9 @@ impl Daemon {
         self.count(call, |stats| stats.hit(saved_ms));
         let (stdout, stderr) = match call.worktree() {
             Some(worktree) => {
-                if stored_root_of(found.entry()) != Some(worktree.root().as_os_str().as_bytes()) {
+                if stored_root_of(found.entry())
+                    != Some(worktree.root().as_os_str().as_encoded_bytes())
+                {
                     self.count(call, Stats::worktree_hit);
                     call.worktree_hit
                         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1104,7 +1054,7 @@ impl Daemon {
         let record = (
             absolute(&call.cwd, &miss.record_as)
                 .into_os_string()
-                .into_vec(),
+                .into_encoded_bytes(),
             source_record(call, miss.key, miss.parts),
         );
         self.store_later(StoreJob {
@@ -1197,7 +1147,12 @@ impl Daemon {
         // checked again (a link's objects were written an instant before it started).
         let mut seen: HashSet<PathBuf> = hashed_deps
             .iter()
-            .map(|d| absolute(&cwd, Path::new(OsStr::from_bytes(&d.path))))
+            .map(|d| {
+                absolute(
+                    &cwd,
+                    Path::new(zccache_platform::os_str::os_str_from_bytes(&d.path)),
+                )
+            })
             .collect();
         let mut deps = hashed_deps;
         // Inputs written shortly before the run are remembered, to be waited out before the
@@ -1224,7 +1179,7 @@ impl Daemon {
             // `/usr/include/x.h`), so a hit checks them without folding; relative ones stay as
             // written, to be resolved against the caller's directory.
             let stored = if Path::new(dep).is_absolute() {
-                path.as_os_str().as_bytes()
+                path.as_os_str().as_encoded_bytes()
             } else {
                 dep.as_bytes()
             };
@@ -1239,7 +1194,7 @@ impl Daemon {
         let mut shadow = search.map(|search| {
             let paths: Vec<PathBuf> = deps
                 .iter()
-                .map(|d| PathBuf::from(OsStr::from_bytes(&d.path)))
+                .map(|d| PathBuf::from(zccache_platform::os_str::os_str_from_bytes(&d.path)))
                 .collect();
             let source = source.as_ref().map_or(Path::new(""), |(path, _)| path);
             crate::search::shadow_check(&search, &cwd, source, &paths)
@@ -1264,7 +1219,7 @@ impl Daemon {
             }
             result.stdout = worktree.mark(&result.stdout);
             result.stderr = worktree.mark(&result.stderr);
-            let root = worktree.root().as_os_str().as_bytes().to_vec();
+            let root = worktree.root().as_os_str().as_encoded_bytes().to_vec();
             // An output that names the checkout despite the remap (rustc does not track a
             // proc-macro's `std::env::var`; a path no prefix map covers) is this checkout's
             // alone: never served to another, whose build would name its own.
@@ -1280,14 +1235,15 @@ impl Daemon {
             });
         }
         if let Some(dir) = toolchain_dir {
-            let named = |bytes: &[u8]| memchr::memmem::find(bytes, dir.as_os_str().as_bytes());
+            let named =
+                |bytes: &[u8]| memchr::memmem::find(bytes, dir.as_os_str().as_encoded_bytes());
             if outputs.iter().any(|o| named(&o.bytes).is_some())
                 || named(&result.stdout).is_some()
                 || named(&result.stderr).is_some()
             {
                 env.push(EnvDep {
                     name: PINNED_TOOLCHAIN.to_vec(),
-                    value: Some(dir.into_os_string().into_vec()),
+                    value: Some(dir.into_os_string().into_encoded_bytes()),
                 });
             }
         }
@@ -1345,7 +1301,7 @@ fn source_record(call: &Call, key: Hash, parts: Vec<(String, String)>) -> Source
         .filter_map(|(label, _)| label.strip_prefix("env "))
         .chain(RECORD_ENV.iter().copied())
         .collect();
-    let bytes = |s: &OsStr| s.as_bytes().to_vec();
+    let bytes = |s: &OsStr| s.as_encoded_bytes().to_vec();
     SourceRecord {
         key,
         argv: std::iter::once(&call.name)
@@ -1378,7 +1334,9 @@ pub(crate) fn entry_env_holds(entry: &ManifestEntry, call: &Call) -> Result<(), 
         let holds = if var.name == crate::worktree::STORED_ROOT {
             true
         } else if var.name == crate::worktree::PINNED_ROOT {
-            let here = call.worktree().map(|w| w.root().as_os_str().as_bytes());
+            let here = call
+                .worktree()
+                .map(|w| w.root().as_os_str().as_encoded_bytes());
             if var.value.as_deref() != here {
                 return Err(Unmatched::PinnedElsewhere);
             }
@@ -1402,7 +1360,7 @@ pub(crate) fn env_var_holds(call: &Call, var: &EnvDep) -> bool {
     match (now, &var.value) {
         (None, None) => true,
         (Some(now), Some(stored)) => {
-            *crate::worktree::keyed(call.worktree(), now.as_bytes()) == **stored
+            *crate::worktree::keyed(call.worktree(), now.as_encoded_bytes()) == **stored
         }
         _ => false,
     }
@@ -1410,7 +1368,7 @@ pub(crate) fn env_var_holds(call: &Call, var: &EnvDep) -> bool {
 
 /// The last component of a path as bytes (all of it when it has none).
 pub(crate) fn file_name_bytes(path: &OsStr) -> &[u8] {
-    let bytes = path.as_bytes();
+    let bytes = path.as_encoded_bytes();
     match bytes.iter().rposition(|&b| b == b'/') {
         Some(slash) => &bytes[slash + 1..],
         None => bytes,
@@ -1448,36 +1406,6 @@ mod tests {
     /// Both pipes fill past their kernel buffer (64 KiB) in turns: reading one to its end
     /// before the other would deadlock. Every byte arrives, in order, and stderr is handed on
     /// piece by piece with the length so far.
-    #[test]
-    fn stdout_and_stderr_are_read_together_to_their_ends() {
-        let script = "i=0; while [ $i -lt 400 ]; do \
-            printf 'out %04d %0200d\\n' $i 0; printf 'err %04d %0200d\\n' $i 0 >&2; \
-            i=$((i+1)); done; exit 3";
-        let mut child = Command::new("sh")
-            .args(["-c", script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-        let mut pieces = Vec::new();
-        let mut lengths = Vec::new();
-        let (out, err) = read_both(stdout, stderr, |so_far, piece| {
-            pieces.extend_from_slice(piece);
-            lengths.push(so_far);
-        })
-        .unwrap();
-        assert_eq!(child.wait().unwrap().code(), Some(3));
-        let line = |kind: &str, i: usize| format!("{kind} {i:04} {:0200}\n", 0);
-        let expected_out: String = (0..400).map(|i| line("out", i)).collect();
-        let expected_err: String = (0..400).map(|i| line("err", i)).collect();
-        assert_eq!(String::from_utf8(out).unwrap(), expected_out);
-        assert_eq!(String::from_utf8(err.clone()).unwrap(), expected_err);
-        assert_eq!(pieces, err, "every piece of stderr was handed on, in order");
-        assert!(lengths.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(lengths.last(), Some(&err.len()));
-    }
-
     #[test]
     fn key_fields_do_not_run_together() {
         let mut a = KeyHasher::new("t");

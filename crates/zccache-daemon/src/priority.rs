@@ -182,13 +182,7 @@ fn start_spawner(nice: i32) -> io::Result<mpsc::Sender<Job>> {
     std::thread::Builder::new()
         .name(format!("zccache-spawn-nice{nice}"))
         .spawn(move || {
-            // SAFETY: gettid and setpriority only read and set this thread's priority.
-            let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as _, nice) };
-            let set = if set == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            };
+            let set = zccache_platform::process::set_thread_nice(nice);
             let ok = set.is_ok();
             let _ = started.send(set);
             if !ok {
@@ -211,13 +205,7 @@ fn daemon_nice() -> i32 {
 
 /// The nice value of thread `tid` (0: the calling thread).
 fn nice_of(tid: u32) -> Option<i32> {
-    // getpriority may return -1 as a value: errno tells it from an error.
-    // SAFETY: errno is this thread's; getpriority only reads.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let nice = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
-        (nice != -1 || *libc::__errno_location() == 0).then_some(nice)
-    }
+    zccache_platform::process::thread_nice(tid)
 }
 
 /// The machine's CPU use, from `/proc/stat`.
@@ -377,6 +365,7 @@ mod tests {
 
     /// The priority each setting gives a child, as the child itself reads it from
     /// `/proc/self/stat` (field 19) right after it starts.
+    #[cfg(target_os = "linux")]
     fn child_nice(setting: Setting) -> i32 {
         let mut command = Command::new("sh");
         command
@@ -389,6 +378,7 @@ mod tests {
         after_name.split(' ').nth(16).unwrap().parse().unwrap()
     }
 
+    #[cfg(target_os = "linux")] // per-thread nice values, read from /proc
     #[test]
     fn children_start_at_the_priority_asked_for() {
         let own = nice_of(0).unwrap();

@@ -10,8 +10,6 @@
 use crate::pipeline::Call;
 use crate::Daemon;
 use std::collections::HashSet;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use zccache_artifact::{Manifest, ManifestEntry, Store};
@@ -185,7 +183,7 @@ impl Daemon {
                 resolved = worktree.resolve_path(&dep.path);
                 resolved.as_os_str()
             } else {
-                OsStr::from_bytes(&dep.path)
+                zccache_platform::os_str::os_str_from_bytes(&dep.path)
             };
             let path = absolute_cow(&call.cwd, Path::new(stored));
             match call.digest(&self.fs, &path) {

@@ -15,8 +15,6 @@ use crate::toolchain::{Query, Unidentified};
 use crate::worktree::{replace_all, Worktree};
 use crate::Daemon;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zccache_artifact::{Delivery, EnvDep, Store};
@@ -252,26 +250,27 @@ impl Daemon {
         for arg in &invocation.key_args {
             key.part("argument", &keyed(arg.as_bytes()));
         }
-        key.part("cwd", &keyed(call.cwd.as_os_str().as_bytes()));
+        key.part("cwd", &keyed(call.cwd.as_os_str().as_encoded_bytes()));
         // Every variable cargo sets for the crate, except the jobserver's descriptors and the
         // target directory.
         let mut cargo_env: Vec<(&OsString, &OsString)> = call
             .env
             .iter()
             .filter(|(k, _)| {
-                k.as_bytes().starts_with(b"CARGO") && !NOT_KEYED_CARGO_ENV.iter().any(|n| k == n)
+                k.as_encoded_bytes().starts_with(b"CARGO")
+                    && !NOT_KEYED_CARGO_ENV.iter().any(|n| k == n)
             })
             .map(|(k, v)| (k, v))
             .collect();
         cargo_env.sort();
         cargo_env.dedup_by(|a, b| a.0 == b.0);
         for (name, value) in cargo_env {
-            key.field(name.as_bytes());
+            key.field(name.as_encoded_bytes());
             // `CARGO_MANIFEST_DIR` and the like: a crate that reads one with `env!` has its
             // real value checked at every hit (its dep-info names it).
             key.part(
                 &format!("env {}", name.to_string_lossy()),
-                &keyed(value.as_bytes()),
+                &keyed(value.as_encoded_bytes()),
             );
         }
         for name in KEY_ENV {
@@ -380,7 +379,7 @@ fn capture(
         outputs.push(CapturedOutput {
             role,
             bytes,
-            executable: meta.permissions().mode() & 0o111 != 0,
+            executable: zccache_platform::fs::mode_of(&meta) & 0o111 != 0,
         });
     }
     if outputs.is_empty() {

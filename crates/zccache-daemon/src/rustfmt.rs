@@ -22,9 +22,6 @@ use crate::pipeline::{exit_code, Call, Captured, CapturedOutput, Found, KeyHashe
 use crate::Daemon;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -76,7 +73,7 @@ fn parse(args: &[OsString]) -> Result<Invocation, &'static str> {
     let mut invocation = Invocation::default();
     let mut rest = args;
     if let Some((first, after)) = args.split_first() {
-        if first.as_bytes().starts_with(b"+") {
+        if first.as_encoded_bytes().starts_with(b"+") {
             invocation.toolchain = Some(first.clone());
             rest = after;
         }
@@ -84,13 +81,17 @@ fn parse(args: &[OsString]) -> Result<Invocation, &'static str> {
     let mut only_files = false;
     let mut i = 0;
     while i < rest.len() {
-        let arg = rest[i].as_bytes();
+        let arg = rest[i].as_encoded_bytes();
         i += 1;
         if arg == b"-" {
             return Err("rustfmt_stdin");
         }
         if only_files || !arg.starts_with(b"-") {
-            invocation.files.push(PathBuf::from(OsStr::from_bytes(arg)));
+            invocation
+                .files
+                .push(PathBuf::from(zccache_platform::os_str::os_str_from_bytes(
+                    arg,
+                )));
             continue;
         }
         let (name, joined) = match arg.iter().position(|&b| b == b'=') {
@@ -114,7 +115,7 @@ fn parse(args: &[OsString]) -> Result<Invocation, &'static str> {
                 Some(value) => value,
                 None => {
                     i += 1;
-                    rest.get(i - 1).ok_or("rustfmt_option")?.as_bytes()
+                    rest.get(i - 1).ok_or("rustfmt_option")?.as_encoded_bytes()
                 }
             }
         } else {
@@ -129,21 +130,29 @@ fn parse(args: &[OsString]) -> Result<Invocation, &'static str> {
             b"--unstable-features" | b"--skip-children" => {
                 invocation
                     .format_options
-                    .push(OsString::from_vec(name.to_vec()));
+                    .push(zccache_platform::os_str::os_string_from_bytes(
+                        name.to_vec(),
+                    ));
             }
             b"--emit" if value == b"files" => {}
             b"--emit" => return Err("rustfmt_emit"),
             b"--color" => invocation.color_never = value == b"never",
             _ if takes_value => {
                 if name == b"--config-path" {
-                    invocation.config_path = Some(PathBuf::from(OsStr::from_bytes(value)));
+                    invocation.config_path = Some(PathBuf::from(
+                        zccache_platform::os_str::os_str_from_bytes(value),
+                    ));
                 }
                 invocation
                     .format_options
-                    .push(OsString::from_vec(name.to_vec()));
+                    .push(zccache_platform::os_str::os_string_from_bytes(
+                        name.to_vec(),
+                    ));
                 invocation
                     .format_options
-                    .push(OsString::from_vec(value.to_vec()));
+                    .push(zccache_platform::os_str::os_string_from_bytes(
+                        value.to_vec(),
+                    ));
             }
             // --backup, --print-config, --help, --version, unstable ones, anything unknown.
             _ => return Err("rustfmt_option"),
@@ -170,7 +179,7 @@ struct FilePart {
 
 impl FilePart {
     fn feed(&self, key: &mut KeyHasher) {
-        key.field(self.path.as_os_str().as_bytes());
+        key.field(self.path.as_os_str().as_encoded_bytes());
         let label = format!("file {}", self.path.display());
         match &self.hash {
             Some(hash) => key.digest_part(&label, hash),
@@ -218,7 +227,7 @@ impl Daemon {
         let real_roots: HashSet<&Path> = roots.iter().map(|r| r.real.as_path()).collect();
         if let Some(found) = self.find_entry(store, &hash, call, None) {
             let unambiguous = found.entry().deps.iter().all(|dep| {
-                let path = Path::new(OsStr::from_bytes(&dep.path));
+                let path = Path::new(zccache_platform::os_str::os_str_from_bytes(&dep.path));
                 real_roots.contains(path) || !ambiguous_module(path)
             });
             if unambiguous {
@@ -254,12 +263,12 @@ impl Daemon {
         };
         let identity = self.rustfmt_identity(call, invocation, rustup.as_deref(), &selection)?;
         key.digest_part("rustfmt identity", &identity);
-        key.part("rustfmt path", call.compiler.as_os_str().as_bytes());
-        key.part("rustfmt name", call.name.as_bytes());
+        key.part("rustfmt path", call.compiler.as_os_str().as_encoded_bytes());
+        key.part("rustfmt name", call.name.as_encoded_bytes());
         for arg in &call.args {
-            key.part("argument", arg.as_bytes());
+            key.part("argument", arg.as_encoded_bytes());
         }
-        key.part("cwd", call.cwd.as_os_str().as_bytes());
+        key.part("cwd", call.cwd.as_os_str().as_encoded_bytes());
         for name in KEY_ENV {
             key.env(call, name);
         }
@@ -275,7 +284,7 @@ impl Daemon {
         }
         key.field(b"--files--");
         for root in roots {
-            key.part("file", root.real.as_os_str().as_bytes());
+            key.part("file", root.real.as_os_str().as_encoded_bytes());
             key.digest_part("file content", &root.digest.hash);
         }
         key.field(b"--config--");
@@ -364,17 +373,17 @@ impl Daemon {
             return Err("rustfmt_option");
         }
         let mut probe_key = KeyHasher::new("rustfmt probe");
-        probe_key.field(call.compiler.as_os_str().as_bytes());
+        probe_key.field(call.compiler.as_os_str().as_encoded_bytes());
         probe_key.field(&tool.hash);
-        probe_key.field(call.name.as_bytes());
+        probe_key.field(call.name.as_encoded_bytes());
         if rustup.is_some() {
             probe_key.field(
                 invocation
                     .toolchain
                     .as_ref()
-                    .map_or(&b""[..], |t| t.as_bytes()),
+                    .map_or(&b""[..], |t| t.as_encoded_bytes()),
             );
-            probe_key.field(call.cwd.as_os_str().as_bytes());
+            probe_key.field(call.cwd.as_os_str().as_encoded_bytes());
             for name in ["RUSTUP_TOOLCHAIN", "RUSTUP_HOME", "HOME"] {
                 probe_key.env(call, name);
             }
@@ -552,7 +561,7 @@ impl Daemon {
                 let name = entry.file_name();
                 let path = entry.path();
                 if kind.is_dir() {
-                    if !name.as_bytes().starts_with(b".") && name != "target" {
+                    if !name.as_encoded_bytes().starts_with(b".") && name != "target" {
                         pending.push(path);
                     }
                 } else if kind.is_file() && path.extension() == Some(OsStr::new("rs")) {
@@ -583,11 +592,14 @@ fn home_dir(call: &Call) -> Option<PathBuf> {
 /// caller's directory and environment.
 fn rustup_which(call: &Call, rustup: &Path, toolchain: Option<&OsStr>) -> Result<PathBuf, String> {
     let mut command = Command::new(rustup);
-    command.arg0("rustup").arg("which");
+    zccache_platform::process::set_arg0(&mut command, OsStr::new("rustup"));
+    command.arg("which");
     if let Some(toolchain) = toolchain {
         command
             .arg("--toolchain")
-            .arg(OsStr::from_bytes(&toolchain.as_bytes()[1..]));
+            .arg(zccache_platform::os_str::os_str_from_bytes(
+                &toolchain.as_encoded_bytes()[1..],
+            ));
     }
     command
         .arg("rustfmt")
@@ -638,7 +650,9 @@ fn unverbose(stdout: &[u8], diff: bool) -> Option<(Vec<PathBuf>, Vec<u8>)> {
         let (escapes, rest) = split_escapes(line);
         let text = rest.strip_suffix(b"\n").unwrap_or(rest);
         if let Some(path) = text.strip_prefix(b"Formatting ") {
-            listed.push(PathBuf::from(OsStr::from_bytes(path)));
+            listed.push(PathBuf::from(zccache_platform::os_str::os_str_from_bytes(
+                path,
+            )));
             out.extend_from_slice(escapes);
         } else if text.starts_with(b"Using rustfmt config file ") || is_timing(text) {
             out.extend_from_slice(escapes);
@@ -653,7 +667,7 @@ fn unverbose(stdout: &[u8], diff: bool) -> Option<(Vec<PathBuf>, Vec<u8>)> {
     if diff
         && listed.iter().any(|p| {
             p.as_os_str()
-                .as_bytes()
+                .as_encoded_bytes()
                 .windows(3)
                 .any(|w| w == "⏎".as_bytes())
         })
@@ -779,7 +793,7 @@ fn capture(
             });
         }
         captured.hashed_deps.push(DepDigest {
-            path: path.as_os_str().as_bytes().to_vec(),
+            path: path.as_os_str().as_encoded_bytes().to_vec(),
             hash: before.hash,
         });
     }
@@ -790,7 +804,7 @@ fn capture(
             return Err("input_modified_during_compile");
         }
         captured.hashed_deps.push(DepDigest {
-            path: path.as_os_str().as_bytes().to_vec(),
+            path: path.as_os_str().as_encoded_bytes().to_vec(),
             hash: before.hash,
         });
     }
@@ -847,10 +861,8 @@ fn deliver(store: &Store, found: &Found) -> Result<(), String> {
         }
         let path = Path::new(&output.role);
         let mode = std::fs::metadata(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .permissions()
-            .mode()
-            & 0o7777;
+            .map(|meta| zccache_platform::fs::mode_of(&meta))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         store
             .deliver(
                 &output.blob,
@@ -860,9 +872,9 @@ fn deliver(store: &Store, found: &Found) -> Result<(), String> {
                 },
             )
             .map_err(|e| e.to_string())?;
-        let now = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777);
+        let now = std::fs::metadata(path).map(|m| zccache_platform::fs::mode_of(&m));
         if now.ok() != Some(mode) {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            zccache_platform::fs::set_path_mode(path, mode)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }

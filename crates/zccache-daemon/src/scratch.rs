@@ -1,9 +1,8 @@
 //! Scratch files the daemon hands to a compiler: its own depfile, a repacked response file.
 
 use parking_lot::Mutex;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -70,13 +69,7 @@ impl ScratchFiles {
         });
         // Created if a compiler (or anyone) removed it; truncated, so a compiler that writes
         // nothing leaves nothing of the previous use behind.
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
+        let file = zccache_platform::fs::create_or_truncate_no_follow(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         Ok(Scratch {
             path,
@@ -116,7 +109,6 @@ impl Drop for Scratch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn a_returned_file_is_reused_empty_and_never_shared() {
@@ -126,12 +118,19 @@ mod tests {
         let second = pool.take().unwrap();
         assert_ne!(first.path(), second.path(), "two users never share one");
         std::fs::write(first.path(), b"deps of the first compile").unwrap();
-        let inode = std::fs::metadata(first.path()).unwrap().ino();
+        let inode = zccache_platform::stamp::FileStamp::of_path(first.path())
+            .unwrap()
+            .ino;
         let first_path = first.path().to_path_buf();
         drop(first);
         let again = pool.take().unwrap();
         assert_eq!(again.path(), first_path, "the returned file is reused");
-        assert_eq!(std::fs::metadata(again.path()).unwrap().ino(), inode);
+        assert_eq!(
+            zccache_platform::stamp::FileStamp::of_path(again.path())
+                .unwrap()
+                .ino,
+            inode
+        );
         assert_eq!(std::fs::read(again.path()).unwrap(), b"", "reused empty");
     }
 

@@ -13,7 +13,6 @@
 use rustc_hash::FxBuildHasher;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zccache_artifact::{DirStamp, ShadowCheck, WatchedDir};
@@ -82,11 +81,14 @@ fn candidates(
     if !ordered.iter().any(|o| o.2) && includers.is_empty() {
         return Vec::new();
     }
-    let dep_set: ByteSet = dep_abs.iter().map(|d| d.as_os_str().as_bytes()).collect();
+    let dep_set: ByteSet = dep_abs
+        .iter()
+        .map(|d| d.as_os_str().as_encoded_bytes())
+        .collect();
     let mut seen: HashSet<Box<[u8]>, FxBuildHasher> = HashSet::default();
     let mut out = Vec::new();
     let mut push = |written: PathBuf, abs: PathBuf| {
-        let bytes = abs.as_os_str().as_bytes();
+        let bytes = abs.as_os_str().as_encoded_bytes();
         if !dep_set.contains(bytes) && seen.insert(bytes.into()) {
             out.push((written, abs));
         }
@@ -102,7 +104,7 @@ fn candidates(
                 // happens to contain it.
                 continue;
             }
-            let rel = Path::new(std::ffi::OsStr::from_bytes(rel));
+            let rel = Path::new(zccache_platform::os_str::os_str_from_bytes(rel));
             for (written, earlier, wanted_here, _) in &ordered[..k] {
                 if *wanted_here {
                     push(written.join(rel), earlier.join(rel));
@@ -127,24 +129,15 @@ fn candidates(
 type ByteSet<'a> = HashSet<&'a [u8], FxBuildHasher>;
 
 fn bytes(path: &Path) -> &[u8] {
-    path.as_os_str().as_bytes()
+    path.as_os_str().as_encoded_bytes()
 }
 
 /// The part of `path` below `dir` (both normalized and absolute), if it is below it.
 fn under<'a>(path: &'a Path, dir: &Path) -> Option<&'a [u8]> {
-    let path = path.as_os_str().as_bytes();
-    let dir = dir.as_os_str().as_bytes();
-    let dir = if dir.len() > 1 {
-        dir.strip_suffix(b"/").unwrap_or(dir)
-    } else {
-        dir
-    };
-    let rest = path.strip_prefix(dir)?;
-    match rest.first() {
-        Some(b'/') if rest.len() > 1 => Some(&rest[1..]),
-        _ if dir == b"/" && !rest.is_empty() => Some(rest),
-        _ => None,
-    }
+    zccache_platform::os_str::below(
+        path.as_os_str().as_encoded_bytes(),
+        dir.as_os_str().as_encoded_bytes(),
+    )
 }
 
 /// What a stored entry needs to check shadowing later: the search path, and the directories
@@ -174,7 +167,7 @@ pub fn shadow_check(
         if exists(&candidate) {
             // Not a real alternative (the compiler passed it by for another file), but it is
             // remembered so that only new files count as shadowing.
-            existing.push(written.as_os_str().as_bytes().to_vec());
+            existing.push(written.as_os_str().as_encoded_bytes().to_vec());
             continue;
         }
         let mut ancestor = candidate.parent();
@@ -190,20 +183,20 @@ pub fn shadow_check(
         .into_iter()
         .map(|dir| WatchedDir {
             stamp: stamp(&dir, stamped_at),
-            path: dir.as_os_str().as_bytes().to_vec(),
+            path: dir.as_os_str().as_encoded_bytes().to_vec(),
         })
         .collect();
     watched.sort_by(|a, b| a.path.cmp(&b.path));
     ShadowCheck {
-        cwd: cwd.as_os_str().as_bytes().to_vec(),
+        cwd: cwd.as_os_str().as_encoded_bytes().to_vec(),
         user: user
             .iter()
-            .map(|d| d.as_os_str().as_bytes().to_vec())
+            .map(|d| d.as_os_str().as_encoded_bytes().to_vec())
             .collect(),
         system: search
             .system
             .iter()
-            .map(|d| d.as_os_str().as_bytes().to_vec())
+            .map(|d| d.as_os_str().as_encoded_bytes().to_vec())
             .collect(),
         watched,
         existing,
@@ -283,13 +276,13 @@ pub fn no_shadowing(
     derived: &dyn Fn(&[bool]) -> Option<Arc<Derived>>,
     listings: &Listings,
 ) -> bool {
-    let bytes_path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
-    let same_cwd = check.cwd == cwd.as_os_str().as_bytes();
+    let bytes_path = |b: &[u8]| PathBuf::from(zccache_platform::os_str::os_str_from_bytes(b));
+    let same_cwd = check.cwd == cwd.as_os_str().as_encoded_bytes();
     let mut changed: Vec<PathBuf> = Vec::new();
     if same_cwd {
         let mut changed_at = vec![false; check.watched.len()];
         for (index, dir) in check.watched.iter().enumerate() {
-            let path = Path::new(std::ffi::OsStr::from_bytes(&dir.path));
+            let path = Path::new(zccache_platform::os_str::os_str_from_bytes(&dir.path));
             let now = dirs.signature(path).map(|sig| DirStamp {
                 ino: sig.ino,
                 size: sig.size,
@@ -350,7 +343,7 @@ pub fn no_shadowing(
         .into_iter()
         .filter(|(_, abs)| affected(abs))
         .all(|(written, abs)| {
-            if existed.contains(written.as_os_str().as_bytes()) {
+            if existed.contains(written.as_os_str().as_encoded_bytes()) {
                 return true;
             }
             let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
@@ -368,7 +361,12 @@ pub fn no_shadowing(
 /// the store — to the watched ancestor that stood for it.
 fn affected_search_dir(dir: &Path, changed: &ByteSet, watched: &dyn Fn(&[u8]) -> bool) -> bool {
     changed.iter().any(|c| {
-        *c == bytes(dir) || under(Path::new(std::ffi::OsStr::from_bytes(c)), dir).is_some()
+        *c == bytes(dir)
+            || under(
+                Path::new(zccache_platform::os_str::os_str_from_bytes(c)),
+                dir,
+            )
+            .is_some()
     }) || dir
         .ancestors()
         .find(|a| watched(bytes(a)))
@@ -465,8 +463,8 @@ impl Interner {
 /// [`Derived`] for an entry stored in `check.cwd`: every candidate, or with `only`, those
 /// decided by the watched directories it marks.
 pub fn derive(check: &ShadowCheck, deps: &[PathBuf], only: Option<&[bool]>) -> Derived {
-    let cwd = Path::new(std::ffi::OsStr::from_bytes(&check.cwd));
-    let bytes_path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
+    let cwd = Path::new(zccache_platform::os_str::os_str_from_bytes(&check.cwd));
+    let bytes_path = |b: &[u8]| PathBuf::from(zccache_platform::os_str::os_str_from_bytes(b));
     let user: Vec<PathBuf> = check.user.iter().map(|d| bytes_path(d)).collect();
     let system: Vec<PathBuf> = check.system.iter().map(|d| bytes_path(d)).collect();
     let existed: HashSet<&[u8]> = check.existing.iter().map(Vec::as_slice).collect();
@@ -493,13 +491,13 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf], only: Option<&[bool]>) -> D
     let mut tables = Interner::default();
     let mut items = Vec::new();
     for (written, candidate) in candidates(&user, &system, cwd, deps, &wanted) {
-        if existed.contains(written.as_os_str().as_bytes()) {
+        if existed.contains(written.as_os_str().as_encoded_bytes()) {
             continue;
         }
         let Some(decider) = candidate
             .ancestors()
             .skip(1)
-            .find_map(|dir| watched.get(dir.as_os_str().as_bytes()).copied())
+            .find_map(|dir| watched.get(dir.as_os_str().as_encoded_bytes()).copied())
         else {
             continue;
         };
@@ -509,7 +507,9 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf], only: Option<&[bool]>) -> D
         let (Some(parent), Some(name)) = (candidate.parent(), candidate.file_name()) else {
             continue;
         };
-        let decider_path = Path::new(std::ffi::OsStr::from_bytes(&check.watched[decider].path));
+        let decider_path = Path::new(zccache_platform::os_str::os_str_from_bytes(
+            &check.watched[decider].path,
+        ));
         let parent = tables.dir(parent, decider_path);
         let name = tables.name(name);
         items.push((decider as u32, parent, name));
@@ -633,7 +633,7 @@ fn listed(dirs: &dyn DirState, listings: &Listings, parent: &Path, name: &std::f
     if let Some(found) = dirs.contains(parent, name) {
         return found;
     }
-    let key = parent.as_os_str().as_bytes();
+    let key = parent.as_os_str().as_encoded_bytes();
     let known = listings.0.lock().get(key).cloned();
     let listing = match known {
         Some(listing) => listing,
@@ -702,7 +702,12 @@ mod tests {
             .iter()
             .map(|w| String::from_utf8_lossy(&w.path).into_owned())
             .collect();
-        assert!(watched.iter().any(|w| w.ends_with("/a")), "{watched:?}");
+        assert!(
+            watched
+                .iter()
+                .any(|w| w.ends_with(&format!("{}a", std::path::MAIN_SEPARATOR))),
+            "{watched:?}"
+        );
         assert!(
             check.watched.iter().all(|w| w.stamp.is_some()),
             "settled dirs are trusted"

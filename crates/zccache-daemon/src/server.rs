@@ -4,9 +4,6 @@ use crate::journal::Journal;
 use crate::session::{Lookup, Sessions};
 use crate::{Daemon, Stats, Toolchains};
 use std::ffi::OsString;
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -47,11 +44,10 @@ pub fn run(options: DaemonOptions) -> i32 {
         return 2;
     }
     let lock_path = root.lock_path(PROTOCOL_VERSION);
-    let lock = match OpenOptions::new()
+    let lock = match zccache_platform::fs::private_file_options()
         .create(true)
         .truncate(false)
         .write(true)
-        .mode(0o600)
         .open(&lock_path)
     {
         Ok(file) => file,
@@ -66,13 +62,7 @@ pub fn run(options: DaemonOptions) -> i32 {
     }
     init_logging(&root);
     let compilers_lock = hold_compilers_lock(&root);
-    // SAFETY: umask only reads and sets this process's file-creation mask.
-    let umask = unsafe {
-        let old = libc::umask(0o077);
-        libc::umask(old);
-        old
-    };
-    let output_mode = 0o666 & !(umask as u32);
+    let output_mode = 0o666 & !zccache_platform::fs::umask();
     let remote = crate::remote::open(&root);
     let daemon = Arc::new(Daemon {
         root: root.clone(),
@@ -181,13 +171,8 @@ pub fn run(options: DaemonOptions) -> i32 {
 /// Lowers the calling thread's CPU priority to the lowest (nice 19); it still runs, at a
 /// small share, on a machine every core of which is busy.
 fn yield_cpu_to_requests() {
-    // SAFETY: gettid and setpriority only read and set this thread's scheduling priority.
-    let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
-    if set != 0 {
-        tracing::debug!(
-            "cannot lower the store opener's priority: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = zccache_platform::process::set_thread_nice(19) {
+        tracing::debug!("cannot lower the store opener's priority: {e}");
     }
 }
 
@@ -284,20 +269,18 @@ fn file_cache() -> FsCache {
 /// Asks daemons of older protocol versions serving this root to stop, so this one can use
 /// the index (only one process can hold it). Returns the versions asked.
 fn stop_older_daemons(root: &CacheRoot) -> Vec<u16> {
-    use std::io::{Read, Write};
     let mut stopped = Vec::new();
     for version in 1..PROTOCOL_VERSION {
         let socket = root.socket_path(version);
-        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) else {
+        let Ok(mut connection) = zccache_ipc::Connection::connect(&socket) else {
             continue;
         };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        if stream
-            .write_all(&zccache_protocol::shutdown_frame(version))
+        let _ = connection.set_timeout(Some(Duration::from_secs(2)));
+        // Its reply (in its own format) means it is stopping; the index follows shortly.
+        if connection
+            .exchange_raw(&zccache_protocol::shutdown_frame(version), &mut [0u8; 64])
             .is_ok()
         {
-            // Its reply (in its own format) means it is stopping; the index follows shortly.
-            let _ = stream.read(&mut [0u8; 64]);
             tracing::warn!(
                 "asked the daemon for protocol v{version} at {} to stop: this cache is now served \
                  by protocol v{PROTOCOL_VERSION}",
@@ -315,11 +298,10 @@ fn stop_older_daemons(root: &CacheRoot) -> Vec<u16> {
 /// compiles them itself. Nothing is done per compile.
 fn hold_compilers_lock(root: &CacheRoot) -> Option<std::fs::File> {
     let path = root.compilers_lock_path(std::process::id());
-    let file = match OpenOptions::new()
+    let file = match zccache_platform::fs::private_file_options()
         .create(true)
         .truncate(false)
         .write(true)
-        .mode(0o600)
         .open(&path)
     {
         Ok(file) => file,
@@ -328,22 +310,8 @@ fn hold_compilers_lock(root: &CacheRoot) -> Option<std::fs::File> {
             return None;
         }
     };
-    let fd = file.as_raw_fd();
-    // SAFETY: flock and fcntl on a descriptor we own.
-    let held = unsafe {
-        libc::flock(fd, libc::LOCK_SH) == 0
-            && libc::fcntl(
-                fd,
-                libc::F_SETFD,
-                libc::fcntl(fd, libc::F_GETFD) & !libc::FD_CLOEXEC,
-            ) == 0
-    };
-    if !held {
-        tracing::warn!(
-            "{}: cannot hold it for compilers: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = zccache_platform::lock::hold_shared_for_children(&file) {
+        tracing::warn!("{}: cannot hold it for compilers: {e}", path.display());
         let _ = std::fs::remove_file(&path);
         return None;
     }
@@ -424,10 +392,9 @@ fn answers_ping(socket: &Path) -> bool {
 const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 fn init_logging(root: &CacheRoot) {
-    let Ok(file) = OpenOptions::new()
+    let Ok(file) = zccache_platform::fs::private_file_options()
         .create(true)
         .append(true)
-        .mode(0o600)
         .open(root.daemon_log_path())
     else {
         return;
@@ -545,7 +512,7 @@ fn serve(
                 break;
             }
         }
-        if !socket.exists() {
+        if !Listener::still_reachable(socket) {
             tracing::warn!("socket {} was removed, exiting", socket.display());
             break;
         }

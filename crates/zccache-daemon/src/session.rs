@@ -10,9 +10,8 @@
 use crate::stats::Stats;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -140,10 +139,9 @@ impl Sessions {
         }
         let open = |path: &Option<PathBuf>| -> Result<Option<BufWriter<File>>, String> {
             let Some(path) = path else { return Ok(None) };
-            OpenOptions::new()
+            zccache_platform::fs::file_options_with_mode(self.file_mode)
                 .create(true)
                 .append(true)
-                .mode(self.file_mode)
                 .open(path)
                 .map(|file| Some(BufWriter::new(file)))
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))
@@ -294,14 +292,12 @@ pub(crate) fn check_journal_path(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The process exists (possibly owned by someone else).
+/// The process exists (possibly owned by someone else) and has not exited.
 fn process_alive(pid: u32) -> bool {
     if pid == 0 {
         return false;
     }
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let result = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    zccache_platform::process::process_is_running(pid)
 }
 
 #[cfg(test)]
@@ -330,7 +326,12 @@ mod tests {
 
     #[test]
     fn journal_paths_must_be_absolute_jsonl() {
-        assert!(check_journal_path(Path::new("/b/build.jsonl")).is_ok());
+        let absolute = if cfg!(windows) {
+            r"C:\b\build.jsonl"
+        } else {
+            "/b/build.jsonl"
+        };
+        assert!(check_journal_path(Path::new(absolute)).is_ok());
         assert!(check_journal_path(Path::new("/b/build.json"))
             .unwrap_err()
             .contains("must end in .jsonl"));

@@ -427,8 +427,6 @@ pub fn query_env(name: &[u8]) -> bool {
 /// lives elsewhere — whose answers could depend on what no key here sees.
 fn rustc_layout(path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
     let real = std::fs::canonicalize(path).ok()?;
     let mut magic = [0u8; 4];
     std::fs::File::open(&real)
@@ -442,38 +440,48 @@ fn rustc_layout(path: &Path) -> Option<Vec<u8>> {
     let mut libraries = Vec::new();
     for entry in std::fs::read_dir(&lib).ok()?.flatten() {
         let name = entry.file_name();
-        let bytes = name.as_bytes();
+        let bytes = name.as_encoded_bytes();
         if bytes.starts_with(b"librustc_driver") || bytes.starts_with(b"libLLVM") {
-            let meta = std::fs::metadata(entry.path()).ok()?;
+            let stamp =
+                zccache_platform::stamp::FileStamp::of(&std::fs::metadata(entry.path()).ok()?);
+            let split = |ns: i128| {
+                (
+                    (ns.div_euclid(1_000_000_000)) as u64,
+                    ns.rem_euclid(1_000_000_000) as u64,
+                )
+            };
             libraries.push((
                 name.clone(),
                 [
-                    meta.dev(),
-                    meta.ino(),
-                    meta.size(),
-                    meta.mtime() as u64,
-                    meta.mtime_nsec() as u64,
-                    meta.ctime() as u64,
-                    meta.ctime_nsec() as u64,
+                    stamp.dev,
+                    stamp.ino,
+                    stamp.size,
+                    split(stamp.mtime_ns).0,
+                    split(stamp.mtime_ns).1,
+                    split(stamp.ctime_ns).0,
+                    split(stamp.ctime_ns).1,
                 ],
             ));
         }
     }
     if !libraries
         .iter()
-        .any(|(name, _)| name.as_bytes().starts_with(b"librustc_driver"))
+        .any(|(name, _)| name.as_encoded_bytes().starts_with(b"librustc_driver"))
     {
         return None;
     }
     libraries.sort();
     let mut layout = Vec::new();
-    for part in [real.as_os_str().as_bytes(), lib.as_os_str().as_bytes()] {
+    for part in [
+        real.as_os_str().as_encoded_bytes(),
+        lib.as_os_str().as_encoded_bytes(),
+    ] {
         layout.extend_from_slice(&(part.len() as u64).to_le_bytes());
         layout.extend_from_slice(part);
     }
     for (name, stat) in libraries {
         layout.extend_from_slice(&(name.len() as u64).to_le_bytes());
-        layout.extend_from_slice(name.as_bytes());
+        layout.extend_from_slice(name.as_encoded_bytes());
         for value in stat {
             layout.extend_from_slice(&value.to_le_bytes());
         }
@@ -491,25 +499,24 @@ fn query_key(
     args: &[OsString],
     env: &[(OsString, OsString)],
 ) -> Hash {
-    use std::os::unix::ffi::OsStrExt;
     let mut hasher = blake3::Hasher::new();
     let mut field = |bytes: &[u8]| {
         hasher.update(&(bytes.len() as u64).to_le_bytes());
         hasher.update(bytes);
     };
     field(b"zccache query v1");
-    field(path.as_os_str().as_bytes());
+    field(path.as_os_str().as_encoded_bytes());
     field(digest);
     field(layout);
     field(&(args.len() as u64).to_le_bytes());
     for arg in args {
-        field(arg.as_bytes());
+        field(arg.as_encoded_bytes());
     }
     let mut vars: Vec<(&[u8], &[u8])> = Vec::new();
     for (name, value) in env.iter().rev() {
-        let name = name.as_bytes();
+        let name = name.as_encoded_bytes();
         if query_env(name) && !vars.iter().any(|(n, _)| *n == name) {
-            vars.push((name, value.as_bytes()));
+            vars.push((name, value.as_encoded_bytes()));
         }
     }
     vars.sort();
@@ -650,24 +657,19 @@ fn parse_search_list(verbose: &str, cwd: &Path) -> Vec<PathBuf> {
 /// environment (`RUSTUP_TOOLCHAIN`, `rust-toolchain.toml`, rustup's settings), not on its own
 /// content.
 pub(crate) fn rustup_behind(tool: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
     let real = std::fs::canonicalize(tool).ok()?;
     if real.file_stem()?.to_str()? == "rustup" {
         return Some(real);
     }
-    let sibling = real.with_file_name("rustup");
-    let (tool_meta, rustup_meta) = (
-        std::fs::metadata(&real).ok()?,
-        std::fs::metadata(&sibling).ok()?,
-    );
-    (tool_meta.dev() == rustup_meta.dev() && tool_meta.ino() == rustup_meta.ino())
-        .then_some(sibling)
+    let sibling = real.with_file_name(format!("rustup{}", std::env::consts::EXE_SUFFIX));
+    zccache_platform::stamp::same_file(&real, &sibling).then_some(sibling)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(unix)] // the probed tool is a shell script
     #[test]
     fn a_failed_probe_answers_the_calls_waiting_for_it_then_is_tried_again() {
         use std::os::unix::fs::PermissionsExt;

@@ -7,7 +7,6 @@
 use crate::worktree::ROOT_MARK;
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::SystemTime;
 use zccache_artifact::{Delivery, ManifestEntry, Store};
@@ -53,7 +52,7 @@ fn deps_unchanged(entry: &ManifestEntry, cwd: &Path) -> bool {
         if dep.path.windows(ROOT_MARK.len()).any(|w| w == ROOT_MARK) {
             return false;
         }
-        let path = cwd.join(OsStr::from_bytes(&dep.path));
+        let path = cwd.join(zccache_platform::os_str::os_str_from_bytes(&dep.path));
         zccache_fscache::hash_file(&path).is_ok_and(|(hash, _)| hash == dep.hash)
     })
 }
@@ -88,10 +87,12 @@ fn out_dir(argv: &[Vec<u8>]) -> Option<std::path::PathBuf> {
         if arg == b"--out-dir" {
             return iter
                 .next()
-                .map(|v| Path::new(OsStr::from_bytes(v)).to_path_buf());
+                .map(|v| Path::new(zccache_platform::os_str::os_str_from_bytes(v)).to_path_buf());
         }
         if let Some(value) = arg.strip_prefix(b"--out-dir=") {
-            return Some(Path::new(OsStr::from_bytes(value)).to_path_buf());
+            return Some(
+                Path::new(zccache_platform::os_str::os_str_from_bytes(value)).to_path_buf(),
+            );
         }
     }
     None
@@ -133,9 +134,11 @@ pub fn warm(
     let mut report = WarmReport::default();
     let mut manifests = Vec::new();
     for (source, records) in &sources {
-        let current = zccache_fscache::hash_file(Path::new(OsStr::from_bytes(source)))
-            .ok()
-            .map(|(hash, _)| zccache_core::hex(&hash)[..16].to_string());
+        let current = zccache_fscache::hash_file(Path::new(
+            zccache_platform::os_str::os_str_from_bytes(source),
+        ))
+        .ok()
+        .map(|(hash, _)| zccache_core::hex(&hash)[..16].to_string());
         for record in records {
             if let Some(manifest) = store.manifest(&record.key).map_err(|e| e.to_string())? {
                 manifests.push((current.clone(), record, manifest));
@@ -169,7 +172,7 @@ pub fn warm(
                 report.present += 1;
                 continue;
             }
-            let cwd = Path::new(OsStr::from_bytes(&record.cwd));
+            let cwd = Path::new(zccache_platform::os_str::os_str_from_bytes(&record.cwd));
             let native = record
                 .parts
                 .iter()

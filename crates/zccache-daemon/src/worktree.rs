@@ -13,8 +13,6 @@
 
 use crate::pipeline::{Call, KeyHasher};
 use std::borrow::Cow;
-use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// Turns remapping on (`auto`); any other value or none leaves it off.
@@ -52,7 +50,7 @@ pub(crate) enum Remap {
 /// Whether remapping is asked for, and the root: from the override, else the git root above
 /// `cwd`.
 pub(crate) fn detect(call: &Call) -> Remap {
-    if call.env_var(REMAP_ENV).map(|v| v.as_bytes()) != Some(b"auto") {
+    if call.env_var(REMAP_ENV).map(|v| v.as_encoded_bytes()) != Some(b"auto") {
         return Remap::Off;
     }
     let root = match call.env_var(ROOT_ENV).filter(|r| !r.is_empty()) {
@@ -95,7 +93,7 @@ impl Worktree {
     }
 
     fn root_bytes(&self) -> &[u8] {
-        self.root.as_os_str().as_bytes()
+        self.root.as_os_str().as_encoded_bytes()
     }
 
     /// `bytes` with the root, wherever it occurs as a whole path or a path's start, replaced
@@ -115,7 +113,9 @@ impl Worktree {
     }
 
     pub(crate) fn resolve_path(&self, path: &[u8]) -> PathBuf {
-        PathBuf::from(OsString::from_vec(self.resolve(path)))
+        PathBuf::from(zccache_platform::os_str::os_string_from_bytes(
+            self.resolve(path),
+        ))
     }
 }
 

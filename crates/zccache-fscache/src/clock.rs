@@ -25,9 +25,10 @@ pub const COARSE_STAMP: Duration = Duration::from_secs(2);
 pub struct FileClock(i128);
 
 impl FileClock {
-    /// Reads the coarse realtime clock (a few nanoseconds: no system call).
+    /// Reads the file clock (on Linux the coarse realtime clock: a few nanoseconds, no
+    /// system call).
     pub fn now() -> FileClock {
-        FileClock(read(libc::CLOCK_REALTIME_COARSE))
+        FileClock(zccache_platform::clock::file_clock_now_ns())
     }
 
     /// The reading in nanoseconds since the epoch.
@@ -37,15 +38,7 @@ impl FileClock {
 
     /// The clock's tick, as the kernel reports it.
     pub fn tick() -> Duration {
-        let mut res = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `res` is a valid timespec to write to.
-        if unsafe { libc::clock_getres(libc::CLOCK_REALTIME_COARSE, &mut res) } != 0 {
-            return Duration::from_millis(10);
-        }
-        Duration::new(res.tv_sec as u64, res.tv_nsec as u32)
+        zccache_platform::clock::file_clock_tick()
     }
 
     /// Waits until the clock has moved past `stamp_ns`, so that a file stamped `stamp_ns` and
@@ -72,16 +65,6 @@ impl FileClock {
     }
 }
 
-fn read(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write to.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
 /// Device → whether its file system keeps coarse stamps, learnt from the first file seen on it.
 static DEVICES: LazyLock<DashMap<u64, bool, rustc_hash::FxBuildHasher>> =
     LazyLock::new(DashMap::default);
@@ -94,11 +77,8 @@ pub(crate) fn device_is_coarse(dev: u64) -> Option<bool> {
 /// Looks up the file-system type of `path`'s device, once per device: whether its stamps are
 /// coarse.
 pub(crate) fn learn_device(dev: u64, path: &Path) -> bool {
-    let coarse = match statfs_type(path) {
-        Some(kind) => COARSE_FILE_SYSTEMS.contains(&kind),
-        // Unknown: be careful.
-        None => true,
-    };
+    // Unknown: be careful.
+    let coarse = zccache_platform::stamp::has_coarse_stamps(path).unwrap_or(true);
     if coarse {
         tracing::info!(
             "{}: file system with coarse or remote time stamps; inputs written within {} s of a compile are not stored",
@@ -108,37 +88,6 @@ pub(crate) fn learn_device(dev: u64, path: &Path) -> bool {
     }
     DEVICES.insert(dev, coarse);
     coarse
-}
-
-/// `statfs` types whose stamps are whole seconds or coarser, or come from another clock.
-const COARSE_FILE_SYSTEMS: &[i64] = &[
-    0x4d44,      // msdos / vfat
-    0x2011_bab0, // exfat
-    0x5346_544e, // ntfs3
-    0x6969,      // nfs
-    0x517b,      // smb
-    0xff53_4d42, // cifs
-    0xfe53_4d42, // smb2
-    0x6573_5546, // fuse
-    0x0102_1997, // 9p
-    0x786f_4256, // vboxsf
-    0x0000_4244, // hfs
-    0x0000_9660, // iso9660
-    0x7375_7245, // coda
-    0x5346_414f, // afs
-    0x00c3_6400, // ceph
-];
-
-fn statfs_type(path: &Path) -> Option<i64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statfs writes into `buf`, a zeroed plain-data struct; the path is NUL-terminated.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut buf) } != 0 {
-        return None;
-    }
-    #[allow(clippy::unnecessary_cast)]
-    Some(buf.f_type as i64)
 }
 
 #[cfg(test)]
@@ -185,10 +134,9 @@ mod tests {
         let path = tmp.path().join("f");
         std::fs::write(&path, "x").unwrap();
         let sig = crate::StatSig::of(&path).unwrap();
-        let kind = statfs_type(&path).unwrap();
         assert_eq!(
             device_is_coarse(sig.dev),
-            Some(COARSE_FILE_SYSTEMS.contains(&kind))
+            zccache_platform::stamp::has_coarse_stamps(&path)
         );
     }
 

@@ -22,8 +22,6 @@ mod watch;
 pub use clock::FileClock;
 use dashmap::DashMap;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 use zccache_core::Hash;
@@ -46,30 +44,25 @@ pub struct StatSig {
 }
 
 impl StatSig {
-    /// The signature of already-fetched metadata. Stamps count as coarse when the file's
-    /// device was found to have coarse stamps (see [`StatSig::of`]) or when neither stamp has
-    /// a fraction of a second, as such file systems write them.
-    pub fn from_metadata(meta: &std::fs::Metadata) -> StatSig {
-        StatSig::with_device(meta, clock::device_is_coarse(meta.dev()) == Some(true))
-    }
-
-    /// Stats `path` (following symlinks). The first file seen on a device has the device's
+    /// Stats `path` (following symlinks). Stamps count as coarse when the file's device has
+    /// coarse stamps or when neither stamp has a fraction of a second, as such file systems
+    /// write them. The first file seen on a device has the device's
     /// file-system type looked up (`statfs`), once.
     pub fn of(path: &Path) -> io::Result<StatSig> {
-        let meta = std::fs::metadata(path)?;
-        let coarse_device = clock::device_is_coarse(meta.dev())
-            .unwrap_or_else(|| clock::learn_device(meta.dev(), path));
-        Ok(StatSig::with_device(&meta, coarse_device))
+        let stamp = zccache_platform::stamp::FileStamp::of_path(path)?;
+        let coarse_device = clock::device_is_coarse(stamp.dev)
+            .unwrap_or_else(|| clock::learn_device(stamp.dev, path));
+        Ok(StatSig::with_device(stamp, coarse_device))
     }
 
-    fn with_device(meta: &std::fs::Metadata, coarse_device: bool) -> StatSig {
+    fn with_device(stamp: zccache_platform::stamp::FileStamp, coarse_device: bool) -> StatSig {
         StatSig {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
-            coarse: coarse_device || (meta.mtime_nsec() == 0 && meta.ctime_nsec() == 0),
+            dev: stamp.dev,
+            ino: stamp.ino,
+            size: stamp.size,
+            mtime_ns: stamp.mtime_ns,
+            ctime_ns: stamp.ctime_ns,
+            coarse: coarse_device || stamp.whole_seconds,
         }
     }
 
@@ -272,7 +265,9 @@ impl FsCache {
         path: &Path,
         synced: Synced,
     ) -> io::Result<(FileDigest, Option<Voucher>)> {
-        let key = path.as_os_str().as_bytes();
+        let key = path.as_os_str().as_encoded_bytes();
+        #[cfg(not(target_os = "linux"))]
+        let _ = synced;
         #[cfg(target_os = "linux")]
         let mut armed = None;
         #[cfg(target_os = "linux")]
@@ -291,6 +286,7 @@ impl FsCache {
             }
         }
         let sig = StatSig::of(path)?;
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
         if let Some(mut entry) = self.entries.get_mut(key) {
             if entry.digest.trusted && entry.digest.sig == sig {
                 #[cfg(target_os = "linux")]
@@ -378,7 +374,7 @@ impl FsCache {
     pub fn dir_signature(&self, dir: &Path, synced: Synced) -> io::Result<StatSig> {
         #[cfg(target_os = "linux")]
         if let Some(watcher) = &self.watcher {
-            let key = dir.as_os_str().as_bytes();
+            let key = dir.as_os_str().as_encoded_bytes();
             if synced.0 {
                 if let Some(known) = self.dirs.get(key) {
                     if watcher.valid_dir(&known.1) {
@@ -412,7 +408,7 @@ impl FsCache {
     pub fn dir_contains(&self, dir: &Path, name: &std::ffi::OsStr, synced: Synced) -> Option<bool> {
         #[cfg(target_os = "linux")]
         if let (Some(watcher), true) = (&self.watcher, synced.0) {
-            return watcher.contains(dir, name.as_bytes());
+            return watcher.contains(dir, name.as_encoded_bytes());
         }
         let _ = (dir, name, synced);
         None
@@ -420,7 +416,7 @@ impl FsCache {
 
     /// Forgets a path (a watcher hint, or a file we know we just wrote).
     pub fn invalidate(&self, path: &Path) {
-        self.entries.remove(path.as_os_str().as_bytes());
+        self.entries.remove(path.as_os_str().as_encoded_bytes());
     }
 
     /// Number of cached entries.
@@ -443,13 +439,9 @@ const MACRO_SEAM: usize = 12;
 
 /// Hashes a file's content and looks for time macros in the same pass.
 pub fn hash_file(path: &Path) -> io::Result<(Hash, bool)> {
-    use std::os::unix::fs::OpenOptionsExt;
     // Non-blocking, so that a FIFO (or a device) among a compile's inputs fails here instead
     // of holding the thread until someone writes to it.
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
+    let mut file = zccache_platform::stamp::open_for_reading(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -489,7 +481,9 @@ pub fn mentions_time_macro(text: &[u8]) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+    #[cfg(target_os = "linux")]
     use std::path::PathBuf;
+    #[cfg(target_os = "linux")]
     use std::time::SystemTime;
 
     /// Waits until `paths` carry stamps older than the file clock. A stamp may be a fine
@@ -782,7 +776,7 @@ mod tests {
         assert!(
             cache
                 .entries
-                .get(path.as_os_str().as_bytes())
+                .get(path.as_os_str().as_encoded_bytes())
                 .unwrap()
                 .digest
                 .trusted
@@ -790,8 +784,10 @@ mod tests {
         assert_eq!(cache.digest(&path).unwrap(), first);
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        use std::os::unix::ffi::OsStrExt;
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo.h");
         let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();

@@ -110,6 +110,13 @@ impl Connection {
         self.next_reply()
     }
 
+    /// Writes `frame` as given and reads what comes back first (at most `reply.len()` bytes):
+    /// for a daemon of another protocol version, whose frames this crate does not decode.
+    pub fn exchange_raw(&mut self, frame: &[u8], reply: &mut [u8]) -> io::Result<usize> {
+        (&self.stream).write_all(frame)?;
+        (&self.stream).read(reply)
+    }
+
     /// Reads a further reply to the last request, for requests answered with several frames
     /// (a compile's progress ahead of its result).
     pub fn next_reply<Resp: for<'de> Deserialize<'de>>(&mut self) -> io::Result<Resp> {
@@ -129,6 +136,13 @@ impl Listener {
         Ok(Listener {
             inner: sys::bind(socket)?,
         })
+    }
+
+    /// Whether the endpoint at `socket` is still there for clients to find: a Unix socket
+    /// file someone removed (a `rm -rf` of the cache) is gone, and a daemon noticing it
+    /// exits. A named pipe cannot be removed by anyone but its server: always `true`.
+    pub fn still_reachable(socket: &Path) -> bool {
+        cfg!(windows) || socket.exists()
     }
 
     /// Waits for the next client. Several threads may wait at once; each client wakes one.

@@ -75,6 +75,25 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     }
 }
 
+/// This process's file-creation mask (Unix); 0o022 on Windows, where new files get their
+/// directory's access list and only the read-only bit maps to a mode.
+pub fn umask() -> u32 {
+    #[cfg(unix)]
+    {
+        // SAFETY: umask only reads and sets this process's file-creation mask; it is set
+        // back at once.
+        unsafe {
+            let old = libc::umask(0o077);
+            libc::umask(old);
+            old as u32
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        0o022
+    }
+}
+
 /// A number that changes when a file is replaced by another (same path, new file): the inode
 /// on Unix; on Windows the creation time, as the file index is not in stable std.
 pub fn file_identity(meta: &std::fs::Metadata) -> u64 {
@@ -98,13 +117,21 @@ pub fn file_identity(meta: &std::fs::Metadata) -> u64 {
 /// Options for a file only this user may read or write (mode 0600 on Unix; on Windows the
 /// directory's inherited access list decides).
 pub fn private_file_options() -> std::fs::OpenOptions {
+    file_options_with_mode(0o600)
+}
+
+/// Options for a new file created with permission bits `mode` on Unix (as the umask lets
+/// them); on Windows the directory's inherited access list decides.
+pub fn file_options_with_mode(mode: u32) -> std::fs::OpenOptions {
     #[allow(unused_mut)]
     let mut options = std::fs::OpenOptions::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(mode);
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     options
 }
 
@@ -156,6 +183,33 @@ pub fn write_all_at(file: &std::fs::File, buf: &[u8], offset: u64) -> io::Result
     }
 }
 
+/// Reads exactly `buf.len()` bytes at `offset` (`pread` on Unix; on Windows `ReadFile` with
+/// an offset, which also moves the file's cursor: callers must not share it).
+pub fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::FileExt;
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match file.seek_read(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Creates a new file at `path` for writing, never through a symlink already there (Unix:
 /// `O_EXCL | O_NOFOLLOW`; Windows: `CREATE_NEW`, which fails on any existing name), with
 /// `mode`'s permission bits on Unix.
@@ -169,6 +223,20 @@ pub fn create_new_no_follow(path: &Path, mode: u32) -> io::Result<std::fs::File>
     }
     #[cfg(not(unix))]
     let _ = mode;
+    options.open(path)
+}
+
+/// Opens `path` for writing as an empty private file, creating it if needed and never
+/// through a symlink planted there (`O_NOFOLLOW` on Unix; Windows opens the link's target
+/// only for a privileged user or developer mode, in a directory that is this user's alone).
+pub fn create_or_truncate_no_follow(path: &Path) -> io::Result<std::fs::File> {
+    let mut options = private_file_options();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
     options.open(path)
 }
 
@@ -187,6 +255,92 @@ pub fn set_mode(file: &std::fs::File, mode: u32) -> io::Result<()> {
         file.set_permissions(permissions)
     }
 }
+
+/// [`set_mode`] for a file named by its path.
+pub fn set_path_mode(path: &Path, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let mut permissions = std::fs::metadata(path)?.permissions();
+        permissions.set_readonly(mode & 0o222 == 0);
+        std::fs::set_permissions(path, permissions)
+    }
+}
+
+/// The permission bits of a file (`st_mode & 0o7777` on Unix); on Windows 0o444 for a
+/// read-only file, 0o644 otherwise.
+pub fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o7777
+    }
+    #[cfg(not(unix))]
+    {
+        if meta.permissions().readonly() {
+            0o444
+        } else {
+            0o644
+        }
+    }
+}
+
+/// Removes a file, read-only or not: Windows refuses to delete a read-only file (the store's
+/// blobs are), so there the attribute is cleared first when the delete is refused.
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        #[cfg(windows)]
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let mut permissions = std::fs::symlink_metadata(path)?.permissions();
+            if !permissions.readonly() {
+                return Err(e);
+            }
+            #[allow(clippy::permissions_set_readonly_false)]
+            permissions.set_readonly(false);
+            std::fs::set_permissions(path, permissions)?;
+            std::fs::remove_file(path)
+        }
+        other => other,
+    }
+}
+
+/// Removes a directory tree, read-only files in it included (see [`remove_file`]).
+pub fn remove_dir_all(path: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        #[cfg(windows)]
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            for entry in walk_files(path) {
+                let _ = remove_file(&entry);
+            }
+            std::fs::remove_dir_all(path)
+        }
+        other => other,
+    }
+}
+
+/// Every file (not directory) under `dir`, depth first.
+#[cfg(windows)]
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Whether cached outputs may be delivered as hardlinks to the store's read-only blobs. On
+/// Windows they are copied: a hardlink shares the blob's read-only attribute, and there a
+/// read-only output cannot be deleted or overwritten by the build tools that expect to.
+pub const HARDLINK_DELIVERY: bool = cfg!(unix);
 
 /// A symbolic link at `link` to `target` (on Windows a file symlink, which needs the
 /// privilege or developer mode; without it this fails and says so).

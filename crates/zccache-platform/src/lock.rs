@@ -24,6 +24,46 @@ pub fn lock_shared(file: &File) -> io::Result<()> {
     file.lock_shared()
 }
 
+/// Takes a shared lock on `file` and lets every process started from now on inherit the
+/// descriptor (Unix: `FD_CLOEXEC` cleared; Windows: the handle made inheritable), so the lock
+/// stays held while any of them runs, even after this process is gone.
+pub fn hold_shared_for_children(file: &File) -> io::Result<()> {
+    lock_shared(file)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor `file` owns.
+        let set = unsafe {
+            libc::fcntl(
+                fd,
+                libc::F_SETFD,
+                libc::fcntl(fd, libc::F_GETFD) & !libc::FD_CLOEXEC,
+            )
+        };
+        if set != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::AsRawHandle;
+        use windows_sys::Win32::Foundation::{SetHandleInformation, HANDLE_FLAG_INHERIT};
+        // SAFETY: a handle `file` owns.
+        let set = unsafe {
+            SetHandleInformation(
+                file.as_raw_handle(),
+                HANDLE_FLAG_INHERIT,
+                HANDLE_FLAG_INHERIT,
+            )
+        };
+        if set == 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,8 +68,8 @@ pub fn process_is_running(pid: u32) -> bool {
     }
 }
 
-/// Whether `path` is a file this user may run.
-fn runnable(path: &Path) -> bool {
+/// Whether `path` is a file this user may run (on Windows: any file; PATHEXT names them).
+pub fn runnable(path: &Path) -> bool {
     let Ok(meta) = std::fs::metadata(path) else {
         return false;
     };
@@ -108,6 +108,163 @@ pub fn executable_on_path(program: &Path) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .flat_map(|dir| candidates(&dir.join(program)))
         .find(|candidate| runnable(candidate))
+}
+
+/// The program a wrapper should run for `name`: a path as given (made absolute against
+/// `cwd`), or the first match on PATH that is not this very executable (so zccache installed
+/// under a compiler's name earlier on PATH does not call itself). The flag says whether such
+/// an entry was skipped.
+pub fn resolve_program_skipping_self(
+    name: &std::ffi::OsStr,
+    cwd: &Path,
+) -> Option<(PathBuf, bool)> {
+    let has_separator = name
+        .as_encoded_bytes()
+        .iter()
+        .any(|b| *b == b'/' || (cfg!(windows) && (*b == b'\\' || *b == b':')));
+    if has_separator {
+        let path = Path::new(name);
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            cwd.join(path)
+        };
+        return Some((path, false));
+    }
+    let path_var = std::env::var_os("PATH")?;
+    let dirs = std::env::split_paths(&path_var)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                cwd.join(dir)
+            }
+        });
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // This executable by (device, inode): one stat per candidate instead of resolving
+        // every symlink of every path on the hit path.
+        let own = std::env::current_exe()
+            .and_then(std::fs::metadata)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        let mut shadowed = false;
+        for dir in dirs {
+            let candidate = dir.join(name);
+            let Ok(meta) = std::fs::metadata(&candidate) else {
+                continue;
+            };
+            if !(meta.is_file() && meta.permissions().mode() & 0o111 != 0) {
+                continue;
+            }
+            if own == Some((meta.dev(), meta.ino())) {
+                shadowed = true;
+                continue;
+            }
+            return Some((candidate, shadowed));
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        let own = std::env::current_exe().ok();
+        let mut shadowed = false;
+        for dir in dirs {
+            for candidate in candidates(&dir.join(name)) {
+                if !runnable(&candidate) {
+                    continue;
+                }
+                if own
+                    .as_ref()
+                    .is_some_and(|own| crate::stamp::same_file(own, &candidate))
+                {
+                    shadowed = true;
+                    continue;
+                }
+                return Some((candidate, shadowed));
+            }
+        }
+        None
+    }
+}
+
+/// Runs `command` in this process's place: on Unix by `exec` (same pid, stdio and signals as a
+/// direct call); Windows has no `exec`, so the program runs as a child with this process's
+/// stdio and this process exits with its exit code. Returns only when it cannot be started.
+pub fn exec_replace(command: &mut Command) -> io::Error {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.exec()
+    }
+    #[cfg(not(unix))]
+    {
+        match command.status() {
+            Ok(status) => std::process::exit(exit_code(&status)),
+            Err(e) => e,
+        }
+    }
+}
+
+/// The pid of this process's parent (on Windows the process that created it, which may have
+/// exited since; 0 when unknown).
+pub fn parent_pid() -> u32 {
+    #[cfg(unix)]
+    {
+        std::os::unix::process::parent_id()
+    }
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::Foundation::{CloseHandle, INVALID_HANDLE_VALUE};
+        use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+            CreateToolhelp32Snapshot, Process32FirstW, Process32NextW, PROCESSENTRY32W,
+            TH32CS_SNAPPROCESS,
+        };
+        let me = std::process::id();
+        // SAFETY: a snapshot handle opened and closed here, and a plain-data entry the calls
+        // fill (its size set first, as the API requires).
+        unsafe {
+            let snapshot = CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
+            if snapshot == INVALID_HANDLE_VALUE {
+                return 0;
+            }
+            let mut entry: PROCESSENTRY32W = std::mem::zeroed();
+            entry.dwSize = std::mem::size_of::<PROCESSENTRY32W>() as u32;
+            let mut parent = 0;
+            let mut more = Process32FirstW(snapshot, &mut entry) != 0;
+            while more {
+                if entry.th32ProcessID == me {
+                    parent = entry.th32ParentProcessID;
+                    break;
+                }
+                more = Process32NextW(snapshot, &mut entry) != 0;
+            }
+            CloseHandle(snapshot);
+            parent
+        }
+    }
+}
+
+/// Whether this process's stdin is the null device (what cargo gives its probes). `false`
+/// where that cannot be told (Windows).
+pub fn stdin_is_null_device() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let (Ok(stdin), Ok(null)) = (
+            std::fs::metadata("/dev/stdin"),
+            std::fs::metadata("/dev/null"),
+        ) else {
+            return false;
+        };
+        stdin.file_type().is_char_device() && stdin.rdev() == null.rdev()
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
 }
 
 /// The executable `name` (`.exe` added on Windows) beside the running one, as they are
@@ -255,6 +412,234 @@ pub fn wait_until_ready(mut ready: ChildStdout, deadline: Instant) {
     let _ = wait.recv_timeout(deadline.saturating_duration_since(Instant::now()));
 }
 
+#[cfg(all(test, target_os = "linux"))]
+mod linux_tests {
+    use super::process_is_running;
+
+    #[test]
+    fn running_exited_and_unreaped_processes_are_told_apart() {
+        assert!(process_is_running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not yet reaped: a zombie, no longer running.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_is_running(pid) {
+            assert!(std::time::Instant::now() < deadline, "`true` never exited");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(
+            std::fs::metadata(format!("/proc/{pid}")).is_ok(),
+            "reaped early"
+        );
+        child.wait().unwrap();
+        assert!(!process_is_running(pid));
+    }
+}
+
+/// Gives the program started by `command` the name `arg0` as its `argv[0]` (a compiler
+/// reached through a symlink named `g++` behaves as g++). Windows has no separate
+/// `argv[0]`: the program's own path is passed, and a driver there is found by its file name.
+pub fn set_arg0(command: &mut Command, arg0: &std::ffi::OsStr) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.arg0(arg0);
+    }
+    #[cfg(not(unix))]
+    let _ = (command, arg0);
+}
+
+/// Sets the calling thread's nice value, which the processes it starts then inherit (Linux,
+/// where a nice value belongs to a thread). Elsewhere: `Unsupported`, and tools run at the
+/// daemon's own priority.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority only read and set this thread's priority.
+        let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as _, nice) };
+        if set == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "per-thread nice values are Linux's",
+        ))
+    }
+}
+
+/// The nice value of thread `tid` (0: the calling thread; a process id: its main thread);
+/// `None` where it cannot be read.
+pub fn thread_nice(tid: u32) -> Option<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        // getpriority may return -1 as a value: errno tells it from an error.
+        // SAFETY: errno is this thread's; getpriority only reads.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let nice = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+            (nice != -1 || *libc::__errno_location() == 0).then_some(nice)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        None
+    }
+}
+
+/// An anonymous file in memory (`memfd_create` on Linux), gone when the last descriptor to it
+/// closes: a child's output goes there without a pipe. `Unsupported` elsewhere, where callers
+/// read the output through pipes.
+pub fn memory_file(name: &std::ffi::CStr) -> io::Result<std::fs::File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a valid NUL-terminated name; the descriptor returned is new and ours alone.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and nothing else owns it.
+        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = name;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "memory files are Linux's",
+        ))
+    }
+}
+
+/// Reads a child's stdout and stderr to their ends, handing each piece of stderr to
+/// `on_stderr` (with the length of stderr so far) as it comes. On Unix both are read on this
+/// thread with `poll`: a reader thread per compile cost its creation, and at the compiler's
+/// exit a wakeup that could land on another, idle CPU. Windows pipes cannot be polled: stdout
+/// is read on a second thread there.
+pub fn read_both(
+    stdout: std::process::ChildStdout,
+    stderr: std::process::ChildStderr,
+    mut on_stderr: impl FnMut(usize, &[u8]),
+) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    use std::io::Read;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        let (mut stdout, mut stderr) = (stdout, stderr);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut chunk = vec![0u8; 16 * 1024];
+        let mut fds = [
+            libc::pollfd {
+                fd: stdout.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stderr.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // A negative descriptor is one `poll` skips: that pipe has ended.
+        while fds.iter().any(|fd| fd.fd >= 0) {
+            // SAFETY: two valid pollfd structs; the descriptors live as long as the pipes.
+            if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for (index, fd) in fds.iter_mut().enumerate() {
+                if fd.fd < 0 || fd.revents == 0 {
+                    continue;
+                }
+                // Readable, hung up or in error: a read does not block and tells which.
+                let pipe: &mut dyn Read = if index == 0 { &mut stdout } else { &mut stderr };
+                match pipe.read(&mut chunk) {
+                    Ok(0) => fd.fd = -1,
+                    Ok(n) if index == 0 => out.extend_from_slice(&chunk[..n]),
+                    Ok(n) => {
+                        err.extend_from_slice(&chunk[..n]);
+                        on_stderr(err.len(), &chunk[..n]);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok((out, err))
+    }
+    #[cfg(not(unix))]
+    {
+        let mut stdout = stdout;
+        let out_reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            stdout.read_to_end(&mut out).map(|_| out)
+        });
+        let mut stderr = stderr;
+        let mut err = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        let read_err = loop {
+            match stderr.read(&mut chunk) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    err.extend_from_slice(&chunk[..n]);
+                    on_stderr(err.len(), &chunk[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let out = out_reader
+            .join()
+            .map_err(|_| io::Error::other("the stdout reader panicked"))??;
+        read_err.map(|()| (out, err))
+    }
+}
+
+#[cfg(all(test, unix))] // the child is a shell script
+mod read_both_tests {
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn stdout_and_stderr_are_read_together_to_their_ends() {
+        let script = "i=0; while [ $i -lt 400 ]; do \
+            printf 'out %04d %0200d\\n' $i 0; printf 'err %04d %0200d\\n' $i 0 >&2; \
+            i=$((i+1)); done; exit 3";
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let mut pieces = Vec::new();
+        let mut lengths = Vec::new();
+        let (out, err) = super::read_both(stdout, stderr, |so_far, piece| {
+            pieces.extend_from_slice(piece);
+            lengths.push(so_far);
+        })
+        .unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+        let line = |kind: &str, i: usize| format!("{kind} {i:04} {:0200}\n", 0);
+        let expected_out: String = (0..400).map(|i| line("out", i)).collect();
+        let expected_err: String = (0..400).map(|i| line("err", i)).collect();
+        assert_eq!(String::from_utf8(out).unwrap(), expected_out);
+        assert_eq!(String::from_utf8(err.clone()).unwrap(), expected_err);
+        assert_eq!(pieces, err, "every piece of stderr was handed on, in order");
+        assert!(lengths.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(lengths.last(), Some(&err.len()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,29 +694,5 @@ mod tests {
         assert!(Instant::now() < deadline);
         // The rest of its output goes to a closed pipe: it may end by SIGPIPE.
         child.wait().unwrap();
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod linux_tests {
-    use super::process_is_running;
-
-    #[test]
-    fn running_exited_and_unreaped_processes_are_told_apart() {
-        assert!(process_is_running(std::process::id()));
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        // Exited but not yet reaped: a zombie, no longer running.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while process_is_running(pid) {
-            assert!(std::time::Instant::now() < deadline, "`true` never exited");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert!(
-            std::fs::metadata(format!("/proc/{pid}")).is_ok(),
-            "reaped early"
-        );
-        child.wait().unwrap();
-        assert!(!process_is_running(pid));
     }
 }

@@ -7,7 +7,6 @@ use super::service::{agent, backoff, transient};
 use super::GhaError;
 use base64::Engine;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -132,7 +131,7 @@ pub fn upload(url: &str, path: &Path) -> Result<u64, GhaError> {
         let start = i as u64 * CHUNK;
         let len = CHUNK.min(size - start) as usize;
         let mut data = vec![0u8; len];
-        file.read_exact_at(&mut data, start)
+        zccache_platform::fs::read_exact_at(&file, &mut data, start)
             .map_err(|e| GhaError::io(path, e))?;
         let block_url = with_query(
             url,
@@ -188,7 +187,7 @@ pub fn download(url: &str, dest: &Path) -> Result<u64, GhaError> {
             if n == 0 {
                 return Ok::<u64, GhaError>(offset - start);
             }
-            file.write_all_at(&buf[..n], offset)
+            zccache_platform::fs::write_all_at(&file, &buf[..n], offset)
                 .map_err(|e| GhaError::io(dest, e))?;
             offset += n as u64;
         }

@@ -319,10 +319,9 @@ fn write_pack(root: &Path, blobs: &[&String], out: &Path) -> Result<(), GhaError
         builder
             .append_path_with_name(&path, relative)
             .map_err(|e| GhaError::io(&path, e))?;
-        use std::os::unix::fs::MetadataExt;
         mtimes.push((
             name.to_string(),
-            meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            zccache_platform::stamp::FileStamp::of(&meta).mtime_ns,
         ));
     }
     let text = serde_json::to_vec(&mtimes).expect("serializes");

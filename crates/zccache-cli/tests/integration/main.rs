@@ -1,5 +1,9 @@
 //! End-to-end tests: the built `zccache` and `zccache-daemon` binaries driving real gcc and
 //! clang on real files, each test in its own temp dir with its own cache root and daemon.
+//!
+//! They drive Linux tools (gcc, clang, sh, cargo) and run where those are; the Windows build
+//! is tested end to end by `tests/windows/*.sh` under Wine.
+#![cfg(unix)]
 
 mod action;
 mod cli;
