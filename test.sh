@@ -51,9 +51,9 @@ fi
 
 cargo test --workspace --locked "$@"
 
-# Windows (issue 30, in progress): the crates already on the platform layer are built for
-# x86_64-pc-windows-gnu with mingw and their tests run under Wine (tests/windows/wine-runner.sh
-# supplies the ProcessPrng shim Wine 8 lacks); the remote tier is checked to build.
+# Windows (issue 30): every crate builds for x86_64-pc-windows-gnu with mingw; the unit tests
+# of the portable crates run under Wine (tests/windows/wine-runner.sh supplies the ProcessPrng
+# shim Wine 8 lacks), and the zccache and download daemons run end to end as Windows programs.
 if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || ! command -v wine >/dev/null 2>&1; then
   echo "==> installing mingw-w64 and wine for the Windows build and tests"
   sudo=""
@@ -63,15 +63,19 @@ if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || ! command -v wine >/de
     { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends gcc-mingw-w64-x86-64 wine wine64 >/dev/null; }
 fi
 rustup target list --installed 2>/dev/null | grep -q '^x86_64-pc-windows-gnu$' || rustup target add x86_64-pc-windows-gnu
-echo "==> Windows: the platform layer's crates under Wine"
+echo "==> Windows: unit tests under Wine"
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/tests/windows/wine-runner.sh" \
   cargo test --locked --target x86_64-pc-windows-gnu \
   -p zccache-platform -p zccache-protocol -p zccache-core -p zccache-ipc -p zccache-ino \
-  -p zccache-download-client
-cargo check --locked --target x86_64-pc-windows-gnu -p zccache-remote -p zccache-client
-# The download daemon as a Windows program end to end: started detached, a named pipe, three
-# clients sharing one transfer from nginx, the record's cached answer, stop.
-cargo build --locked --target x86_64-pc-windows-gnu -p zccache-download
+  -p zccache-download-client -p zccache-compiler -p zccache-fscache -p zccache-artifact
+CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/tests/windows/wine-runner.sh" \
+  cargo test --locked --target x86_64-pc-windows-gnu -p zccache-daemon --lib
+cargo check --locked --target x86_64-pc-windows-gnu -p zccache-remote -p zccache-client -p zccache-ci
+# zccache and the download daemon as Windows programs end to end: each daemon started
+# detached on a named pipe, concurrent clients, a Windows tool cached through `zccache exec`,
+# three download clients sharing one transfer from nginx, stop.
+cargo build --locked --target x86_64-pc-windows-gnu -p zccache-cli -p zccache-download
+tests/windows/zccache-e2e.sh "${CARGO_TARGET_DIR:-target}"
 tests/windows/download-e2e.sh "${CARGO_TARGET_DIR:-target}"
 
 # macOS (issue 30, in progress): the same crates type-check for both Apple targets, with zig

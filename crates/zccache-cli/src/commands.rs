@@ -29,6 +29,7 @@ pub fn is_command(word: &str) -> bool {
                 | "fp"
                 | "ino"
                 | "download"
+                | "defender-exclusions"
         )
 }
 
@@ -83,6 +84,10 @@ enum Cmd {
     Start,
     /// Stop the daemon.
     Stop,
+    /// Inspect or change Windows Defender's real-time scan exclusion for the cache root
+    /// (prints that it is Windows-only and exits 0 elsewhere).
+    #[command(subcommand)]
+    DefenderExclusions(crate::defender::DefenderCmd),
     /// Show daemon and cache statistics.
     Status {
         /// Machine-readable output.
@@ -283,6 +288,7 @@ pub fn main(args: &[OsString]) -> i32 {
         Some(Cmd::Download(args)) => crate::download::main(&config, args),
         Some(Cmd::Start) => start(&endpoint),
         Some(Cmd::Stop) => stop(&endpoint),
+        Some(Cmd::DefenderExclusions(command)) => crate::defender::main(&config.cache_dir, command),
         Some(Cmd::Status { json }) => status(&endpoint, json),
         Some(Cmd::Clear) => clear(&endpoint),
         Some(Cmd::SessionStart {

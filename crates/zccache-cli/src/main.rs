@@ -17,6 +17,7 @@ mod analyze;
 mod ci_args;
 use zccache_client as client;
 mod commands;
+mod defender;
 mod download;
 mod exec;
 mod fp;

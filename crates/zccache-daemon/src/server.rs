@@ -484,6 +484,7 @@ fn serve(
         std::process::id(),
         socket.display()
     );
+    warn_if_scanned(&daemon.root);
     let activity = Arc::new(Activity {
         idle_acceptors: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
@@ -527,6 +528,32 @@ fn serve(
     daemon.sync_store();
     daemon.journal.barrier();
     0
+}
+
+/// Where Defender scans what the cache writes (Windows), says once that the root is not
+/// excluded, on stderr and in the log, from a thread of its own (PowerShell takes a second
+/// to answer). `ZCCACHE_QUIET=1` silences it.
+fn warn_if_scanned(root: &CacheRoot) {
+    if !zccache_platform::defender::APPLIES
+        || std::env::var_os("ZCCACHE_QUIET").is_some_and(|v| v == "1")
+    {
+        return;
+    }
+    let dir = root.path().to_path_buf();
+    let _ = std::thread::Builder::new()
+        .name("zccache-defender".into())
+        .spawn(move || match zccache_platform::defender::check(&dir) {
+            Ok(zccache_platform::defender::Exclusion::NotExcluded) => {
+                let message = format!(
+                    "zccache: warning: Windows Defender scans every file written under {} (run `zccache defender-exclusions add` from an elevated shell; ZCCACHE_QUIET=1 silences this)",
+                    dir.display()
+                );
+                eprintln!("{message}");
+                tracing::warn!("{message}");
+            }
+            Ok(state) => tracing::info!("Defender exclusion of {}: {state:?}", dir.display()),
+            Err(e) => tracing::info!("cannot check Defender's exclusions: {e}"),
+        });
 }
 
 /// Starts one more thread waiting for clients.

@@ -9,12 +9,14 @@
 //!   waiting for it to say it is ready, finding executables;
 //! - [`lock`]: whole-file exclusive and shared locks (`flock` on Unix, `LockFileEx` on
 //!   Windows, through std);
+//! - [`defender`]: Windows Defender's exclusions for the cache root;
 //! - [`clock`]: the clock written files are stamped with;
 //! - [`os_str`]: arguments and paths as bytes, and back;
 //! - [`stamp`]: what a `stat` says of a file, and how fine its file system's stamps are;
 //! - [`fs`]: private directories owned by this user, and what an I/O error means for a cache.
 
 pub mod clock;
+pub mod defender;
 pub mod fs;
 pub mod lock;
 pub mod os_str;
