@@ -4,19 +4,45 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Each tool and the Debian package that brings it; only the packages of missing tools are
+# installed (a machine with Node.js from elsewhere, whose npm comes with it, must not be asked
+# to take Debian's npm, which conflicts with it).
 missing=()
-for tool in gcc g++ clang clang++ cmake ninja make clang-tidy include-what-you-use emcc node npm ld.lld python3 zstd redis-server redis-cli; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-# The download engine's tests serve files with nginx (byte ranges).
-[ -x /usr/sbin/nginx ] || missing+=(nginx)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> installing missing tools: ${missing[*]}"
+packages=()
+while read -r tool package; do
+  if ! command -v "$tool" >/dev/null 2>&1 && ! { [ "$tool" = nginx ] && [ -x /usr/sbin/nginx ]; }; then
+    missing+=("$tool")
+    packages+=("$package")
+  fi
+done <<'TOOLS'
+gcc gcc
+g++ g++
+clang clang
+clang++ clang
+cmake cmake
+ninja ninja-build
+make make
+clang-tidy clang-tidy
+include-what-you-use iwyu
+emcc emscripten
+node nodejs
+npm npm
+ld.lld lld
+python3 python3
+zstd zstd
+redis-server redis-server
+redis-cli redis-server
+nginx nginx
+TOOLS
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "==> installing missing tools: ${missing[*]:-python3-venv}"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq gcc g++ clang cmake ninja-build make clang-tidy iwyu emscripten nodejs npm lld python3 python3-venv zstd redis-server nginx >/dev/null
+  # shellcheck disable=SC2046 # one word per package, deduplicated
+  $sudo apt-get install -y -qq $(printf '%s\n' "${packages[@]}" | sort -u) >/dev/null
 fi
 
 # rustfmt and clippy are driven by the Rust tests.
@@ -29,8 +55,8 @@ done
 # tests/action's runner emulator (yaml, @actions/cache) likewise.
 for dir in tests/gha tests/action; do
   if [ ! -d "$dir/node_modules/@actions/cache" ]; then
-    echo "==> npm ci --prefix $dir"
-    npm ci --prefix "$dir" --no-audit --no-fund >/dev/null
+    echo "==> npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund >/dev/null)
   fi
 done
 

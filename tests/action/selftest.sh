@@ -99,7 +99,7 @@ expect_line() {
 if [ ! -f "$HERE/node_modules/@actions/cache/package.json" ] || [ ! -f "$HERE/node_modules/yaml/package.json" ] ||
     [ ! -f "$HERE/node_modules/@actions/glob/package.json" ]; then
     log "installing npm dependencies into $HERE/node_modules"
-    npm ci --prefix "$HERE" --no-audit --no-fund >&2 || { log "npm ci failed"; exit 1; }
+    (cd "$HERE" && npm ci --no-audit --no-fund) >&2 || { log "npm ci failed"; exit 1; }
 fi
 
 mkdir -p "$T/repo"

@@ -56,7 +56,7 @@ print(json.dumps(v) if not isinstance(v, str) else v)' "$1"
 if [ ! -f "$HERE/node_modules/@actions/cache/package.json" ]; then
     log "installing npm dependencies into $HERE/node_modules"
     if [ -f "$HERE/package-lock.json" ]; then
-        npm ci --prefix "$HERE" --no-audit --no-fund >&2 || { log "npm ci failed"; exit 1; }
+        (cd "$HERE" && npm ci --no-audit --no-fund) >&2 || { log "npm ci failed"; exit 1; }
     else
         npm install --prefix "$HERE" --no-audit --no-fund >&2 || { log "npm install failed"; exit 1; }
     fi

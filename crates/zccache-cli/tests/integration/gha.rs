@@ -1,6 +1,6 @@
 //! `zccache gha-cache` against a local implementation of GitHub's cache service v2 and its blob
 //! store (`tests/gha/server.py`, on 127.0.0.1), cross-checked with the official `@actions/cache`
-//! client (`tests/gha/actions-cache.mjs`, node modules from `npm ci --prefix tests/gha`, which
+//! client (`tests/gha/actions-cache.mjs`, node modules from `npm ci` in tests/gha, which
 //! `test.sh` runs).
 
 use crate::sandbox::*;
@@ -134,7 +134,7 @@ fn official(sb: &Sandbox, server: &GhaServer, args: &[&str]) -> Output {
     let script = gha_dir().join("actions-cache.mjs");
     assert!(
         gha_dir().join("node_modules/@actions/cache").is_dir(),
-        "@actions/cache is not installed: run `npm ci --prefix tests/gha` (test.sh does)"
+        "@actions/cache is not installed: run `npm ci` in tests/gha (test.sh does)"
     );
     let mut command = Command::new("node");
     command.arg(script).args(args).current_dir(&sb.work);
