@@ -9,6 +9,9 @@
 #   ./perf.sh --out DIR        where perf.md, perf.json and perf.svg go (default: perf-results)
 #   ./perf.sh --only A,B       only these workloads (cpp-single, cpp-multi, rsp-single,
 #                              rsp-multi, c-gcc, rust-build, rust-check)
+#   ./perf.sh --baseline DIR   also measure another build of zccache (DIR holds its zccache
+#                              and zccache-daemon) as "zccache-baseline": before and after a
+#                              change in one interleaved run
 #
 # Workloads are generated into a temp dir, one copy per tool (so no daemon sees another
 # tool's writes). Tools run interleaved, run by run, in a shuffled order per round (no tool
@@ -25,7 +28,7 @@ args=()
 for arg in "$@"; do
   case "$arg" in
     --install-peers) install_peers=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done
@@ -140,6 +143,11 @@ peers = {
     "sccache": ("sccache", "SCCACHE_DIR", ["--stop-server"]),
     "zccache-1.15": ("zccache", "ZCCACHE_CACHE_DIR", ["stop"]),
 }
+if "--baseline" in opts:
+    baseline = os.path.join(os.path.abspath(opts[opts.index("--baseline") + 1]), "zccache")
+    if not os.access(baseline, os.X_OK):
+        raise SystemExit(f"--baseline: {baseline} is not an executable")
+    tools.append(Tool("zccache-baseline", baseline, "ZCCACHE_CACHE_DIR", stop=[baseline, "stop"]))
 for name, (binary, var, stop) in peers.items():
     path = os.path.join(venv, "bin", binary)
     if no_peers:
