@@ -266,17 +266,85 @@ mod sys {
 /// What the endpoint is on this system: a named pipe for this user alone.
 #[cfg(windows)]
 mod sys {
+    use crate::pipe_deadline::Deadline;
     use interprocess::local_socket::prelude::*;
     use interprocess::local_socket::{ConnectOptions, GenericFilePath, ListenerOptions};
     use interprocess::os::windows::local_socket::ListenerOptionsExt;
     use interprocess::os::windows::security_descriptor::SecurityDescriptor;
     use interprocess::ConnectWaitMode;
-    use std::io;
+    use std::io::{self, Read, Write};
+    use std::os::windows::io::{AsHandle, AsRawHandle, RawHandle};
     use std::path::Path;
+    use std::sync::Mutex;
     use std::time::Duration;
 
-    pub type Stream = interprocess::local_socket::Stream;
+    /// A named pipe stream with the read and write timeouts Windows does not give a blocking
+    /// pipe (see `pipe_deadline`).
+    pub struct Stream {
+        inner: interprocess::local_socket::Stream,
+        /// (read, write) limits.
+        timeouts: Mutex<(Option<Duration>, Option<Duration>)>,
+    }
     pub type Listener = interprocess::local_socket::Listener;
+
+    impl Stream {
+        fn new(inner: interprocess::local_socket::Stream) -> Stream {
+            Stream {
+                inner,
+                timeouts: Mutex::new((None, None)),
+            }
+        }
+
+        fn handle(&self) -> RawHandle {
+            match &self.inner {
+                interprocess::local_socket::Stream::NamedPipe(pipe) => {
+                    pipe.as_handle().as_raw_handle()
+                }
+            }
+        }
+
+        fn limits(&self) -> (Option<Duration>, Option<Duration>) {
+            *self.timeouts.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        /// Runs one blocking operation, cancelled at `timeout` (`TimedOut` then).
+        fn bounded<T>(
+            &self,
+            timeout: Option<Duration>,
+            op: impl FnOnce() -> io::Result<T>,
+        ) -> io::Result<T> {
+            let Some(timeout) = timeout else {
+                return op();
+            };
+            let deadline = Deadline::arm(self.handle(), timeout);
+            let result = op();
+            if deadline.fired() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer on the pipe within {timeout:?}"),
+                ));
+            }
+            result
+        }
+    }
+
+    impl Read for &Stream {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let stream: &Stream = self;
+            stream.bounded(stream.limits().0, || (&stream.inner).read(buf))
+        }
+    }
+
+    impl Write for &Stream {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let stream: &Stream = self;
+            stream.bounded(stream.limits().1, || (&stream.inner).write(buf))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            (&self.inner).flush()
+        }
+    }
 
     /// How long a client waits while every instance of the pipe is busy.
     const BUSY_WAIT: Duration = Duration::from_secs(10);
@@ -286,19 +354,16 @@ mod sys {
             .name(pipe.to_fs_name::<GenericFilePath>()?)
             .wait_mode(ConnectWaitMode::Timeout(BUSY_WAIT))
             .connect_sync()
+            .map(Stream::new)
     }
 
-    /// Named pipes opened for blocking I/O take no timeouts (interprocess answers
-    /// `Unsupported`): on Windows a read waits until the peer writes or hangs up. Bounding it
-    /// needs overlapped I/O or a watchdog that cancels the read; until then the limit is not
-    /// applied. (A hung peer then holds one thread of the daemon, or the client, which the
-    /// build would see as a hung compile.)
-    pub fn set_read_timeout(_stream: &Stream, _timeout: Option<Duration>) -> io::Result<()> {
+    pub fn set_read_timeout(stream: &Stream, timeout: Option<Duration>) -> io::Result<()> {
+        stream.timeouts.lock().unwrap_or_else(|e| e.into_inner()).0 = timeout;
         Ok(())
     }
 
-    /// See [`set_read_timeout`].
-    pub fn set_write_timeout(_stream: &Stream, _timeout: Option<Duration>) -> io::Result<()> {
+    pub fn set_write_timeout(stream: &Stream, timeout: Option<Duration>) -> io::Result<()> {
+        stream.timeouts.lock().unwrap_or_else(|e| e.into_inner()).1 = timeout;
         Ok(())
     }
 
@@ -318,13 +383,16 @@ mod sys {
     }
 
     pub fn accept(listener: &Listener) -> io::Result<Stream> {
-        listener.accept()
+        listener.accept().map(Stream::new)
     }
 
     pub fn peer_pid(stream: &Stream) -> Option<u32> {
-        stream.peer_creds().ok()?.pid()
+        stream.inner.peer_creds().ok()?.pid()
     }
 }
+
+#[cfg(windows)]
+mod pipe_deadline;
 
 #[cfg(windows)]
 mod windows_user;
@@ -368,6 +436,45 @@ mod tests {
         assert_eq!(request, Request::Ping);
         server.reply(&Response::Done).unwrap();
         assert_eq!(client.join().unwrap(), Response::Done);
+    }
+
+    /// A daemon that takes a request and never answers (hung) must not hold its client: the
+    /// call fails once the limit passes, and the connection still answers a later call. On
+    /// Windows the limit comes from the pipe deadline watchdog.
+    #[test]
+    fn a_peer_that_never_answers_times_the_call_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = endpoint(dir.path(), "silent");
+        let listener = Listener::bind(&socket).unwrap();
+        let (gave_up, done) = std::sync::mpsc::channel();
+        let client_socket = socket.clone();
+        let client = std::thread::spawn(move || {
+            let mut conn = Connection::connect(&client_socket).unwrap();
+            conn.set_timeout(Some(Duration::from_millis(300))).unwrap();
+            let first = conn.call::<Request, Response>(&Request::Ping);
+            gave_up.send(()).unwrap();
+            conn.set_timeout(Some(WAIT)).unwrap();
+            let second = conn.next_reply::<Response>();
+            (first, second)
+        });
+        let mut server = listener.accept().unwrap();
+        let request: Request = server.read_request(WAIT).unwrap().unwrap();
+        assert_eq!(request, Request::Ping);
+        // Not a timing assertion: the client must give up at all (a generous bound keeps a
+        // hang from hanging the suite).
+        done.recv_timeout(Duration::from_secs(60))
+            .expect("the client never gave up on a silent peer");
+        server.reply(&Response::Done).unwrap();
+        let (first, second) = client.join().unwrap();
+        let error = first.unwrap_err();
+        assert!(
+            matches!(
+                error.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            "{error:?}"
+        );
+        assert_eq!(second.unwrap(), Response::Done);
     }
 
     #[test]
