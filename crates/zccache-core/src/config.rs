@@ -41,7 +41,8 @@ pub struct Config {
 /// A setting that could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
-    /// Neither `ZCCACHE_CACHE_DIR` nor `HOME` is set.
+    /// Neither `ZCCACHE_CACHE_DIR` nor the home directory (`HOME`; `USERPROFILE` on
+    /// Windows) is set.
     NoCacheDir,
     /// A variable holds a value we cannot parse.
     BadValue { var: &'static str, value: String },
@@ -50,7 +51,11 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::NoCacheDir => write!(f, "neither ZCCACHE_CACHE_DIR nor HOME is set"),
+            ConfigError::NoCacheDir => write!(
+                f,
+                "neither ZCCACHE_CACHE_DIR nor {} is set",
+                zccache_platform::fs::HOME_VARIABLES.join(" nor ")
+            ),
             ConfigError::BadValue { var, value } => {
                 write!(f, "{var}={value:?} is not a valid value")
             }
@@ -73,7 +78,10 @@ impl Config {
                     cwd.join(dir)
                 }
             }
-            None => match get("HOME") {
+            None => match zccache_platform::fs::HOME_VARIABLES
+                .iter()
+                .find_map(|var| get(var))
+            {
                 Some(home) => PathBuf::from(home).join(".zccache"),
                 None => return Err(ConfigError::NoCacheDir),
             },
@@ -211,6 +219,14 @@ mod tests {
             .iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v)))
             .collect()
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn cache_dir_defaults_to_the_user_profile_on_windows() {
+        let e = env(&[("USERPROFILE", r"C:\Users\u"), ("HOME", "/c/Users/u")]);
+        let config = Config::from_env(&e, Path::new(r"C:\w")).unwrap();
+        assert_eq!(config.cache_dir, PathBuf::from(r"C:\Users\u\.zccache"));
     }
 
     #[test]

@@ -94,6 +94,15 @@ pub fn umask() -> u32 {
     }
 }
 
+/// The environment variables naming the user's home directory, in the order they are
+/// trusted: `%USERPROFILE%` on Windows (`HOME`, set by Git Bash and MSYS, may be a Unix-style
+/// path there), `HOME` elsewhere.
+pub const HOME_VARIABLES: &[&str] = if cfg!(windows) {
+    &["USERPROFILE", "HOME"]
+} else {
+    &["HOME"]
+};
+
 /// A number that changes when a file is replaced by another (same path, new file): the inode
 /// on Unix; on Windows the creation time, as the file index is not in stable std.
 pub fn file_identity(meta: &std::fs::Metadata) -> u64 {
