@@ -99,9 +99,11 @@ CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/tests/windows/wine-runner.sh" \
 cargo check --locked --target x86_64-pc-windows-gnu -p zccache-remote -p zccache-client -p zccache-ci
 # zccache and the download daemon as Windows programs end to end: each daemon started
 # detached on a named pipe, concurrent clients, a Windows tool cached through `zccache exec`,
-# three download clients sharing one transfer from nginx, stop.
+# cargo.exe and rustc.exe of a Windows-host toolchain (rustup) through RUSTC_WRAPPER, three
+# download clients sharing one transfer from nginx, stop.
 cargo build --locked --target x86_64-pc-windows-gnu -p zccache-cli -p zccache-download
 tests/windows/zccache-e2e.sh "${CARGO_TARGET_DIR:-target}"
+tests/windows/rust-e2e.sh "${CARGO_TARGET_DIR:-target}"
 tests/windows/download-e2e.sh "${CARGO_TARGET_DIR:-target}"
 
 # macOS (issue 30): every crate type-checks for x86_64-apple-darwin, and the zccache client

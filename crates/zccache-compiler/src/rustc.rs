@@ -518,7 +518,7 @@ fn split_rule(line: &str) -> Option<(&str, &str)> {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'\\' => i += 2,
+            b'\\' if bytes.get(i + 1) == Some(&b' ') => i += 2,
             b':' if matches!(bytes.get(i + 1), None | Some(b' ')) => {
                 return Some((&line[..i], line.get(i + 1..).unwrap_or("")));
             }
@@ -528,17 +528,18 @@ fn split_rule(line: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// Splits space-separated paths, honouring `\ ` escapes.
+/// Splits space-separated paths, honouring `\ ` escapes: rustc escapes a space in a path and
+/// nothing else, so any other backslash is the path's own (every separator of a Windows path).
 fn split_paths(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
-    let mut chars = text.chars();
+    let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => match chars.next() {
-                Some(next) => current.push(next),
-                None => current.push('\\'),
-            },
+            '\\' if chars.peek() == Some(&' ') => {
+                chars.next();
+                current.push(' ');
+            }
             ' ' => {
                 if !current.is_empty() {
                     out.push(std::mem::take(&mut current));
@@ -808,5 +809,21 @@ src/lib.rs:\nsrc/a\\ b.rs:\n\n\
                 ("NOPE".to_string(), None)
             ]
         );
+    }
+
+    /// rustc on Windows writes paths with their backslashes and drive colons as they are
+    /// (it escapes spaces only): they were read as escapes and the outputs came out as
+    /// `Z:tmpws...`, so no Windows crate was ever stored.
+    #[test]
+    fn windows_depinfo_keeps_its_backslashes() {
+        let text = "Z:\\w\\target\\deps\\q-1.d: q\\src\\lib.rs q\\src\\a\\ b.rs\r\n\r\n\
+Z:\\w\\target\\deps\\libq-1.rlib: q\\src\\lib.rs q\\src\\a\\ b.rs\r\n\r\n\
+q\\src\\lib.rs:\r\n";
+        let info = parse_depinfo(text);
+        assert_eq!(
+            info.outputs,
+            [r"Z:\w\target\deps\q-1.d", r"Z:\w\target\deps\libq-1.rlib"]
+        );
+        assert_eq!(info.sources, [r"q\src\lib.rs", r"q\src\a b.rs"]);
     }
 }

@@ -517,6 +517,15 @@ fn serve(
             tracing::warn!("socket {} was removed, exiting", socket.display());
             break;
         }
+        // Where the endpoint cannot be removed (a named pipe), a removed cache root says the
+        // same; it is checked once a second.
+        if ticks.is_multiple_of(10) && !daemon.root.path().exists() {
+            tracing::warn!(
+                "cache root {} was removed, exiting",
+                daemon.root.path().display()
+            );
+            break;
+        }
     }
     activity.stop.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + DRAIN_TIMEOUT;

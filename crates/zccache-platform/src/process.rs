@@ -361,12 +361,32 @@ fn close_inherited() {
 #[cfg(windows)]
 fn detach(command: &mut Command) {
     use std::os::windows::process::CommandExt;
+    use windows_sys::Win32::Foundation::{
+        SetHandleInformation, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
+    };
+    use windows_sys::Win32::System::Console::{
+        GetStdHandle, STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
+    };
     use windows_sys::Win32::System::Threading::{
         CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, DETACHED_PROCESS,
     };
     // DETACHED_PROCESS: no console at all (CREATE_NO_WINDOW is the fallback where a console
     // program insists); a group of its own, so the build's Ctrl+C does not reach it.
     command.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+    // std starts every child with all inheritable handles, and this process's own stdio are
+    // inheritable: the pipes of the build tool that started it (cargo reading `rustc -vV`).
+    // A daemon holding them keeps the tool waiting for an end of output that never comes. A
+    // child that is given stdio later gets duplicates made for it, so this process loses
+    // nothing by keeping its own out of inheritance.
+    for which in [STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE] {
+        // SAFETY: plain Win32 calls on this process's standard handles.
+        unsafe {
+            let handle = GetStdHandle(which);
+            if !handle.is_null() && handle != INVALID_HANDLE_VALUE {
+                SetHandleInformation(handle, HANDLE_FLAG_INHERIT, 0);
+            }
+        }
+    }
 }
 
 /// Waits until the daemon says it accepts connections (a byte on `ready`), exits or closes
