@@ -106,12 +106,13 @@ tests/windows/zccache-e2e.sh "${CARGO_TARGET_DIR:-target}"
 tests/windows/rust-e2e.sh "${CARGO_TARGET_DIR:-target}"
 tests/windows/download-e2e.sh "${CARGO_TARGET_DIR:-target}"
 
-# macOS (issue 30): every crate type-checks for x86_64-apple-darwin, and the zccache client
-# and zccache-download are built and linked for aarch64-apple-darwin with cargo-zigbuild, zig
-# (`ziglang` from PyPI, in .zig-venv) compiling the C parts of dependencies and linking. The
-# daemon and zccache-ci link Apple's Security and CoreFoundation frameworks (the remote
-# tier's Redis client reads the system's root certificates), which need the macOS SDK: not
-# available here, so they are checked, not linked.
+# macOS (issue 30): every crate (libraries and binaries) type-checks for x86_64-apple-darwin,
+# and the zccache client and zccache-download are built and linked for aarch64-apple-darwin
+# with cargo-zigbuild, zig (`ziglang` from PyPI, in .zig-venv) compiling the C parts of
+# dependencies and linking. The daemon and zccache-ci link Apple's Security and
+# CoreFoundation frameworks (the remote tier's Redis client reads the system's root
+# certificates), which need the macOS SDK: not available here, so they are checked, not
+# linked.
 if [ ! -x .zig-venv/bin/python ] || ! .zig-venv/bin/python -c 'import ziglang' 2>/dev/null; then
   echo "==> pip install ziglang into .zig-venv"
   python3 -m venv .zig-venv
@@ -126,7 +127,7 @@ for triple in aarch64-apple-darwin x86_64-apple-darwin; do
 done
 echo "==> macOS: cargo check for x86_64-apple-darwin"
 ZIG_PYTHON="$PWD/.zig-venv/bin/python" CC_x86_64_apple_darwin="$PWD/tests/macos/zig-cc.sh" \
-  cargo check --locked --target x86_64-apple-darwin --workspace --exclude zccache-py --all-targets
+  cargo check --locked --target x86_64-apple-darwin --workspace --exclude zccache-py
 echo "==> macOS: zccache and zccache-download linked for aarch64-apple-darwin (cargo zigbuild)"
 PATH="$PWD/.zig-venv/bin:$PWD/.cargo-tools/bin:$PATH" \
   cargo zigbuild --locked --target aarch64-apple-darwin -p zccache-cli --bin zccache -p zccache-download
