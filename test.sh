@@ -130,7 +130,8 @@ ZIG_PYTHON="$PWD/.zig-venv/bin/python" CC_x86_64_apple_darwin="$PWD/tests/macos/
   cargo check --locked --target x86_64-apple-darwin --workspace --exclude zccache-py
 echo "==> macOS: zccache and zccache-download linked for aarch64-apple-darwin (cargo zigbuild)"
 PATH="$PWD/.zig-venv/bin:$PWD/.cargo-tools/bin:$PATH" \
-  cargo zigbuild --locked --target aarch64-apple-darwin -p zccache-cli --bin zccache -p zccache-download
+  cargo zigbuild --locked --target aarch64-apple-darwin -p zccache-cli -p zccache-download \
+  --bin zccache --bin zccache-download
 for bin in zccache zccache-download; do
   file "${CARGO_TARGET_DIR:-target}/aarch64-apple-darwin/debug/$bin" | grep -q 'Mach-O 64-bit arm64 executable' ||
     { echo "test.sh: $bin is not an arm64 Mach-O executable" >&2; exit 1; }
