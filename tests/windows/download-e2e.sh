@@ -22,17 +22,12 @@ trap cleanup EXIT
 fail() { echo "download-e2e: FAILED: $*" >&2; exit 1; }
 
 # The runner's environment: the ProcessPrng shim beside the program, a private prefix.
-shim="$target_dir/wine-shim/bcryptprimitives.dll"
-if [ ! -f "$shim" ]; then
-  mkdir -p "$(dirname "$shim")"
-  x86_64-w64-mingw32-gcc -shared -O2 -o "$shim" "$here/processprng.c" "$here/bcryptprimitives.def" -ladvapi32
-fi
-cp -f "$shim" "$(dirname "$exe")/bcryptprimitives.dll"
-export WINEPREFIX="$target_dir/wine-prefix" WINEDEBUG=-all WINEDLLOVERRIDES="bcryptprimitives=n,b"
-[ -d "$WINEPREFIX" ] || wineboot --init >/dev/null 2>&1 || true
+# shellcheck source=tests/windows/wine-env.sh
+. "$here/wine-env.sh"
+wine_env "$target_dir" "$(dirname "$exe")"
 # A cache root and outputs on the Windows side (Wine maps Z: to /).
-export ZCCACHE_CACHE_DIR="Z:${work//\//\\}\\cache"
-out="Z:${work//\//\\}\\out"
+export ZCCACHE_CACHE_DIR="$(winpath "$work/cache")"
+out="$(winpath "$work/out")"
 
 mkdir -p "$work/www" "$work/nginx/logs"
 head -c 8000000 /dev/urandom > "$work/www/blob.bin"

@@ -30,17 +30,11 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "rust-e2e: FAILED: $*" >&2; exit 1; }
 
-shim_dir="$target_dir/wine-shim"
-if [ ! -f "$shim_dir/bcryptprimitives.dll" ]; then
-  mkdir -p "$shim_dir"
-  x86_64-w64-mingw32-gcc -shared -O2 -o "$shim_dir/bcryptprimitives.dll" "$here/processprng.c" "$here/bcryptprimitives.def" -ladvapi32
-fi
-cp -f "$shim_dir/bcryptprimitives.dll" "$bin/bcryptprimitives.dll"
-winpath() { echo "Z:${1//\//\\}"; }
-export WINEPREFIX="$target_dir/wine-prefix" WINEDEBUG=-all WINEDLLOVERRIDES="bcryptprimitives=n,b"
-[ -d "$WINEPREFIX" ] || wineboot --init >/dev/null 2>&1 || true
+# shellcheck source=tests/windows/wine-env.sh
+. "$here/wine-env.sh"
+wine_env "$target_dir" "$bin"
 # The toolchain's programs, and the ones it builds, find the ProcessPrng shim on the path.
-export WINEPATH="$(winpath "$toolchain/bin");$(winpath "$shim_dir")"
+export WINEPATH="$(winpath "$toolchain/bin");$(winpath "$wine_shim_dir")"
 export ZCCACHE_CACHE_DIR="$(winpath "$work/cache")" CARGO_HOME="$(winpath "$work/cargo-home")"
 # rustc 1.95's incremental cache hits a sharing violation under Wine and then panics.
 export CARGO_INCREMENTAL=0 RUSTC_WRAPPER="$(winpath "$exe")"

@@ -21,15 +21,9 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "zccache-e2e: FAILED: $*" >&2; exit 1; }
 
-shim="$target_dir/wine-shim/bcryptprimitives.dll"
-if [ ! -f "$shim" ]; then
-  mkdir -p "$(dirname "$shim")"
-  x86_64-w64-mingw32-gcc -shared -O2 -o "$shim" "$here/processprng.c" "$here/bcryptprimitives.def" -ladvapi32
-fi
-cp -f "$shim" "$bin/bcryptprimitives.dll"
-export WINEPREFIX="$target_dir/wine-prefix" WINEDEBUG=-all WINEDLLOVERRIDES="bcryptprimitives=n,b"
-[ -d "$WINEPREFIX" ] || wineboot --init >/dev/null 2>&1 || true
-winpath() { echo "Z:${1//\//\\}"; }
+# shellcheck source=tests/windows/wine-env.sh
+. "$here/wine-env.sh"
+wine_env "$target_dir" "$bin"
 export ZCCACHE_CACHE_DIR="$(winpath "$work/cache")"
 
 # Output through files, not pipes: a Wine process started by this one (the daemon) keeps the
