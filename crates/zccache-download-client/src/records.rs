@@ -35,10 +35,11 @@ impl Stamp {
     /// The stamp of `path` now, `None` if it does not exist.
     pub fn of(path: &Path) -> Option<Stamp> {
         let meta = std::fs::symlink_metadata(path).ok()?;
+        let stamp = zccache_platform::stamp::FileStamp::of(&meta);
         Some(Stamp {
             len: if meta.is_dir() { 0 } else { meta.len() },
-            mtime_ns: zccache_platform::fs::mtime_ns(&meta),
-            ino: zccache_platform::fs::file_identity(&meta),
+            mtime_ns: stamp.mtime_ns as i64,
+            ino: stamp.ino,
         })
     }
 }

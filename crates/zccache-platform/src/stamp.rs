@@ -347,4 +347,27 @@ mod tests {
         assert!(!same_file(&a, &c));
         assert!(!same_file(&a, &tmp.path().join("missing")));
     }
+
+    #[test]
+    fn a_replaced_file_has_another_identity_and_stamps_follow_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"one").unwrap();
+        let first = FileStamp::of(&std::fs::metadata(&path).unwrap());
+        let keep = dir.path().join("keep");
+        std::fs::rename(&path, &keep).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, b"two").unwrap();
+        let second = FileStamp::of(&std::fs::metadata(&path).unwrap());
+        assert_ne!(first.ino, second.ino);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let backdated = FileStamp::of(&std::fs::metadata(&path).unwrap()).mtime_ns;
+        assert!(backdated < second.mtime_ns - 3_000_000_000_000);
+    }
 }
