@@ -10,20 +10,13 @@ here="$(cd "$(dirname "$0")" && pwd)"
 target_dir="$(cd "$1" && pwd)"
 exe="$target_dir/x86_64-pc-windows-gnu/debug/zccache-download.exe"
 [ -f "$exe" ] || { echo "download-e2e: $exe not built" >&2; exit 1; }
-work="$(mktemp -d)"
-nginx_pid=""
-cleanup() {
-  wine "$exe" daemon stop >/dev/null 2>&1 || true
-  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
-  wineserver -k 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() { echo "download-e2e: FAILED: $*" >&2; exit 1; }
-
-# The runner's environment: the ProcessPrng shim beside the program, a private prefix.
 # shellcheck source=tests/windows/wine-env.sh
 . "$here/wine-env.sh"
+nginx_pid=""
+e2e_extra_cleanup() { if [ -n "$nginx_pid" ]; then kill "$nginx_pid" 2>/dev/null || true; fi; }
+e2e_scaffold download-e2e "$exe" daemon stop
+
+# The runner's environment: the ProcessPrng shim beside the program, a private prefix.
 wine_env "$target_dir" "$(dirname "$exe")"
 # A cache root and outputs on the Windows side (Wine maps Z: to /).
 export ZCCACHE_CACHE_DIR="$(winpath "$work/cache")"

@@ -21,17 +21,10 @@ if ! rustup toolchain list | grep -q "^$toolchain_name"; then
 fi
 toolchain="$(rustup toolchain list -v | awk -v name="$toolchain_name" '$1 == name { print $NF }')"
 [ -f "$toolchain/bin/cargo.exe" ] || { echo "rust-e2e: no cargo.exe in $toolchain" >&2; exit 1; }
-work="$(mktemp -d)"
-cleanup() {
-  wine "$exe" stop >/dev/null 2>&1 || true
-  wineserver -k 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() { echo "rust-e2e: FAILED: $*" >&2; exit 1; }
-
 # shellcheck source=tests/windows/wine-env.sh
 . "$here/wine-env.sh"
+e2e_scaffold rust-e2e "$exe" stop
+
 wine_env "$target_dir" "$bin"
 # The toolchain's programs, and the ones it builds, find the ProcessPrng shim on the path.
 export WINEPATH="$(winpath "$toolchain/bin");$(winpath "$wine_shim_dir")"

@@ -4,6 +4,10 @@
 #                                 which Rust's std needs), puts it beside BIN_DIR's programs,
 #                                 and exports a private prefix (TARGET_DIR/wine-prefix) with
 #                                 Wine's debug output off
+#   e2e_scaffold NAME STOP...     a temp dir in $work, and at exit: the command STOP... (a
+#                                 daemon's stop, under wine), then e2e_extra_cleanup if the
+#                                 script defines it, wineserver -k, the dir removed;
+#                                 `fail MESSAGE` reports as NAME and exits 1
 #   winpath PATH                  PATH as Windows programs name it (Wine maps Z: to /)
 # The shim's directory is left in $wine_shim_dir, for WINEPATH.
 wine_env() {
@@ -22,3 +26,20 @@ wine_env() {
 }
 
 winpath() { echo "Z:${1//\//\\}"; }
+
+e2e_scaffold() {
+  e2e_name="$1"
+  shift
+  e2e_stop=("$@")
+  work="$(mktemp -d)"
+  trap e2e_cleanup EXIT
+}
+
+e2e_cleanup() {
+  wine "${e2e_stop[@]}" >/dev/null 2>&1 || true
+  if declare -F e2e_extra_cleanup >/dev/null; then e2e_extra_cleanup; fi
+  wineserver -k 2>/dev/null || true
+  rm -rf "$work"
+}
+
+fail() { echo "$e2e_name: FAILED: $*" >&2; exit 1; }

@@ -12,17 +12,10 @@ target_dir="$(cd "$1" && pwd)"
 bin="$target_dir/x86_64-pc-windows-gnu/debug"
 exe="$bin/zccache.exe"
 [ -f "$exe" ] && [ -f "$bin/zccache-daemon.exe" ] || { echo "zccache-e2e: $exe not built" >&2; exit 1; }
-work="$(mktemp -d)"
-cleanup() {
-  wine "$exe" stop >/dev/null 2>&1 || true
-  wineserver -k 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() { echo "zccache-e2e: FAILED: $*" >&2; exit 1; }
-
 # shellcheck source=tests/windows/wine-env.sh
 . "$here/wine-env.sh"
+e2e_scaffold zccache-e2e "$exe" stop
+
 wine_env "$target_dir" "$bin"
 export ZCCACHE_CACHE_DIR="$(winpath "$work/cache")"
 
