@@ -261,8 +261,10 @@ pub struct Listings(parking_lot::Mutex<ListingMap>);
 /// Directory (as bytes) → its names, or `None` when it cannot be read.
 type ListingMap = HashMap<Box<[u8]>, Option<Arc<Names>>, FxBuildHasher>;
 
-/// A directory's entry names.
-type Names = HashSet<OsString, FxBuildHasher>;
+/// A directory's entry names, as the file system compares them
+/// ([`zccache_platform::os_str::name_key`]: case-folded on Windows, where `Foo.h` is found by
+/// `#include "foo.h"`).
+type Names = HashSet<Box<[u8]>, FxBuildHasher>;
 
 /// True while no file that would shadow a dependency exists, for a call in `cwd`. `deps` (the
 /// dependency paths as written) is only built when a watched directory changed. `derived`
@@ -630,6 +632,7 @@ fn listed_under(
 /// Whether `parent` holds an entry `name`: from `dirs` when it knows, else by the directory's
 /// listing (read once per check).
 fn listed(dirs: &dyn DirState, listings: &Listings, parent: &Path, name: &std::ffi::OsStr) -> bool {
+    use zccache_platform::os_str::name_key;
     if let Some(found) = dirs.contains(parent, name) {
         return found;
     }
@@ -638,14 +641,19 @@ fn listed(dirs: &dyn DirState, listings: &Listings, parent: &Path, name: &std::f
     let listing = match known {
         Some(listing) => listing,
         None => {
-            let listing = std::fs::read_dir(parent)
-                .ok()
-                .map(|entries| Arc::new(entries.flatten().map(|e| e.file_name()).collect()));
+            let listing = std::fs::read_dir(parent).ok().map(|entries| {
+                Arc::new(
+                    entries
+                        .flatten()
+                        .map(|e| name_key(e.file_name().as_encoded_bytes()).into())
+                        .collect(),
+                )
+            });
             listings.0.lock().insert(key.into(), listing.clone());
             listing
         }
     };
-    listing.is_some_and(|names| names.contains(name))
+    listing.is_some_and(|names| names.contains(name_key(name.as_encoded_bytes()).as_ref()))
 }
 
 #[cfg(test)]

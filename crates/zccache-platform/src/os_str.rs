@@ -90,6 +90,21 @@ pub fn os_string_from_bytes(bytes: Vec<u8>) -> OsString {
     }
 }
 
+/// A file name or path as the file system compares it: the bytes themselves on Unix; on
+/// Windows, where NTFS ignores case, folded to lower case (ASCII alone when the bytes are not
+/// UTF-8). Two names with the same key name the same entry, so sets of names (directory
+/// listings, watched paths) are keyed by it.
+pub fn name_key(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    if !cfg!(windows) || !bytes.iter().any(|b| b.is_ascii_uppercase() || *b >= 0x80) {
+        return Cow::Borrowed(bytes);
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Owned(text.to_lowercase().into_bytes()),
+        Err(_) => Cow::Owned(bytes.to_ascii_lowercase()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +115,19 @@ mod tests {
         assert_eq!(after_ascii_prefix(OsStr::new("-Iinc/é"), 2), "inc/é");
         assert_eq!(os_string_from_bytes(b"-DX=1".to_vec()), "-DX=1");
         assert_eq!(os_str_from_bytes(b"dir/a.h"), "dir/a.h");
+    }
+
+    #[test]
+    fn names_are_keyed_as_the_file_system_compares_them() {
+        let windows = cfg!(windows);
+        assert_eq!(
+            &*name_key(b"Foo.h"),
+            if windows { &b"foo.h"[..] } else { b"Foo.h" }
+        );
+        let accented = "\u{c9}t\u{e9}.H";
+        let folded = if windows { "\u{e9}t\u{e9}.h" } else { accented };
+        assert_eq!(&*name_key(accented.as_bytes()), folded.as_bytes());
+        assert_eq!(&*name_key(b"plain.h"), b"plain.h");
     }
 
     #[test]
