@@ -93,7 +93,7 @@ echo "==> Windows: unit tests under Wine"
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/tests/windows/wine-runner.sh" \
   cargo test --locked --target x86_64-pc-windows-gnu \
   -p zccache-platform -p zccache-protocol -p zccache-core -p zccache-ipc -p zccache-ino \
-  -p zccache-download-client -p zccache-compiler -p zccache-fscache -p zccache-artifact
+  -p zccache-download-client -p zccache-compiler -p zccache-fscache -p zccache-artifact -p zccache-watch
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/tests/windows/wine-runner.sh" \
   cargo test --locked --target x86_64-pc-windows-gnu -p zccache-daemon --lib
 cargo check --locked --target x86_64-pc-windows-gnu -p zccache-remote -p zccache-client -p zccache-ci

@@ -20,6 +20,9 @@ fi
 [ -f "$dir/bcryptprimitives.dll" ] || cp "$shim" "$dir/bcryptprimitives.dll"
 export WINEPREFIX="${WINEPREFIX:-$target_dir/wine-prefix}"
 export WINEDEBUG="${WINEDEBUG:--all}"
+# Tests that check what Wine does differently from Windows read this (see zccache-fscache's
+# watch_dirs tests: Wine does not keep the order of directory changes across handles).
+export ZCCACHE_TEST_UNDER_WINE=1
 export WINEDLLOVERRIDES="bcryptprimitives=n,b;${WINEDLLOVERRIDES:-}"
 if [ ! -d "$WINEPREFIX" ]; then
   wineboot --init >/dev/null 2>&1 || true

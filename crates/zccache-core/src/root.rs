@@ -86,6 +86,12 @@ impl CacheRoot {
         self.root.join("logs")
     }
 
+    /// Where the file watcher writes its sentinels (where it is not inotify, see
+    /// zccache-fscache's `watch_dirs`).
+    pub fn watch_barrier_dir(&self) -> PathBuf {
+        self.root.join("watch")
+    }
+
     /// The daemon's log file.
     pub fn daemon_log_path(&self) -> PathBuf {
         self.logs_dir().join("daemon.log")

@@ -69,7 +69,7 @@ pub fn run(options: DaemonOptions) -> i32 {
         store: Default::default(),
         // Checked before the store opens (and creates it); one daemon per root creates it.
         index_was_absent: !root.index_path().exists(),
-        fs: file_cache(),
+        fs: file_cache(&root),
         toolchains: Toolchains::default(),
         analysis: Default::default(),
         derived_shadows: Default::default(),
@@ -249,13 +249,17 @@ fn open_store(root: &CacheRoot, output_mode: u32, max_size: u64) -> crate::Opene
     }
 }
 
-/// The file cache, with an inotify watcher unless `ZCCACHE_WATCH=0`.
+/// The file cache, with a file watcher where the platform has one on by default, or with
+/// `ZCCACHE_WATCH=1`; `ZCCACHE_WATCH=0` turns it off.
 /// `ZCCACHE_TEST_WATCH_DELAY_MS` holds the watcher's own thread back, for tests: requests
 /// read the events they depend on themselves.
-fn file_cache() -> FsCache {
-    let off =
-        std::env::var("ZCCACHE_WATCH").is_ok_and(|v| matches!(v.as_str(), "0" | "off" | "no"));
-    if off {
+fn file_cache(root: &CacheRoot) -> FsCache {
+    let on = match std::env::var("ZCCACHE_WATCH").as_deref() {
+        Ok("0" | "off" | "no") => false,
+        Ok("1" | "on" | "yes") => true,
+        _ => zccache_fscache::WATCHER_ON_BY_DEFAULT,
+    };
+    if !on {
         return FsCache::new();
     }
     let delay = std::env::var("ZCCACHE_TEST_WATCH_DELAY_MS")
@@ -263,7 +267,7 @@ fn file_cache() -> FsCache {
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
         .unwrap_or_default();
-    FsCache::with_watcher(delay)
+    FsCache::with_watcher(delay, &root.watch_barrier_dir())
 }
 
 /// Asks daemons of older protocol versions serving this root to stop, so this one can use

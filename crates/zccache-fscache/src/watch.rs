@@ -41,16 +41,6 @@ use std::time::Duration;
 /// Watches beyond this many are not added (the kernel's own limit may be lower).
 const MAX_WATCHES: usize = 100_000;
 
-/// File systems whose changes always reach inotify: local ones. Network and FUSE file systems
-/// can change behind the kernel's back.
-const LOCAL_FS: &[i64] = &[
-    0xEF53,      // ext2/3/4
-    0x5846_5342, // xfs
-    0x9123_683E, // btrfs
-    0x0102_1994, // tmpfs
-    0xF2F5_2010, // f2fs
-];
-
 /// What a file's inode watch reports: any change to its content or metadata, its deletion or
 /// its move. (Not IN_OPEN: reading changes nothing.)
 const FILE_EVENTS: WatchMask = WatchMask::MODIFY
@@ -167,8 +157,9 @@ pub(crate) struct Watcher {
 
 impl Watcher {
     /// Starts watching. `delay` holds the watcher thread back before it handles events (a
-    /// test hook: requests must not depend on that thread).
-    pub fn start(delay: Duration) -> io::Result<Watcher> {
+    /// test hook: requests must not depend on that thread). Requests drain the queue
+    /// themselves, so no sentinel is written: `_barrier_dir` is for the portable watcher.
+    pub fn start(delay: Duration, _barrier_dir: &Path) -> io::Result<Watcher> {
         let inotify = Inotify::init()?;
         let watches = inotify.watches();
         let fd = inotify.as_raw_fd();
@@ -332,7 +323,9 @@ impl Watcher {
         if let Some(parent) = dir.parent() {
             self.dir_watch(parent)?;
         }
-        if std::fs::canonicalize(dir).ok()?.as_os_str().as_bytes() != key || !local_fs(dir) {
+        if std::fs::canonicalize(dir).ok()?.as_os_str().as_bytes() != key
+            || !zccache_platform::fs::is_local_file_system(dir)
+        {
             return None;
         }
         let wd = self.add_watch(dir, DIR_EVENTS)?;
@@ -386,18 +379,6 @@ impl Watcher {
             let _ = file.read_to_end(&mut sink);
         }
     }
-}
-
-fn local_fs(dir: &Path) -> bool {
-    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return false;
-    }
-    LOCAL_FS.contains(&(stat.f_type as i64))
 }
 
 /// Reads the queue until it is empty, counting every event. False (and the watcher is dead
@@ -622,7 +603,7 @@ mod tests {
     fn setup_with_delay(delay: Duration) -> (tempfile::TempDir, Watcher, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
-        let watcher = Watcher::start(delay).unwrap();
+        let watcher = Watcher::start(delay, Path::new("/")).unwrap();
         (dir, watcher, root)
     }
 

@@ -397,6 +397,59 @@ pub fn write_problem(error: &io::Error) -> WriteProblem {
     }
 }
 
+#[cfg(unix)]
+/// Whether every change to `dir` is made through this kernel, so a file watcher sees it: a
+/// local file system (network and FUSE mounts can change behind its back). By `statfs` type
+/// on Linux, the mount's local flag on macOS.
+pub fn is_local_file_system(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        const LOCAL_FS: &[i64] = &[
+            0xEF53,      // ext2/3/4
+            0x5846_5342, // xfs
+            0x9123_683E, // btrfs
+            0x0102_1994, // tmpfs
+            0xF2F5_2010, // f2fs
+        ];
+        LOCAL_FS.contains(&(stat.f_type as i64))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        stat.f_flags as i64 & libc::MNT_LOCAL as i64 != 0
+    }
+}
+
+#[cfg(windows)]
+/// Whether every change to `dir` is made on this machine, so a file watcher sees it: fixed
+/// and removable drives and RAM disks; not network shares (whose changes other
+/// machines make) or anything that cannot be told.
+pub fn is_local_file_system(dir: &Path) -> bool {
+    use std::path::Component;
+    let Some(Component::Prefix(prefix)) = dir.components().next() else {
+        return false;
+    };
+    let root = match prefix.kind() {
+        std::path::Prefix::Disk(letter) | std::path::Prefix::VerbatimDisk(letter) => {
+            format!("{}:\\", letter as char)
+        }
+        _ => return false,
+    };
+    let root: Vec<u16> = root.encode_utf16().chain([0]).collect();
+    // SAFETY: a NUL-terminated root path.
+    let kind = unsafe { windows_sys::Win32::Storage::FileSystem::GetDriveTypeW(root.as_ptr()) };
+    // DRIVE_REMOVABLE 2, DRIVE_FIXED 3, DRIVE_RAMDISK 6.
+    matches!(kind, 2 | 3 | 6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,8 @@
 //! - [`clock`]: the clock written files are stamped with;
 //! - [`os_str`]: arguments and paths as bytes, and back;
 //! - [`stamp`]: what a `stat` says of a file, and how fine its file system's stamps are;
-//! - [`fs`]: private directories owned by this user, and what an I/O error means for a cache.
+//! - [`fs`]: private directories owned by this user, which file systems are local, and what an
+//!   I/O error means for a cache.
 
 pub mod clock;
 pub mod defender;
