@@ -75,11 +75,8 @@ if ! command -v moto_server >/dev/null 2>&1; then
   export PATH="$PWD/.test-venv/bin:$PATH"
 fi
 
-cargo test --workspace --locked "$@"
-
-# Windows (issue 30): every crate builds for x86_64-pc-windows-gnu with mingw; the unit tests
-# of the portable crates run under Wine (tests/windows/wine-runner.sh supplies the ProcessPrng
-# shim Wine 8 lacks), and the zccache and download daemons run end to end as Windows programs.
+# mingw-w64 and Wine for the Windows build and tests below; the Linux suite also cross-links
+# a Rust program for x86_64-pc-windows-gnu with mingw's gcc.
 if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || ! command -v wine >/dev/null 2>&1; then
   echo "==> installing mingw-w64 and wine for the Windows build and tests"
   sudo=""
@@ -89,6 +86,12 @@ if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || ! command -v wine >/de
     { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends gcc-mingw-w64-x86-64 wine wine64 >/dev/null; }
 fi
 rustup target list --installed 2>/dev/null | grep -q '^x86_64-pc-windows-gnu$' || rustup target add x86_64-pc-windows-gnu
+
+cargo test --workspace --locked "$@"
+
+# Windows (issue 30): every crate builds for x86_64-pc-windows-gnu with mingw; the unit tests
+# of the portable crates run under Wine (tests/windows/wine-runner.sh supplies the ProcessPrng
+# shim Wine 8 lacks), and the zccache and download daemons run end to end as Windows programs.
 echo "==> Windows: unit tests under Wine"
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/tests/windows/wine-runner.sh" \
   cargo test --locked --target x86_64-pc-windows-gnu \

@@ -308,21 +308,98 @@ impl Daemon {
             key.digest_part(&format!("native library {name}"), &digest.hash);
         }
         if invocation.links {
-            let linker = invocation
-                .linker
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("cc"));
-            let linker = which(call, &linker).ok_or("unmodelled_link_input")?;
+            let linker = match &invocation.linker {
+                Some(linker) => which(call, linker),
+                None => self
+                    .target_triple(call, invocation)
+                    .and_then(|target| default_linker(call, &target)),
+            };
+            let linker = linker.ok_or_else(|| {
+                tracing::info!(
+                    "{}: the linker rustc would run is not known",
+                    invocation.crate_name
+                );
+                "unmodelled_link_input"
+            })?;
             let identity = self
                 .toolchains
                 .identify(&self.fs, &linker, &call.env, call.synced(&self.fs))
-                .map_err(|_| "unmodelled_link_input")?;
+                .map_err(|why| {
+                    tracing::info!("linker {} not identified: {why:?}", linker.display());
+                    "unmodelled_link_input"
+                })?;
             key.field(b"--linker--");
             key.digest_part("linker identity", &identity.hash);
         }
         key.digest_part("source", source);
         Ok(())
     }
+}
+
+impl Daemon {
+    /// The target a rustc call compiles for: its `--target`, else rustc's host (the `host:`
+    /// line of its `-vV`, answered from memory after the first time). `None` for a target
+    /// given as a JSON file, or when it cannot be told.
+    fn target_triple(&self, call: &Call, invocation: &RustInvocation) -> Option<String> {
+        if let Some(at) = invocation.key_args.iter().position(|a| a == "--target") {
+            let target = invocation.key_args.get(at + 1)?;
+            return (!target.ends_with(".json")).then(|| target.clone());
+        }
+        let args = [OsString::from(IDENTITY_PROBE)];
+        let query = Query {
+            path: &call.compiler,
+            env: &call.env,
+            args: &args,
+            identity_probe: IDENTITY_PROBE,
+        };
+        let (answer, _) = self
+            .toolchains
+            .answer_query(&self.fs, query, call.synced(&self.fs), || {
+                call.run(&call.compiler, &args)
+            })
+            .ok()?;
+        let banner = String::from_utf8_lossy(&answer.stdout);
+        let host = banner
+            .lines()
+            .find_map(|line| line.strip_prefix("host: "))?;
+        Some(host.trim().to_string())
+    }
+}
+
+/// The linker rustc runs for `target` when no `-C linker` is given, as rustc picks it:
+/// - `*-windows-gnu`: `<arch>-w64-mingw32-gcc` from PATH when one is there outside the
+///   toolchain; otherwise the toolchain's self-contained copy (rustc then puts its directory
+///   first on the linker's PATH);
+/// - Linux and Apple targets: `cc` from PATH;
+/// - anything else (MSVC's `link.exe`, `rust-lld` for wasm and bare metal…): `None`, not
+///   modelled, so the call runs rustc.
+fn default_linker(call: &Call, target: &str) -> Option<PathBuf> {
+    if let Some(arch) = target.strip_suffix("-pc-windows-gnu") {
+        let name = format!("{arch}-w64-mingw32-gcc{}", std::env::consts::EXE_SUFFIX);
+        let sysroot = sysroot_of(&call.compiler)?;
+        let path = call
+            .env_var("PATH")
+            .map(OsString::as_os_str)
+            .unwrap_or_default();
+        let outside_toolchain = std::env::split_paths(path)
+            .map(|dir| absolute(&call.cwd, &dir.join(&name)))
+            .any(|candidate| candidate.is_file() && !candidate.starts_with(&sysroot));
+        if outside_toolchain {
+            return which(call, Path::new(&name));
+        }
+        let own = sysroot
+            .join("lib")
+            .join("rustlib")
+            .join(target)
+            .join("bin")
+            .join("self-contained")
+            .join(&name);
+        return own.is_file().then_some(own);
+    }
+    if target.contains("-linux-") || target.contains("-apple-") {
+        return which(call, Path::new("cc"));
+    }
+    None
 }
 
 /// `lib<name>.a` (or `.so` for dynamic kinds) in the `-L native=`/`-L all=` directories.

@@ -306,7 +306,7 @@ impl Toolchains {
         let digest = self.tool_digest(fs, path, synced)?;
         let Some(layout) = rustc_layout(path) else {
             return Err(Unidentified::Failed(format!(
-                "{}: not a rustc binary beside its ../lib/librustc_driver-*.so",
+                "{}: not a rustc binary beside its driver library (../lib/librustc_driver-*, or rustc_driver-*.dll on Windows)",
                 path.display()
             )));
         };
@@ -422,7 +422,8 @@ pub fn query_env(name: &[u8]) -> bool {
 
 /// What besides its own content decides what the rustc at `path` prints, when it is the
 /// toolchain's own binary: its real location (rustc finds its sysroot from there), and the
-/// driver and LLVM libraries in its `../lib` (their identity: a rebuilt or upgraded library
+/// driver and LLVM libraries in its `../lib`, or beside it on Windows (their identity: a
+/// rebuilt or upgraded library
 /// may keep its name). `None` for anything else — a script, a shim, a binary whose driver
 /// lives elsewhere — whose answers could depend on what no key here sees.
 fn rustc_layout(path: &Path) -> Option<Vec<u8>> {
@@ -433,15 +434,22 @@ fn rustc_layout(path: &Path) -> Option<Vec<u8>> {
         .ok()?
         .read_exact(&mut magic)
         .ok()?;
-    if &magic != b"\x7fELF" {
-        return None;
-    }
-    let lib = std::fs::canonicalize(real.parent()?.join("../lib")).ok()?;
+    // Where the driver lives: beside rustc.exe on Windows (a PE binary, `rustc_driver-*.dll`),
+    // in `../lib` elsewhere (ELF or Mach-O, `librustc_driver-*.so`/`.dylib`).
+    let (lib, driver): (PathBuf, &[u8]) = match magic {
+        [b'M', b'Z', ..] => (real.parent()?.to_path_buf(), b"rustc_driver"),
+        [0x7f, b'E', b'L', b'F'] | [0xcf, 0xfa, 0xed, 0xfe] | [0xca, 0xfe, 0xba, 0xbe] => (
+            std::fs::canonicalize(real.parent()?.join("../lib")).ok()?,
+            b"librustc_driver",
+        ),
+        _ => return None,
+    };
     let mut libraries = Vec::new();
     for entry in std::fs::read_dir(&lib).ok()?.flatten() {
         let name = entry.file_name();
         let bytes = name.as_encoded_bytes();
-        if bytes.starts_with(b"librustc_driver") || bytes.starts_with(b"libLLVM") {
+        if bytes.starts_with(driver) || bytes.starts_with(b"libLLVM") || bytes.starts_with(b"LLVM")
+        {
             let stamp =
                 zccache_platform::stamp::FileStamp::of(&std::fs::metadata(entry.path()).ok()?);
             let split = |ns: i128| {
@@ -466,7 +474,7 @@ fn rustc_layout(path: &Path) -> Option<Vec<u8>> {
     }
     if !libraries
         .iter()
-        .any(|(name, _)| name.as_encoded_bytes().starts_with(b"librustc_driver"))
+        .any(|(name, _)| name.as_encoded_bytes().starts_with(driver))
     {
         return None;
     }

@@ -902,3 +902,70 @@ fn a_query_through_a_rustup_proxy_is_not_answered_from_memory() {
     assert_eq!(queries(&sb), (0, 0));
     assert_eq!(sb.reason_count("non_cacheable", "rustup_proxy"), 4);
 }
+
+/// A wrapper named `x86_64-w64-mingw32-gcc` in `dir`, running the real one; `tag` makes its
+/// content (and so its identity) differ between wrappers.
+fn mingw_wrapper(sb: &Sandbox, dir: &str, tag: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v x86_64-w64-mingw32-gcc"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        !real.trim().is_empty(),
+        "x86_64-w64-mingw32-gcc is needed (test.sh installs gcc-mingw-w64-x86-64)"
+    );
+    let script = sb.path(&format!("{dir}/x86_64-w64-mingw32-gcc"));
+    sb.write(
+        &format!("{dir}/x86_64-w64-mingw32-gcc"),
+        &format!("#!/bin/sh\n# {tag}\nexec {} \"$@\"\n", real.trim()),
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sb.path(dir)
+}
+
+/// For a `*-windows-gnu` target rustc links with `x86_64-w64-mingw32-gcc` from PATH, not
+/// `cc`: that is the linker the program's key must hold. Another mingw gcc first on PATH
+/// makes the program a miss (before, the key held `cc`'s identity, and it was a hit made by
+/// the other linker). The libraries, which are not linked, stay hits.
+#[test]
+fn a_windows_gnu_cross_link_is_keyed_by_the_mingw_gcc_rustc_runs() {
+    let sb = Sandbox::new();
+    workspace(&sb);
+    let path = std::env::var("PATH").unwrap();
+    let first = mingw_wrapper(&sb, "wrap1", "first");
+    let with = |dir: &Path| [("PATH", format!("{}:{path}", dir.display()))];
+    let build = |dir: &Path| {
+        let env = with(dir);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        cargo_env(&sb, &["build", "--target", "x86_64-pc-windows-gnu"], &env);
+        let program = std::fs::read(sb.path("ws/target/x86_64-pc-windows-gnu/debug/app.exe"))
+            .expect("app.exe built");
+        assert_eq!(&program[..2], b"MZ", "a Windows program");
+    };
+    build(&first);
+    let (hits, misses) = counts(&sb);
+    assert!(
+        misses >= 4,
+        "leaf, mid, mac and app compiled: {misses} misses"
+    );
+    std::fs::remove_dir_all(sb.path("ws/target")).unwrap();
+    build(&first);
+    let (hits_again, misses_again) = counts(&sb);
+    assert_eq!(misses_again, misses, "everything a hit, the link included");
+    assert!(hits_again >= hits + 4);
+
+    let second = mingw_wrapper(&sb, "wrap2", "second");
+    std::fs::remove_dir_all(sb.path("ws/target")).unwrap();
+    build(&second);
+    let (_, misses_other) = counts(&sb);
+    assert_eq!(
+        misses_other,
+        misses + 1,
+        "only the program (linked by the other mingw gcc) runs rustc"
+    );
+}
