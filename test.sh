@@ -107,6 +107,7 @@ cargo check --locked --target x86_64-pc-windows-gnu -p zccache-remote -p zccache
 cargo build --locked --target x86_64-pc-windows-gnu -p zccache-cli -p zccache-download
 tests/windows/zccache-e2e.sh "${CARGO_TARGET_DIR:-target}"
 tests/windows/rust-e2e.sh "${CARGO_TARGET_DIR:-target}"
+ZCCACHE_WATCH=1 tests/windows/rust-e2e.sh "${CARGO_TARGET_DIR:-target}"
 tests/windows/download-e2e.sh "${CARGO_TARGET_DIR:-target}"
 
 # macOS (issue 30): every crate (libraries and binaries) type-checks for x86_64-apple-darwin,

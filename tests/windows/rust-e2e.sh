@@ -5,7 +5,8 @@
 # misses, then two hits after target\ is deleted (the restored program prints the same), then
 # misses again after an edit (the program prints the new text). The program's link is keyed
 # by the linker rustc picks on its own: the toolchain's self-contained mingw gcc, since no
-# x86_64-w64-mingw32-gcc is on the Windows PATH.
+# x86_64-w64-mingw32-gcc is on the Windows PATH. With ZCCACHE_WATCH=1 the same runs with the
+# daemon's file watcher on (ReadDirectoryChangesW; off by default on Windows).
 #
 #   tests/windows/rust-e2e.sh TARGET_DIR   (cargo's, holding x86_64-pc-windows-gnu/debug)
 set -euo pipefail
@@ -86,4 +87,12 @@ sed -i 's/hello, {name}/goodbye, {name}/' "$ws/mylib/src/lib.rs"
 build
 [ "$(stat_of misses)" = 4 ] || fail "misses after the edit: $(stat_of misses)"
 [ "$(run_app)" = "$(printf 'goodbye, wine\na=2')" ] || fail "program after the edit: $(run_app)"
+if [ "${ZCCACHE_WATCH:-}" = 1 ]; then
+  # The file watcher (off by default on Windows) ran: its sentinel directory and the
+  # directories above it are watched, and every request above synced through it.
+  watching="$(stat_of watching)"
+  [ "$watching" != None ] || fail "ZCCACHE_WATCH=1: no watcher in status"
+  echo "rust-e2e: OK with the file watcher on (watching $watching)"
+  exit 0
+fi
 echo "rust-e2e: OK (hits 2, misses 4: library and program, link included)"

@@ -200,8 +200,8 @@ pub struct StatusReport {
     pub max_size: u64,
     /// Entries evicted to stay under the limit since the daemon started.
     pub evictions: u64,
-    /// Directories and files the inotify watcher watches; `None` when it is off and every
-    /// hit checks its files with `stat`.
+    /// Directories and files the file watcher watches (files only with Linux's inotify);
+    /// `None` when it is off and every hit checks its inputs with `stat`.
     pub watching: Option<(u64, u64)>,
     /// Problems worth a user's attention (a corrupt index that was rebuilt, a store that
     /// cannot be written), each reported once.
