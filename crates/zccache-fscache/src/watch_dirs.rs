@@ -196,6 +196,9 @@ impl Watcher {
             .barrier_dir
             .join(format!("{}-{number}", std::process::id()));
         if std::fs::write(&sentinel, b"").is_err() {
+            // The sentinel directory was removed (`zccache clear`, a user): made and watched
+            // again for the next request; this one uses `stat`.
+            self.rewatch_barrier();
             return false;
         }
         let deadline = Instant::now() + BARRIER_WAIT;
@@ -210,7 +213,19 @@ impl Watcher {
         };
         drop(seen);
         let _ = std::fs::remove_file(&sentinel);
+        if !arrived {
+            // Its watch may be on a directory that is gone (removed and made again).
+            self.rewatch_barrier();
+        }
         arrived && self.state.alive.load(Ordering::SeqCst)
+    }
+
+    /// Makes the sentinel directory again if it is gone, and watches it afresh.
+    fn rewatch_barrier(&self) {
+        if std::fs::create_dir_all(&self.barrier_dir).is_ok() {
+            retire_under(&self.state, &self.state.barrier_key);
+            let _ = self.dir_watch(&self.barrier_dir);
+        }
     }
 
     /// Files are not vouched for here: always `None` (see the module docs).
@@ -550,6 +565,19 @@ mod tests {
         let _armed = watcher.arm_dir(&inc).expect("armed");
         std::fs::write(inc.join("a.h"), "").unwrap();
         assert!(!watcher.sync(), "the barrier cannot have been crossed");
+    }
+
+    #[test]
+    fn a_removed_sentinel_directory_is_made_and_watched_again() {
+        let (dirs, watcher, _root) = setup();
+        assert!(watcher.sync());
+        std::fs::remove_dir_all(dirs[1].path()).unwrap();
+        // Fails where the directory is gone at once (Wine keeps a removed directory that a
+        // watch holds open, as Windows without POSIX delete semantics does).
+        if !cfg!(windows) {
+            assert!(!watcher.sync(), "no sentinel can be written");
+        }
+        assert!(synced_until(&watcher, || true), "the next sync works again");
     }
 
     #[test]
