@@ -36,7 +36,7 @@ nginx nginx
 TOOLS
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 if [ ${#packages[@]} -gt 0 ]; then
-  echo "==> installing missing tools: ${missing[*]:-python3-venv}"
+  echo "==> [${SECONDS}s] installing missing tools: ${missing[*]:-python3-venv}"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
@@ -55,7 +55,7 @@ done
 # tests/action's runner emulator (yaml, @actions/cache) likewise.
 for dir in tests/gha tests/action; do
   if [ ! -d "$dir/node_modules/@actions/cache" ]; then
-    echo "==> npm ci in $dir"
+    echo "==> [${SECONDS}s] npm ci in $dir"
     (cd "$dir" && npm ci --no-audit --no-fund >/dev/null)
   fi
 done
@@ -63,7 +63,7 @@ done
 # The S3-compatible server the remote tier's tests start (moto_server), in a private venv.
 if ! command -v moto_server >/dev/null 2>&1; then
   if [ ! -x .test-venv/bin/moto_server ]; then
-    echo "==> pip install 'moto[server]' into .test-venv"
+    echo "==> [${SECONDS}s] pip install 'moto[server]' into .test-venv"
     python3 -m venv .test-venv 2>/dev/null || {
       sudo=""
       [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -78,7 +78,7 @@ fi
 # mingw-w64 and Wine for the Windows build and tests below; the Linux suite also cross-links
 # a Rust program for x86_64-pc-windows-gnu with mingw's gcc.
 if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || ! command -v wine >/dev/null 2>&1; then
-  echo "==> installing mingw-w64 and wine for the Windows build and tests"
+  echo "==> [${SECONDS}s] installing mingw-w64 and wine for the Windows build and tests"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
@@ -87,12 +87,13 @@ if ! command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || ! command -v wine >/de
 fi
 rustup target list --installed 2>/dev/null | grep -q '^x86_64-pc-windows-gnu$' || rustup target add x86_64-pc-windows-gnu
 
+echo "==> [${SECONDS}s] Linux: cargo test --workspace"
 cargo test --workspace --locked "$@"
 
 # Windows (issue 30): every crate builds for x86_64-pc-windows-gnu with mingw; the unit tests
 # of the portable crates run under Wine (tests/windows/wine-runner.sh supplies the ProcessPrng
 # shim Wine 8 lacks), and the zccache and download daemons run end to end as Windows programs.
-echo "==> Windows: unit tests under Wine"
+echo "==> [${SECONDS}s] Windows: unit tests under Wine"
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/tests/windows/wine-runner.sh" \
   cargo test --locked --target x86_64-pc-windows-gnu \
   -p zccache-platform -p zccache-protocol -p zccache-core -p zccache-ipc -p zccache-ino \
@@ -117,23 +118,21 @@ tests/windows/download-e2e.sh "${CARGO_TARGET_DIR:-target}"
 # CoreFoundation frameworks (the remote tier's Redis client reads the system's root
 # certificates), which need the macOS SDK: not available here, so they are checked, not
 # linked.
-if [ ! -x .zig-venv/bin/python ] || ! .zig-venv/bin/python -c 'import ziglang' 2>/dev/null; then
-  echo "==> pip install ziglang into .zig-venv"
-  python3 -m venv .zig-venv
-  .zig-venv/bin/pip install -q ziglang
-fi
-if [ ! -x .cargo-tools/bin/cargo-zigbuild ]; then
-  echo "==> cargo install cargo-zigbuild into .cargo-tools"
-  cargo install -q --locked --root .cargo-tools cargo-zigbuild --version 0.24.1
+# cargo-zigbuild comes from PyPI as a prebuilt binary (its wheel pulls in ziglang): compiling
+# it with `cargo install` cost CI about three minutes.
+if [ ! -x .zig-venv/bin/cargo-zigbuild ] || ! .zig-venv/bin/python -c 'import ziglang' 2>/dev/null; then
+  echo "==> [${SECONDS}s] pip install cargo-zigbuild and ziglang into .zig-venv"
+  [ -x .zig-venv/bin/python ] || python3 -m venv .zig-venv
+  .zig-venv/bin/pip install -q cargo-zigbuild==0.24.1 ziglang
 fi
 for triple in aarch64-apple-darwin x86_64-apple-darwin; do
   rustup target list --installed 2>/dev/null | grep -q "^$triple\$" || rustup target add "$triple"
 done
-echo "==> macOS: cargo check for x86_64-apple-darwin"
+echo "==> [${SECONDS}s] macOS: cargo check for x86_64-apple-darwin"
 ZIG_PYTHON="$PWD/.zig-venv/bin/python" CC_x86_64_apple_darwin="$PWD/tests/macos/zig-cc.sh" \
   cargo check --locked --target x86_64-apple-darwin --workspace --exclude zccache-py
-echo "==> macOS: zccache and zccache-download linked for aarch64-apple-darwin (cargo zigbuild)"
-PATH="$PWD/.zig-venv/bin:$PWD/.cargo-tools/bin:$PATH" \
+echo "==> [${SECONDS}s] macOS: zccache and zccache-download linked for aarch64-apple-darwin (cargo zigbuild)"
+PATH="$PWD/.zig-venv/bin:$PATH" \
   cargo zigbuild --locked --target aarch64-apple-darwin -p zccache-cli -p zccache-download \
   --bin zccache --bin zccache-download
 for bin in zccache zccache-download; do
@@ -145,7 +144,7 @@ done
 # the module, scripts/build-release.sh for the binaries) into a private venv, and its pytest
 # suite run against that installation (from outside the source tree, so the installed
 # package is the one imported).
-echo "==> pip install ./python into .py-venv, then its pytest suite"
+echo "==> [${SECONDS}s] pip install ./python into .py-venv, then its pytest suite"
 [ -x .py-venv/bin/python ] || python3 -m venv .py-venv
 .py-venv/bin/pip install -q "./python[test]"
 here="$PWD"
@@ -155,10 +154,10 @@ here="$PWD"
 # the package's build backend) packaged as this machine's release archive, served from
 # 127.0.0.1 and installed by install.sh under dash, as `curl … | sh` runs it. PowerShell cannot
 # be installed here, so install.ps1 is parsed with tree-sitter's PowerShell grammar, not run.
-echo "==> release archive: packaged, served from 127.0.0.1, installed by install.sh under dash"
+echo "==> [${SECONDS}s] release archive: packaged, served from 127.0.0.1, installed by install.sh under dash"
 release_bins="$PWD/target/zccache-release"
 [ -d "$release_bins" ] || release_bins="$(scripts/build-release.sh)"
 tests/install/release-archive.sh "$release_bins"
-echo "==> install.ps1: parsed with tree-sitter's PowerShell grammar"
+echo "==> [${SECONDS}s] install.ps1: parsed with tree-sitter's PowerShell grammar"
 .py-venv/bin/pip install -q tree-sitter==0.26.1 tree-sitter-powershell==0.26.4
 .py-venv/bin/python tests/install/ps1-syntax.py install.ps1
