@@ -9,7 +9,10 @@
 //! Only this crate touches redb. It knows nothing of compilers: an output is a role name and a
 //! blob, a dependency is a path and a digest.
 
+mod memo;
 mod store;
+
+pub use memo::{manifest_bytes, MemoUsage, DEFAULT_MANIFEST_BUDGET};
 
 pub use store::{
     replace_file, BlobRef, DeliverError, Delivery, DepDigest, DirStamp, EnvDep, Manifest,

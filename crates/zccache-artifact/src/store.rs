@@ -1,5 +1,6 @@
 //! Blobs on disk, manifests in redb, and a memory copy of both for the hit path.
 
+use crate::memo::{ManifestMemo, MemoUsage, DEFAULT_MANIFEST_BUDGET};
 use dashmap::DashMap;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -35,10 +36,6 @@ fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
-
-/// Manifests kept in memory (about 2 KB each): bounds the daemon's memory however large the
-/// cache is.
-pub const MAX_MANIFESTS_IN_MEMORY: usize = 16_384;
 
 /// Results kept per key; older ones (other header versions) fall off.
 pub const MAX_ENTRIES_PER_KEY: usize = 16;
@@ -229,9 +226,8 @@ pub struct Store {
     artifacts: PathBuf,
     tmp: PathBuf,
     db: Database,
-    manifests: DashMap<Hash, Arc<Manifest>>,
-    /// How many manifests `manifests` may hold ([`MAX_MANIFESTS_IN_MEMORY`]).
-    manifest_cap: usize,
+    /// Manifests for the hit path, within a byte budget (see `memo.rs`).
+    manifests: ManifestMemo,
     blobs: DashMap<Hash, BlobMeta>,
     blob_bytes: AtomicU64,
     /// Mode for copied outputs: what the compiler would create under the daemon's umask.
@@ -293,8 +289,7 @@ impl Store {
             artifacts: root.artifacts_dir(),
             tmp: root.tmp_dir(),
             db,
-            manifests: DashMap::new(),
-            manifest_cap: MAX_MANIFESTS_IN_MEMORY,
+            manifests: ManifestMemo::new(DEFAULT_MANIFEST_BUDGET),
             blobs: DashMap::new(),
             blob_bytes: AtomicU64::new(0),
             output_mode,
@@ -428,7 +423,7 @@ impl Store {
     /// The manifest stored for `key`, from memory when possible.
     pub fn manifest(&self, key: &Hash) -> Result<Option<Arc<Manifest>>, StoreError> {
         if let Some(found) = self.manifests.get(key) {
-            return Ok(Some(found.clone()));
+            return Ok(Some(found));
         }
         let tx = self.db.begin_read().map_err(index_err)?;
         let table = tx.open_table(MANIFESTS).map_err(index_err)?;
@@ -481,22 +476,20 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// Keeps a manifest in memory for the hit path, within the cap: past it, a tenth of them
-    /// (whichever the map yields first) are dropped; they are read back from the index when
-    /// used again.
+    /// Keeps a manifest in memory for the hit path, within the memo's budget.
     fn remember_manifest(&self, key: Hash, manifest: Arc<Manifest>) {
-        if self.manifests.len() >= self.manifest_cap {
-            let drop: Vec<Hash> = self
-                .manifests
-                .iter()
-                .take((self.manifest_cap / 10).max(1))
-                .map(|m| *m.key())
-                .collect();
-            for key in drop {
-                self.manifests.remove(&key);
-            }
-        }
         self.manifests.insert(key, manifest);
+    }
+
+    /// Bytes of manifests the store may keep in memory (see `memo.rs`); those over it are
+    /// dropped (never the most recently used).
+    pub fn set_manifest_budget(&self, bytes: usize) {
+        self.manifests.set_budget(bytes);
+    }
+
+    /// What the in-memory manifests hold.
+    pub fn manifest_memory(&self) -> MemoUsage {
+        self.manifests.usage()
     }
 
     /// Copies the file at `source` into the store.
@@ -1366,21 +1359,60 @@ mod tests {
     }
 
     #[test]
-    fn manifests_in_memory_are_bounded_and_read_back_from_the_index() {
-        let (_dir, mut store) = store();
-        store.manifest_cap = 50;
+    fn manifests_in_memory_stay_within_their_byte_budget_and_are_read_back_from_the_index() {
+        let (_dir, store) = store();
         let blob = store.put_bytes(b"shared").unwrap();
+        // A manifest with many dependencies, as a C++ file has: its size is what counts.
+        let big = |i: usize| {
+            let mut e = entry(blob);
+            e.deps = (0..200)
+                .map(|d| DepDigest {
+                    path: format!("/usr/include/c++/14/bits/header_{i}_{d}.h").into_bytes(),
+                    hash: [d as u8; 32],
+                })
+                .collect();
+            e
+        };
+        let one = crate::manifest_bytes(&Manifest {
+            entries: vec![big(0)],
+        });
+        assert!(
+            one > 200 * (32 + 40),
+            "{one} bytes estimated for 200 dependencies"
+        );
+        let budget = 20 * one;
+        store.set_manifest_budget(budget);
+        let key = |i: usize| {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            key
+        };
         let count = 170;
         for i in 0..count {
-            let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            store.add_entry(&key, entry(blob)).unwrap();
+            store.add_entry(&key(i), big(i)).unwrap();
+            // Entry 0 is used all along: among the most recently used, it is never dropped.
+            assert!(store.manifest(&key(0)).unwrap().is_some());
+            let usage = store.manifest_memory();
+            assert!(usage.bytes <= budget + one, "{usage:?} after {i}");
         }
-        assert!(store.manifests.len() <= 50);
+        let usage = store.manifest_memory();
+        assert!(usage.items < 21 && usage.items >= 10, "{usage:?}");
+        assert!(usage.dropped >= (count - 21) as u64, "{usage:?}");
+        assert!(
+            store.manifests.get(&key(0)).is_some(),
+            "the one in use was kept"
+        );
+        let old_held = (1..count / 2)
+            .filter(|i| store.manifests.get(&key(*i)).is_some())
+            .count();
+        assert!(old_held < 10, "{old_held} of the older half still held");
+        // Every one, dropped or not, is still served, read back from the index whole.
         for i in [0usize, 1, count / 2, count - 1] {
-            let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            assert!(store.manifest(&key).unwrap().is_some(), "entry {i}");
+            let manifest = store.manifest(&key(i)).unwrap().expect("in the index");
+            assert_eq!(manifest.entries[0].deps, big(i).deps, "entry {i}");
         }
+        // Clearing the memo returns its bytes to zero.
+        store.manifests.clear();
+        assert_eq!(store.manifest_memory().bytes, 0);
     }
 }

@@ -530,6 +530,32 @@ fn render_status(r: &StatusReport) -> String {
             None => "off (hits check files with stat)".into(),
         },
     );
+    if r.resident_bytes > 0 {
+        line(&mut out, "daemon memory", human_bytes(r.resident_bytes));
+    }
+    let m = &r.memos;
+    line(
+        &mut out,
+        "  manifests held",
+        format!(
+            "{} ({} of {} budget; {} dropped, read back when used)",
+            m.manifests,
+            human_bytes(m.manifest_bytes),
+            human_bytes(m.manifest_budget),
+            m.manifests_dropped
+        ),
+    );
+    line(
+        &mut out,
+        "  other memos",
+        format!(
+            "{} file digests, {} entries vouched for, {} shadow checks ({})",
+            m.file_digests,
+            m.verified,
+            m.shadow_candidates,
+            human_bytes(m.shadow_candidate_bytes)
+        ),
+    );
     if let Some(remote) = &r.remote {
         line(&mut out, "remote", remote.clone());
         line(

@@ -409,8 +409,9 @@ impl LookupMemo {
 
 /// Entries whose dependencies were all found unchanged on the watcher's word, with its
 /// vouchers (one per directory): a later lookup checks those instead of a digest per file.
-/// Keyed by the manifest's address and the entry's index; each value holds the manifest, so
-/// an address is never reused while it is a key.
+/// Keyed by the manifest's address and the entry's index; each value holds a weak reference to
+/// the manifest, which keeps its allocation (so an address is never reused while it is a key)
+/// but not its contents: a manifest the store's memo drops is freed.
 #[derive(Default)]
 pub(crate) struct VerifiedMemo(
     dashmap::DashMap<(usize, usize), Verified, rustc_hash::FxBuildHasher>,
@@ -418,7 +419,7 @@ pub(crate) struct VerifiedMemo(
 
 /// See [`VerifiedMemo`].
 struct Verified {
-    _manifest: Arc<Manifest>,
+    _manifest: std::sync::Weak<Manifest>,
     /// Dependencies may be relative: they were resolved from this directory.
     cwd: PathBuf,
     vouchers: Vouchers,
@@ -429,6 +430,10 @@ struct Verified {
 const MAX_VERIFIED: usize = 16_384;
 
 impl VerifiedMemo {
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The newest input mtime of entry `index` when all its dependencies are still vouched for.
     fn check(
         &self,
@@ -456,7 +461,7 @@ impl VerifiedMemo {
         self.0.insert(
             (Arc::as_ptr(manifest) as usize, index),
             Verified {
-                _manifest: manifest.clone(),
+                _manifest: Arc::downgrade(manifest),
                 cwd: call.cwd.clone(),
                 vouchers,
                 newest_input_ns,

@@ -14,7 +14,7 @@ use rustc_hash::FxBuildHasher;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use zccache_artifact::{DirStamp, ShadowCheck, WatchedDir};
 use zccache_core::paths::absolute;
 use zccache_fscache::FileClock;
@@ -314,12 +314,7 @@ pub fn no_shadowing(
                 .filter(|(decider, _, _)| changed_at[*decider as usize])
                 .all(|(_, parent, name)| {
                     !(derived.exists(*parent, &mut known, dirs, listings)
-                        && listed(
-                            dirs,
-                            listings,
-                            &derived.parents[*parent as usize],
-                            &derived.names[*name as usize],
-                        ))
+                        && listed(dirs, listings, derived.parent(*parent), derived.name(*name)))
                 });
         }
     }
@@ -381,9 +376,11 @@ fn affected_search_dir(dir: &Path, changed: &ByteSet, watched: &dyn Fn(&[u8]) ->
 /// the directory whose change may reveal it.
 pub struct Derived {
     /// The candidates' directories and file names, each once (an entry with 50 search
-    /// directories has thousands of candidates made of a few hundred of each).
-    parents: Vec<PathBuf>,
-    names: Vec<OsString>,
+    /// directories has thousands of candidates made of a few hundred of each), packed: a memo
+    /// holding thousands of entries made of one allocation per path fragmented the daemon's
+    /// heap when it started over.
+    parents: PackedStrings,
+    names: PackedStrings,
     /// Per directory in `parents`: for one below its deciding watched directory, its own
     /// directory and name (also in `parents` and `names`), so that a missing directory rules
     /// out every candidate under it from one listing.
@@ -393,6 +390,26 @@ pub struct Derived {
 }
 
 impl Derived {
+    /// About how much memory it holds, with its share of the memo's map.
+    fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.parents.heap_bytes()
+            + self.names.heap_bytes()
+            + self.up.capacity() * size_of::<Option<(u32, u32)>>()
+            + self.items.capacity() * size_of::<(u32, u32, u32)>()
+            + size_of::<Derived>()
+            + size_of::<((usize, usize), MemoEntry)>()
+            + 64
+    }
+
+    fn parent(&self, index: u32) -> &Path {
+        Path::new(self.parents.get(index))
+    }
+
+    fn name(&self, index: u32) -> &std::ffi::OsStr {
+        self.names.get(index)
+    }
+
     /// Whether directory `index` exists, by its ancestors' listings up to the deciding
     /// directory (which exists); `known` remembers answers within one check.
     fn exists(
@@ -409,12 +426,7 @@ impl Derived {
             None => true,
             Some((parent, name)) => {
                 self.exists(parent, known, dirs, listings)
-                    && listed(
-                        dirs,
-                        listings,
-                        &self.parents[parent as usize],
-                        &self.names[name as usize],
-                    )
+                    && listed(dirs, listings, self.parent(parent), self.name(name))
             }
         };
         known[index as usize] = Some(answer);
@@ -516,41 +528,88 @@ pub fn derive(check: &ShadowCheck, deps: &[PathBuf], only: Option<&[bool]>) -> D
         let name = tables.name(name);
         items.push((decider as u32, parent, name));
     }
+    let mut up = tables.up;
+    up.shrink_to_fit();
+    items.shrink_to_fit();
     Derived {
-        parents: tables.parents,
-        names: tables.names,
-        up: tables.up,
+        parents: PackedStrings::new(tables.parents.iter().map(|p| p.as_os_str())),
+        names: PackedStrings::new(tables.names.iter().map(OsString::as_os_str)),
+        up,
         items,
     }
 }
 
+/// Strings in one buffer, by index.
+struct PackedStrings {
+    bytes: Box<[u8]>,
+    /// Where each string ends in `bytes`.
+    ends: Box<[u32]>,
+}
+
+impl PackedStrings {
+    fn new<'a>(strings: impl Iterator<Item = &'a std::ffi::OsStr>) -> PackedStrings {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for s in strings {
+            bytes.extend_from_slice(s.as_encoded_bytes());
+            ends.push(bytes.len() as u32);
+        }
+        PackedStrings {
+            bytes: bytes.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, index: u32) -> &std::ffi::OsStr {
+        let i = index as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        zccache_platform::os_str::os_str_from_bytes(&self.bytes[start..self.ends[i] as usize])
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.bytes.len() + self.ends.len() * 4
+    }
+}
+
 /// [`Derived`] per in-memory manifest entry. Keyed by the manifest's address and the entry's
-/// index; each value holds the manifest, so an address is never reused while it is a key.
+/// index; each value holds a weak reference to the manifest, which keeps its allocation (so an
+/// address is never reused while it is a key) but not its contents.
 #[derive(Default)]
 pub struct DerivedMemo {
     entries: dashmap::DashMap<(usize, usize), MemoEntry>,
     /// For entries too large to derive whole: the candidates of one set of changed watched
     /// directories (in an in-source build, the same set — the source's directory — each time).
     partial: dashmap::DashMap<(usize, usize, Box<[u32]>), PartialEntry>,
-    /// Candidates held, over all entries.
-    items: std::sync::atomic::AtomicUsize,
+    /// Bytes held, over all entries (see [`Derived::heap_bytes`]).
+    bytes: std::sync::atomic::AtomicUsize,
 }
 
-/// The manifest (kept alive so its address stays unique) and the entry's candidates, or `None`
-/// when it has too many to derive whole.
-type MemoEntry = (Arc<zccache_artifact::Manifest>, Option<Arc<Derived>>);
-type PartialEntry = (Arc<zccache_artifact::Manifest>, Arc<Derived>);
+/// The manifest (its address kept unique) and the entry's candidates, or `None` when it has
+/// too many to derive whole.
+type MemoEntry = (Weak<zccache_artifact::Manifest>, Option<Arc<Derived>>);
+type PartialEntry = (Weak<zccache_artifact::Manifest>, Arc<Derived>);
 
-/// Entries, and candidates over all of them (12 bytes each), the memo keeps; past either it
-/// starts over. Bounds its memory to ~20 MB however many search directories builds use.
-const MAX_DERIVED: usize = 4096;
-const MAX_DERIVED_ITEMS: usize = 1_500_000;
+/// Entries, and bytes over all of them, the memo keeps; past either it starts over. A C file
+/// with a few headers takes ~5 KB, a C++ one with hundreds up to ~60 KB: the bytes bound the
+/// daemon's memory however many entries a build hits and however many search directories it
+/// uses; the count bounds the maps.
+const MAX_DERIVED: usize = 16_384;
+const DERIVED_BUDGET: usize = 8 << 20;
 /// Headers times search directories of one entry beyond which its candidates are derived per
 /// set of changed directories, and candidates of one such set beyond which they are not kept
 /// (see [`DerivedMemo::get_or_derive`]).
 const MAX_ITEMS_PER_ENTRY: usize = 4096;
 
 impl DerivedMemo {
+    /// Entries (whole or per set of changed directories) held.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.partial.len()
+    }
+
     /// Candidates of the entry covering at least the watched directories marked in `changed`:
     /// all of them, derived once; or, for an entry with too many (a search path of dozens of
     /// directories), those of just this set of changed directories, kept unless still too many.
@@ -570,9 +629,9 @@ impl DerivedMemo {
                 let estimate = entry.deps.len() * (check.user.len() + check.system.len());
                 let derived = (estimate <= MAX_ITEMS_PER_ENTRY)
                     .then(|| Arc::new(derive(check, &deps(), None)));
-                self.make_room(derived.as_ref().map_or(0, |d| d.items.len()));
+                self.make_room(derived.as_ref().map_or(0, |d| d.heap_bytes()));
                 self.entries
-                    .insert(key, (manifest.clone(), derived.clone()));
+                    .insert(key, (Arc::downgrade(manifest), derived.clone()));
                 derived
             }
         };
@@ -588,23 +647,27 @@ impl DerivedMemo {
         }
         let derived = Arc::new(derive(check, &deps(), Some(changed)));
         if derived.items.len() <= MAX_ITEMS_PER_ENTRY {
-            self.make_room(derived.items.len());
+            self.make_room(derived.heap_bytes());
             self.partial
-                .insert(partial_key, (manifest.clone(), derived.clone()));
+                .insert(partial_key, (Arc::downgrade(manifest), derived.clone()));
         }
         derived
     }
 
-    /// Counts `size` more candidates, starting over when the memo is full.
+    /// Counts `size` more bytes, starting over when the memo is full.
     fn make_room(&self, size: usize) {
         use std::sync::atomic::Ordering;
-        let held = self.items.fetch_add(size, Ordering::Relaxed);
-        if self.entries.len() + self.partial.len() >= MAX_DERIVED || held + size > MAX_DERIVED_ITEMS
-        {
+        let held = self.bytes.fetch_add(size, Ordering::Relaxed);
+        if self.entries.len() + self.partial.len() >= MAX_DERIVED || held + size > DERIVED_BUDGET {
             self.entries.clear();
             self.partial.clear();
-            self.items.store(size, Ordering::Relaxed);
+            self.bytes.store(size, Ordering::Relaxed);
         }
+    }
+
+    /// Bytes held (see [`Derived::heap_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

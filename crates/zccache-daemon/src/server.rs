@@ -220,6 +220,7 @@ fn open_store(root: &CacheRoot, output_mode: u32, max_size: u64) -> crate::Opene
     let (store, store_problem) = match Store::open(root, output_mode) {
         Ok(store) => {
             store.set_max_bytes(max_size);
+            store.set_manifest_budget(manifest_budget());
             (Some(store), None)
         }
         Err(e) => {
@@ -247,6 +248,16 @@ fn open_store(root: &CacheRoot, output_mode: u32, max_size: u64) -> crate::Opene
         store,
         problem: store_problem,
     }
+}
+
+/// Bytes of manifests kept in memory: `ZCCACHE_MEMO_MB` (MiB, at least 1), else the store's
+/// default. Past it the least recently used are read back from the index when needed.
+fn manifest_budget() -> usize {
+    std::env::var("ZCCACHE_MEMO_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map(|mb| mb.max(1) << 20)
+        .unwrap_or(zccache_artifact::DEFAULT_MANIFEST_BUDGET)
 }
 
 /// The file cache, with a file watcher where the platform has one on by default, or with
@@ -453,6 +464,9 @@ struct Activity {
     stop: AtomicBool,
 }
 
+/// How long the daemon is quiet before it hands freed memory back to the OS.
+const QUIET_BEFORE_TRIM_MS: u64 = 2000;
+
 /// Serves until stopped, idle, or the socket disappears. Requests are handled by a pool of
 /// threads that each wait in `accept`: the kernel wakes one of them per client, and it reads,
 /// handles and replies without handing the work to another thread. The pool grows so that one
@@ -499,6 +513,8 @@ fn serve(
         spawn_acceptor(&daemon, &listener, &activity);
     }
     let mut ticks: u64 = 0;
+    // The activity stamp at the last trim: memory is handed back once per quiet spell.
+    let mut trimmed_at = 0;
     loop {
         std::thread::sleep(Duration::from_millis(100));
         ticks += 1;
@@ -508,6 +524,17 @@ fn serve(
         }
         if ticks.is_multiple_of(10) {
             daemon.expire_sessions();
+            // Quiet for a while after requests: what they freed goes back to the OS, off the
+            // request path.
+            let last = activity.last_ms.load(Ordering::SeqCst);
+            let now = daemon.started.elapsed().as_millis() as u64;
+            if last != trimmed_at
+                && now.saturating_sub(last) >= QUIET_BEFORE_TRIM_MS
+                && activity.in_flight.load(Ordering::SeqCst) == 0
+            {
+                trimmed_at = last;
+                zccache_platform::process::release_free_memory();
+            }
         }
         if let Some(limit) = idle_timeout.filter(|_| !daemon.sessions.any_open()) {
             let now = daemon.started.elapsed().as_millis() as u64;
@@ -791,7 +818,27 @@ impl Daemon {
                 .watch_counts()
                 .map(|(dirs, files)| (dirs as u64, files as u64)),
             warnings,
+            resident_bytes: zccache_platform::process::resident_bytes().unwrap_or(0),
+            memos: self.memo_report(),
             ..self.remote_status()
+        }
+    }
+
+    /// What the in-memory memos hold (see [`zccache_protocol::MemoReport`]).
+    fn memo_report(&self) -> zccache_protocol::MemoReport {
+        let manifests = self
+            .store()
+            .map(|s| s.manifest_memory())
+            .unwrap_or_default();
+        zccache_protocol::MemoReport {
+            manifests: manifests.items as u64,
+            manifest_bytes: manifests.bytes as u64,
+            manifest_budget: manifests.budget as u64,
+            manifests_dropped: manifests.dropped,
+            file_digests: self.fs.digest_count() as u64,
+            verified: self.verified.len() as u64,
+            shadow_candidates: self.derived_shadows.len() as u64,
+            shadow_candidate_bytes: self.derived_shadows.bytes() as u64,
         }
     }
 

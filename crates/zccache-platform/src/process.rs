@@ -247,6 +247,79 @@ pub fn parent_pid() -> u32 {
     }
 }
 
+/// This process's resident memory in bytes, as the OS counts it; `None` where it cannot say.
+pub fn resident_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        // statm: size, resident, ... in pages.
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf only reads a configuration value.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Some(pages * u64::try_from(page).ok()?)
+    }
+    #[cfg(target_os = "macos")]
+    {
+        // SAFETY: a plain-data struct proc_pidinfo fills, its size passed with it.
+        unsafe {
+            let mut info: libc::proc_taskinfo = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
+            let got = libc::proc_pidinfo(
+                libc::getpid(),
+                libc::PROC_PIDTASKINFO,
+                0,
+                (&mut info as *mut libc::proc_taskinfo).cast(),
+                size,
+            );
+            (got == size).then_some(info.pti_resident_size)
+        }
+    }
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::ProcessStatus::{
+            GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
+        };
+        use windows_sys::Win32::System::Threading::GetCurrentProcess;
+        // SAFETY: the pseudo-handle of this process, and a plain-data struct the call fills
+        // (its size passed with it).
+        unsafe {
+            let mut counters: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
+            let size = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+            (GetProcessMemoryInfo(GetCurrentProcess(), &mut counters, size) != 0)
+                .then_some(counters.WorkingSetSize as u64)
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+    {
+        None
+    }
+}
+
+/// Caps the allocator's arenas for a long-lived process. glibc gives threads up to eight
+/// arenas per core, each holding on to what was freed in it: the daemon's resident size at 4000
+/// warm hits was 100 MB with the default and 60 MB with one arena. Call before threads start.
+/// A no-op with other allocators.
+pub fn limit_allocator_arenas(arenas: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt sets a tunable of the allocator; it is called before other threads run.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
+}
+
+/// Hands memory the allocator holds free back to the OS. glibc keeps what a long-lived
+/// multi-threaded process frees in its arenas: after a memo starts over, the daemon's resident
+/// size stayed at its peak. A no-op where the allocator returns memory by itself.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Whether this process's stdin is the null device (what cargo gives its probes). `false`
 /// where that cannot be told (Windows).
 pub fn stdin_is_null_device() -> bool {
@@ -663,6 +736,19 @@ mod read_both_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_memory_grows_with_memory_touched() {
+        let before = resident_bytes().expect("the OS reports resident memory");
+        // 64 MiB written page by page: resident, not just reserved.
+        let touched = vec![1u8; 64 << 20];
+        let after = resident_bytes().unwrap();
+        assert!(std::hint::black_box(&touched)[12345] == 1);
+        assert!(
+            after >= before + (48 << 20),
+            "{before} bytes resident, then {after} after touching 64 MiB"
+        );
+    }
 
     #[test]
     fn this_process_runs_and_an_exited_child_does_not() {

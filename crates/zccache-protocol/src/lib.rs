@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bumped whenever a message changes shape; also part of the daemon's endpoint name.
-pub const PROTOCOL_VERSION: u16 = 14;
+pub const PROTOCOL_VERSION: u16 = 15;
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
@@ -222,6 +222,29 @@ pub struct StatusReport {
     pub remote_bytes_up: u64,
     /// Mean time of the remote lookups that got an answer, in microseconds.
     pub remote_latency_us: u64,
+    /// The daemon's resident memory in bytes (0 where the OS does not say).
+    pub resident_bytes: u64,
+    /// What the daemon's in-memory memos hold; each is bounded, and what one drops is worked
+    /// out again when needed.
+    pub memos: MemoReport,
+}
+
+/// See [`StatusReport::memos`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoReport {
+    /// Manifests (the results stored for a key, with their dependencies): count, bytes, the
+    /// byte budget, and how many were dropped to stay within it.
+    pub manifests: u64,
+    pub manifest_bytes: u64,
+    pub manifest_budget: u64,
+    pub manifests_dropped: u64,
+    /// Files whose digest is known.
+    pub file_digests: u64,
+    /// Entries whose dependencies the watcher vouches for.
+    pub verified: u64,
+    /// Entries whose would-be shadowing headers are worked out, and their bytes.
+    pub shadow_candidates: u64,
+    pub shadow_candidate_bytes: u64,
 }
 
 impl StatusReport {

@@ -17,7 +17,14 @@ static LINK_ADDCHDIR: unsafe extern "C" fn(
     *const libc::c_char,
 ) -> libc::c_int = libc::posix_spawn_file_actions_addchdir_np;
 
+/// Allocator arenas for the daemon's threads (see `limit_allocator_arenas`); glibc's own
+/// `MALLOC_ARENA_MAX`, when set, wins.
+const ALLOCATOR_ARENAS: i32 = 2;
+
 fn main() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        zccache_platform::process::limit_allocator_arenas(ALLOCATOR_ARENAS);
+    }
     let mut cache_dir: Option<PathBuf> = None;
     let mut notify_ready = false;
     let mut identify: Option<PathBuf> = None;

@@ -103,3 +103,91 @@ fn clear_during_a_parallel_build_breaks_nothing() {
     let run = sb.bare("proj", &["./build/app"]);
     assert_eq!(String::from_utf8_lossy(&run.stdout), "1.0 12 14\n");
 }
+
+/// The manifests the daemon keeps in memory stay within `ZCCACHE_MEMO_MB`, a build larger than
+/// that still hits in full, and an entry whose manifest was dropped is checked against its
+/// dependencies as before: an edited header makes it a miss with the new object.
+#[test]
+fn in_memory_manifests_stay_within_their_budget_and_dropped_ones_still_hit_correctly() {
+    let sb = Sandbox::new();
+    // 60 shared headers and one of its own per source: ~10 KB of manifest per entry, so 160
+    // entries overflow a 1 MiB budget.
+    let shared: String = (0..60)
+        .map(|h| {
+            sb.write_old(
+                &format!("include/shared_header_{h}.h"),
+                &format!(
+                    "#pragma once\nstatic inline int shared{h}(int x) {{ return x + {h}; }}\n"
+                ),
+            );
+            format!("#include \"shared_header_{h}.h\"\n")
+        })
+        .collect();
+    let count = 160;
+    for i in 0..count {
+        sb.write_old(
+            &format!("include/own_{i}.h"),
+            &format!("#define OWN_{i} {i}\n"),
+        );
+        sb.write_old(
+            &format!("unit_{i}.c"),
+            &format!(
+                "#include <stdio.h>\n{shared}#include \"own_{i}.h\"\n\
+                 int unit{i}(int x) {{ return shared{}(x) + OWN_{i}; }}\n",
+                i % 60
+            ),
+        );
+    }
+    let env = [("ZCCACHE_MEMO_MB", "1")];
+    sb.ok_env(&env, &["start"]);
+    settle();
+    let compile = |i: usize| {
+        let (source, object) = (format!("unit_{i}.c"), format!("unit_{i}.o"));
+        sb.ok_env(&env, &["gcc", "-Iinclude", "-c", &source, "-o", &object]);
+    };
+    for i in 0..count {
+        compile(i);
+    }
+    let cold: Vec<Vec<u8>> = (0..count)
+        .map(|i| sb.read(&format!("unit_{i}.o")))
+        .collect();
+    let status = sb.status();
+    let memos = &status["memos"];
+    let budget = memos["manifest_budget"].as_u64().unwrap();
+    assert_eq!(budget, 1 << 20, "{status}");
+    assert!(
+        memos["manifest_bytes"].as_u64().unwrap() <= budget,
+        "{status}"
+    );
+    assert!(memos["manifests_dropped"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        memos["manifests"].as_u64().unwrap() < count as u64,
+        "{status}"
+    );
+    assert!(status["resident_bytes"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(sb.misses(), count as u64);
+
+    // Every entry hits, dropped from memory or not, with the same objects.
+    for i in 0..count {
+        std::fs::remove_file(sb.work.join(format!("unit_{i}.o"))).unwrap();
+        compile(i);
+    }
+    assert_eq!(sb.hits(), count as u64, "{}", sb.status());
+    for (i, object) in cold.iter().enumerate() {
+        assert_eq!(&sb.read(&format!("unit_{i}.o")), object, "unit_{i}.o");
+    }
+    let memos = sb.status()["memos"].clone();
+    assert!(
+        memos["manifest_bytes"].as_u64().unwrap() <= budget,
+        "{memos}"
+    );
+
+    // Unit 0's manifest was among the first dropped: an edit to its own header is still seen.
+    sb.write("include/own_0.h", "#define OWN_0 1000\n");
+    compile(0);
+    assert_eq!(sb.misses(), count as u64 + 1);
+    let bare = sb.bare(".", &["gcc", "-Iinclude", "-c", "unit_0.c", "-o", "bare.o"]);
+    assert_success(&bare, &["bare"]);
+    assert_eq!(sb.read("unit_0.o"), sb.read("bare.o"));
+    assert_ne!(sb.read("unit_0.o"), cold[0]);
+}
