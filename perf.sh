@@ -9,7 +9,8 @@
 #   ./perf.sh --no-peers       measure bare and this tree's zccache only
 #   ./perf.sh --out DIR        where perf.md, perf.json and the charts go (default: perf-results)
 #   ./perf.sh --only A,B       only these workloads (cpp-single, cpp-multi, rsp-single,
-#                              rsp-multi, c-gcc, generated, scale, rust-build, rust-check)
+#                              rsp-multi, c-gcc, generated, scale, rust-build, rust-check,
+#                              worktree, remote, ci)
 #   ./perf.sh --baseline DIR   also measure another build of zccache (DIR holds its zccache
 #                              and zccache-daemon) as "zccache-baseline": before and after a
 #                              change in one interleaved run
@@ -25,6 +26,17 @@
 # with its file watcher off (ZCCACHE_WATCH=0): the path every hit takes where the watcher
 # cannot vouch (measured on the C workloads).
 #
+# Tiers beyond one checkout (scripts/perf/tiers.py): "worktree", a C project (CMake, -g) and
+# a cargo workspace built in a sibling git worktree from the first worktree's entries
+# (ZCCACHE_PATH_REMAP=auto), beside its bare build and the first worktree's warm build;
+# "remote", a second machine (scripts/remote-figures.py): machine A fills Redis (and S3 from
+# moto_server, when installed, in a full run) on loopback, machine B builds from it, beside
+# bare, B's local warm build and sccache on the same servers; the cost per remote hit; and
+# what a black-holed or refusing remote adds to a build; "ci" (full runs, or --only ci), two
+# CI runs of the generated cargo workspace on emulated fresh GitHub runners
+# (scripts/ci-runs.py): bare, sccache, sccache with a registry cache, the zccache action, and
+# the action with its target snapshot, beside cargo's own no-op build.
+#
 # The charts (PNG and SVG, drawn with matplotlib from .perf-venv) and the tables are made by
 # scripts/perf/; the measuring is scripts/perf/perf.py.
 set -euo pipefail
@@ -37,7 +49,7 @@ for arg in "$@"; do
   case "$arg" in
     --install-peers) install_peers=1 ;;
     --no-charts) charts=0; args+=("$arg") ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done

@@ -16,6 +16,9 @@ Needs network access to crates.io for the relocated project's first build.
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "perf"))
+from projects import c_project, repo_with_worktree, rust_project, write  # noqa: E402
+
 here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
 ap.add_argument("--zccache", default=os.path.join(here, "target", "debug", "zccache"))
@@ -23,12 +26,6 @@ ap.add_argument("--peers", default=os.path.join(here, ".perf-venv"))
 ap.add_argument("what", nargs="*", default=["relocated", "worktrees"])
 opts = ap.parse_args()
 zc = os.path.abspath(opts.zccache)
-
-
-def write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def timed(cmd, cwd, env):
@@ -106,42 +103,6 @@ def relocated(work):
         print(f"| {name} | {h} | {units} | {second:.2f} | {first:.2f} | {bare:.2f} |")
 
 
-def git(cwd, *args):
-    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args], cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def c_project(root):
-    write(os.path.join(root, "CMakeLists.txt"),
-          "cmake_minimum_required(VERSION 3.16)\nproject(demo C)\nfile(GLOB SRCS src/*.c)\n"
-          "add_executable(demo ${SRCS})\ntarget_include_directories(demo PRIVATE include)\ntarget_link_libraries(demo m)\n")
-    write(os.path.join(root, "include", "common.h"), "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <math.h>\n")
-    calls = []
-    for i in range(40):
-        body = "\n".join(f"static double f{i}_{j}(double x) {{ return sin(x * {j}) + cos(x / ({j} + 1.0)) + (double)strlen(\"{i}{j}\"); }}" for j in range(40))
-        write(os.path.join(root, "src", f"u{i}.c"),
-              f'#include "common.h"\n{body}\ndouble u{i}(double x) {{ double s = 0; '
-              + "".join(f"s += f{i}_{j}(x); " for j in range(40)) + "return s; }\n")
-        calls.append(f"u{i}(1.0)")
-    write(os.path.join(root, "src", "main.c"),
-          '#include "common.h"\n' + "".join(f"double u{i}(double);\n" for i in range(40))
-          + 'int main(void) { double s = 0; ' + "".join(f"s += {c}; " for c in calls) + 'printf("%f %s\\n", s, __FILE__); return 0; }\n')
-
-
-def rust_project(root):
-    crates = [f"c{i}" for i in range(6)]
-    write(os.path.join(root, "Cargo.toml"), '[workspace]\nresolver = "2"\nmembers = ["app", ' + ", ".join(f'"{c}"' for c in crates) + "]\n")
-    for i, c in enumerate(crates):
-        dep = f'\n[dependencies]\n{crates[i-1]} = {{ path = "../{crates[i-1]}" }}\n' if i else ""
-        write(os.path.join(root, c, "Cargo.toml"), f'[package]\nname = "{c}"\nversion = "0.1.0"\nedition = "2021"\n{dep}')
-        uses = f"{crates[i-1]}::value() + " if i else ""
-        fns = "\n".join(f"pub fn g{j}(x: u64) -> u64 {{ (0..x).map(|v| v.wrapping_mul({j} + 1) ^ (v >> 3)).sum() }}" for j in range(60))
-        write(os.path.join(root, c, "src", "lib.rs"), f"{fns}\npub fn value() -> u64 {{ {uses}g1(10) }}\n")
-    write(os.path.join(root, "app", "Cargo.toml"),
-          f'[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n\n[dependencies]\n{crates[-1]} = {{ path = "../{crates[-1]}" }}\n')
-    write(os.path.join(root, "app", "src", "main.rs"), f'fn main() {{ println!("{{}}", {crates[-1]}::value()); }}\n')
-
-
 def worktrees(work):
     rows = []
     for lang, make, build_cmd, clean in [
@@ -153,13 +114,7 @@ def worktrees(work):
          lambda d: shutil.rmtree(os.path.join(d, "target"), ignore_errors=True)),
     ]:
         base = os.path.join(work, lang.split()[0])
-        repo, sibling = os.path.join(base, "repo"), os.path.join(base, "sibling")
-        make(repo)
-        write(os.path.join(repo, ".gitignore"), "build/\ntarget/\n")
-        git(repo, "init", "-q", ".")
-        git(repo, "add", "-A")
-        git(repo, "commit", "-q", "-m", "init")
-        git(repo, "worktree", "add", "-q", "../sibling")
+        repo, sibling = repo_with_worktree(base, make)
         cache = os.path.join(base, "cache")
         env = base_env(ZCCACHE_CACHE_DIR=cache, ZCCACHE_PATH_REMAP="auto")
         if lang.startswith("Rust"):

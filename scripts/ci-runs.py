@@ -11,6 +11,8 @@ wiped and recreated at the same paths) against the local GitHub cache service
   bare          no cache
   sccache       RUSTC_WRAPPER=sccache with its GitHub Actions backend (SCCACHE_GHA_ENABLED),
                 the runtime exported by a github-script step as sccache-action does
+  sccache+registry  the same, and actions/cache@v4 of ~/.cargo/registry and ~/.cargo/git keyed
+                by Cargo.lock's hash (what rust-cache adds beside sccache)
   zccache       the zccache action (action/), cache-target false
   zccache+tgt   the zccache action with cache-target: true
 
@@ -19,13 +21,20 @@ run uploaded to the cache service. Needs network access to crates.io (the first 
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, time, urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "perf"))
+from projects import generated_workspace  # noqa: E402
+
 here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
 ap.add_argument("--zccache-dir", default=os.path.join(here, "target", "zccache-release"))
 ap.add_argument("--peers", default=os.path.join(here, ".perf-venv"))
 ap.add_argument("--profile", default="debug", choices=["debug", "release"])
 ap.add_argument("--out")
-ap.add_argument("--only", help="comma-separated setups (bare,sccache,zccache,zccache+tgt)")
+ap.add_argument("--only", help="comma-separated setups (bare,sccache,sccache+registry,zccache,zccache+tgt)")
+ap.add_argument("--project", default="crates", choices=["crates", "generated"],
+                help="crates: a workspace with crates.io dependencies (default); generated: perf.sh's "
+                     "chain of path crates, no dependency")
+ap.add_argument("--json", help="write the rows as JSON here")
 ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and say where")
 opts = ap.parse_args()
 
@@ -59,6 +68,11 @@ def project(root):
     write(f"{root}/app/src/main.rs",
           "fn main() -> anyhow::Result<()> { let j = model::json(); println!(\"{} {}\", j, text::fmt(text::count(&j) as u64)); Ok(()) }\n")
     subprocess.run(["cargo", "generate-lockfile"], cwd=root, check=True, stderr=subprocess.DEVNULL)
+
+
+def generated_project(root):
+    generated_workspace(root)
+    subprocess.run(["cargo", "generate-lockfile", "--offline"], cwd=root, check=True, stderr=subprocess.DEVNULL)
 
 
 def server_start(tmp):
@@ -96,8 +110,10 @@ def job(setup):
     head = '  - name: checkout\n    run: cp -a "$SOURCE"/. .\n'
     if setup == "bare":
         return "steps:\n" + head + TIMED
-    if setup == "sccache":
-        return ("env:\n  RUSTC_WRAPPER: sccache\n  SCCACHE_GHA_ENABLED: 'true'\n  CARGO_INCREMENTAL: '0'\nsteps:\n" + head +
+    if setup in ("sccache", "sccache+registry"):
+        registry = ("  - uses: actions/cache@v4\n    with:\n      path: |\n        ~/.cargo/registry\n        ~/.cargo/git\n"
+                    "      key: cargo-registry-${{ hashFiles('Cargo.lock') }}\n") if setup == "sccache+registry" else ""
+        return ("env:\n  RUSTC_WRAPPER: sccache\n  SCCACHE_GHA_ENABLED: 'true'\n  CARGO_INCREMENTAL: '0'\nsteps:\n" + head + registry +
                 "  - uses: actions/github-script@v7\n    with:\n      script: |\n"
                 "        for (const v of ['ACTIONS_RESULTS_URL', 'ACTIONS_RUNTIME_TOKEN', 'ACTIONS_CACHE_URL', 'ACTIONS_CACHE_SERVICE_V2'])\n"
                 "          if (process.env[v]) core.exportVariable(v, process.env[v]);\n"
@@ -146,9 +162,9 @@ def run(tmp, port, setup, n):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="zccache-ci-runs-")
-    project(f"{tmp}/src")
+    (generated_project if opts.project == "generated" else project)(f"{tmp}/src")
     rows = []
-    setups = ["bare", "sccache", "zccache", "zccache+tgt"]
+    setups = ["bare", "sccache", "sccache+registry", "zccache", "zccache+tgt"]
     if opts.only:
         setups = [s for s in setups if s in opts.only.split(",")]
     for setup in setups:
@@ -168,6 +184,8 @@ def main():
         print(f"| {r['setup']} | {r['run']} | {r['build_ms']} ms | {r['compiled']} | {r['job_s']} s | {r['entries']} | {r['bytes'] / 1e6:.2f} MB |")
     if opts.out:
         write(opts.out, json.dumps(rows, indent=1))
+    if opts.json:
+        write(opts.json, json.dumps({"project": opts.project, "profile": opts.profile, "rows": rows}, indent=1))
     if opts.keep:
         print(f"work directory kept: {tmp}")
     else:

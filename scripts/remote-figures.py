@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The remote tier's figures: a second machine building from Redis and S3 on loopback.
 
-    scripts/remote-figures.py BUILT_DIR [--reps N] [--quick]
+    scripts/remote-figures.py BUILT_DIR [--reps N] [--quick] [--servers redis,s3]
+                              [--workloads c-gcc,cpp-clang,rust-build] [--json FILE]
 
 BUILT_DIR holds the release `zccache` binaries (scripts/build-release.sh prints it). Needs
 redis-server, moto_server, gcc, clang++ and cargo; sccache from .perf-venv when present.
@@ -25,6 +26,15 @@ built = os.path.abspath(sys.argv[1])
 zc = os.path.join(built, "zccache")
 reps = int(sys.argv[sys.argv.index("--reps") + 1]) if "--reps" in sys.argv else 3
 quick = "--quick" in sys.argv
+
+
+def option(name, default):
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+servers_wanted = option("--servers", "redis,s3").split(",")
+workloads_wanted = option("--workloads", "c-gcc,cpp-clang,rust-build").split(",")
+json_out = option("--json", None)
 here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sccache = os.path.join(here, ".perf-venv", "bin", "sccache")
 if not os.path.exists(sccache):
@@ -275,8 +285,9 @@ def dead_remote(work_, rows):
 
 
 def main():
-    works = [CWork("c-gcc", "gcc", "c", C_FILES), CWork("cpp-clang", "clang++", "cpp", CPP_FILES), RustWork(CRATES)]
-    servers = [Redis(), Moto()]
+    works = [w for w in (CWork("c-gcc", "gcc", "c", C_FILES), CWork("cpp-clang", "clang++", "cpp", CPP_FILES), RustWork(CRATES))
+             if w.name in workloads_wanted]
+    servers = [make() for name, make in (("redis", Redis), ("s3", Moto)) if name in servers_wanted]
     rows = {}
     try:
         for rep in range(reps):
@@ -303,8 +314,14 @@ def main():
             per_hit = (med["zccache B (from the remote)"] - med["zccache B local, fresh daemon"]) / units
             print(f"  {'cost per remote hit (ms)':32s} {per_hit:10.2f}")
             print(f"  {'B remote / B local warm':32s} {med['zccache B (from the remote)'] / med['zccache B warm (local)']:10.2f}x")
-    print(json.dumps(out, indent=1), file=open(os.path.join(work, "remote-figures.json"), "w"))
-    print(f"\n(raw: {work}/remote-figures.json)")
+    units = {w.name: w.units for w in works}
+    doc = {"medians": out, "units": units, "rounds": reps, "sccache": bool(sccache)}
+    with open(json_out or os.path.join(work, "remote-figures.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    if json_out:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"\n(raw: {work}/remote-figures.json)")
 
 
 main()

@@ -46,7 +46,7 @@ def label(value):
     return f"{value:.2f}"
 
 
-def grouped_bars(ax, groups, series, values, fmt, log=False, hatch=None):
+def grouped_bars(ax, groups, series, values, fmt, log=False, hatch=None, palette=None):
     """Bars of `series` (tools) per group (workload); `values[(group, tool)]` or missing. Each
     bar carries its value."""
     n = max(len(series), 1)
@@ -60,7 +60,7 @@ def grouped_bars(ax, groups, series, values, fmt, log=False, hatch=None):
                 ys.append(v)
         if not xs:
             continue
-        bars = ax.bar(xs, ys, width * 0.92, label=name, color=color(name),
+        bars = ax.bar(xs, ys, width * 0.92, label=name, color=color((palette or {}).get(name, name)),
                       hatch=(hatch or {}).get(name), edgecolor="white" if not hatch or name not in hatch else "black",
                       linewidth=0.5)
         for bar, v in zip(bars, ys):
@@ -142,7 +142,7 @@ def tier_chart(tier, out_dir):
     groups, series = tier["groups"], tier["series"]
     fig, ax = figure(groups)
     grouped_bars(ax, groups, series, {tuple(k.split("\t")): v for k, v in tier["values"].items()}, label,
-                 log=tier.get("log", False))
+                 log=tier.get("log", False), palette=tier.get("colors"))
     for ref in tier.get("lines", []):
         ax.axhline(ref["value"], color="black", linestyle="--", linewidth=1, label=ref["label"])
     values = list(tier["values"].values())
@@ -157,7 +157,7 @@ def tier_chart(tier, out_dir):
 
 
 def draw(results, out_dir):
-    written = warm_chart(results, out_dir) + cold_chart(results, out_dir)
+    written = warm_chart(results, out_dir) + cold_chart(results, out_dir) if results["workloads"] else []
     for tier in results.get("tiers", []):
         written += tier_chart(tier, out_dir)
     return written

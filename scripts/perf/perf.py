@@ -8,6 +8,7 @@ release binaries. Writes perf.md, perf.json and the charts (scripts/perf/charts.
 import json, os, random, shutil, statistics, subprocess, sys, tempfile, time, hashlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from projects import generated_workspace  # noqa: E402
 
 here, venv, built = sys.argv[1], sys.argv[2], sys.argv[3]
 opts = sys.argv[4:]
@@ -314,16 +315,7 @@ class RustWorkload(Workload):
         self.units = crates + 1
 
     def setup(self):
-        members = [f"c{i}" for i in range(crates)] + ["app"]
-        write(os.path.join(self.dir, "Cargo.toml"), "[workspace]\nresolver = \"2\"\nmembers = [" + ", ".join(f'"{m}"' for m in members) + "]\n")
-        for i in range(crates):
-            dep = f'c{i-1} = {{ path = "../c{i-1}" }}\n' if i else ""
-            write(os.path.join(self.dir, f"c{i}/Cargo.toml"), f'[package]\nname = "c{i}"\nversion = "0.1.0"\nedition = "2021"\n[dependencies]\n{dep}')
-            prev = f"c{i-1}::value() + " if i else ""
-            fns = "".join(f"pub fn helper{j}(v: &[u64]) -> u64 {{ v.iter().map(|x| x * {j}).sum() }}\n" for j in range(20))
-            write(os.path.join(self.dir, f"c{i}/src/lib.rs"), f"pub fn value() -> u64 {{ {prev}{i} }}\n{fns}")
-        write(os.path.join(self.dir, "app/Cargo.toml"), f'[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n[dependencies]\nc{crates-1} = {{ path = "../c{crates-1}" }}\n')
-        write(os.path.join(self.dir, "app/src/main.rs"), f"fn main() {{ println!(\"{{}}\", c{crates-1}::value()); }}\n")
+        generated_workspace(self.dir, crates)
         age(self.dir)
 
     def outputs(self, tool):
@@ -363,7 +355,7 @@ if quick and not only:
     # cpp-multi's together; a quick run leaves it out to stay within a few minutes.
     workloads = [w for w in workloads if w.name != "rsp-multi"]
 if only:
-    unknown = only - {w.name for w in workloads}
+    unknown = only - {w.name for w in workloads} - {"worktree", "remote", "ci"}
     if unknown:
         raise SystemExit(f"unknown workload(s): {', '.join(sorted(unknown))}")
     workloads = [w for w in workloads if w.name in only]
@@ -521,6 +513,35 @@ def static_noop():
 
 
 noop = static_noop()
+import tiers  # noqa: E402  (scripts/perf/tiers.py)
+
+results["tiers"] = []
+if (only is None or "worktree" in only) and which("git") and which("cmake") and which("ninja") and which("cargo"):
+    print(f"==> worktree ({time.time() - run_started:.0f} s into the run)", file=sys.stderr)
+    results["tiers"].append(tiers.sibling_worktree(zc, work, quick, 1 if quick else 3))
+elif only is None:
+    notes.append("worktree tier skipped: it needs git, cmake, ninja and cargo")
+if only is None or "remote" in only:
+    moto_dirs = [d for d in (os.path.join(here, ".test-venv", "bin"), os.path.join(venv, "bin"))
+                 if os.access(os.path.join(d, "moto_server"), os.X_OK)]
+    servers = (["redis"] if which("redis-server") else []) + \
+              (["s3"] if not quick and (which("moto_server") or moto_dirs) else [])
+    if servers:
+        print(f"==> remote ({time.time() - run_started:.0f} s into the run)", file=sys.stderr)
+        remote_workloads = ["c-gcc", "rust-build"] if quick else ["c-gcc", "cpp-clang", "rust-build"]
+        results["tiers"].append(tiers.second_machine(here, built, quick, 1 if quick else 3, servers,
+                                                     remote_workloads, moto_dirs))
+        if "s3" not in servers:
+            notes.append("remote tier: S3 (moto_server) not measured" + (" in a quick run" if quick else
+                         ": no moto_server on PATH, in .test-venv or .perf-venv"))
+    else:
+        notes.append("remote tier skipped: no redis-server")
+if (only is None and not quick) or (only and "ci" in only):
+    if which("node") and os.path.isdir(os.path.join(here, "tests", "action", "node_modules", "@actions", "cache")):
+        print(f"==> ci ({time.time() - run_started:.0f} s into the run)", file=sys.stderr)
+        results["tiers"].append(tiers.second_ci_run(here, built, venv, "generated"))
+    else:
+        notes.append("ci tier skipped: needs node and tests/action's node modules (`npm ci` there, as test.sh does)")
 results["floor"] = {"true_ms": floor(["/bin/true"]), "zccache_version_ms": floor([zc, "--version"])}
 if noop:
     results["floor"]["static_noop_ms"] = floor([noop])

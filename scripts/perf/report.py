@@ -104,6 +104,10 @@ def markdown(results):
                 f"{memos.get('file_digests')} file digests, {memos.get('verified')} entries vouched for, "
                 f"{memos.get('shadow_candidates')} shadow checks ({memos.get('shadow_candidate_bytes', 0) / 2**20:.1f} MiB).")
         lines.append("")
+    import tiers
+
+    for tier in results.get("tiers", []):
+        lines += tiers.markdown(tier) + [""]
     lines += [f"- {n}" for n in results.get("notes", [])]
     lines.append("Warm outputs were byte-identical to cold ones for every tool and workload.")
     return lines
