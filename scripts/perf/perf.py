@@ -8,7 +8,7 @@ release binaries. Writes perf.md, perf.json and the charts (scripts/perf/charts.
 import json, os, random, shutil, statistics, subprocess, sys, tempfile, time, hashlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from projects import generated_workspace  # noqa: E402
+from projects import generated_workspace, write  # noqa: E402
 
 here, venv, built = sys.argv[1], sys.argv[2], sys.argv[3]
 opts = sys.argv[4:]
@@ -156,12 +156,6 @@ def digest(paths):
         with open(p, "rb") as f:
             h.update(f.read())
     return h.hexdigest()
-
-
-def write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def age(root):
@@ -530,7 +524,7 @@ if only is None or "remote" in only:
         print(f"==> remote ({time.time() - run_started:.0f} s into the run)", file=sys.stderr)
         # A quick run (a CI smoke) keeps to gcc: the tiers must not take it past five minutes.
         remote_workloads = ["c-gcc"] if quick else ["c-gcc", "cpp-clang", "rust-build"]
-        results["tiers"].append(tiers.second_machine(here, built, quick, 1 if quick else 3, servers,
+        results["tiers"].append(tiers.second_machine(here, built, work, quick, 1 if quick else 3, servers,
                                                      remote_workloads, moto_dirs))
         if "s3" not in servers:
             notes.append("remote tier: S3 (moto_server) not measured" + (" in a quick run" if quick else
@@ -540,7 +534,7 @@ if only is None or "remote" in only:
 if (only is None and not quick) or (only and "ci" in only):
     if which("node") and os.path.isdir(os.path.join(here, "tests", "action", "node_modules", "@actions", "cache")):
         print(f"==> ci ({time.time() - run_started:.0f} s into the run)", file=sys.stderr)
-        results["tiers"].append(tiers.second_ci_run(here, built, venv, "generated"))
+        results["tiers"].append(tiers.second_ci_run(here, built, work, venv, "generated"))
     else:
         notes.append("ci tier skipped: needs node and tests/action's node modules (`npm ci` there, as test.sh does)")
 results["floor"] = {"true_ms": floor(["/bin/true"]), "zccache_version_ms": floor([zc, "--version"])}

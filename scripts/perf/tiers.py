@@ -155,11 +155,11 @@ REMOTE_SERIES = [
 ]
 
 
-def second_machine(here, built, quick, rounds, servers, workloads, path_dirs):
+def second_machine(here, built, work, quick, rounds, servers, workloads, path_dirs):
     """scripts/remote-figures.py run for perf.sh: machine A fills the remote (Redis, S3 from
     moto_server, on loopback), machine B (an empty cache on the same remote) builds from it;
     sccache on the same servers; a black-holed and a refused remote against none."""
-    out = os.path.join(built, ".remote-figures.json")
+    out = os.path.join(work, "remote-figures.json")
     cmd = [os.environ.get("PYTHON", "python3"), os.path.join(here, "scripts", "remote-figures.py"), built,
            "--reps", str(rounds), "--servers", ",".join(servers), "--workloads", ",".join(workloads), "--json", out]
     if quick:
@@ -230,12 +230,12 @@ CI_SERIES = [("bare", "bare"), ("sccache", "sccache"), ("sccache+registry", "cca
              ("zccache", "zccache-nowatch"), ("zccache+tgt", "zccache")]
 
 
-def second_ci_run(here, built, venv, project):
+def second_ci_run(here, built, work, venv, project):
     """scripts/ci-runs.py run for perf.sh: two CI runs per setup on emulated fresh GitHub
     runners (tests/action/runner.mjs) against the local cache service (tests/gha/server.py):
     bare, sccache, sccache with a registry cache, the zccache action, and the action with
     cache-target: true. The second run is what a cache is for."""
-    out = os.path.join(built, ".ci-runs.json")
+    out = os.path.join(work, "ci-runs.json")
     cmd = [os.environ.get("PYTHON", "python3"), os.path.join(here, "scripts", "ci-runs.py"), "--zccache-dir", built,
            "--peers", venv, "--project", project, "--json", out]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -248,7 +248,7 @@ def second_ci_run(here, built, venv, project):
     # cargo's own no-op build of the same workspace: the floor of a second run that restores
     # a target directory.
     noop_ms = None
-    src = os.path.join(built, ".ci-noop")
+    src = os.path.join(work, "ci-noop")
     shutil.rmtree(src, ignore_errors=True)
     try:
         env = clean_env({})

@@ -92,10 +92,10 @@ impl ManifestMemo {
     }
 
     pub(crate) fn clear(&self) {
-        let keys: Vec<Hash> = self.held.iter().map(|h| *h.key()).collect();
-        for key in keys {
-            self.remove(&key);
-        }
+        self.held.retain(|_, held| {
+            self.bytes.fetch_sub(held.bytes, Ordering::Relaxed);
+            false
+        });
     }
 
     pub(crate) fn set_budget(&self, budget: usize) {
