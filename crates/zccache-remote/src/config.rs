@@ -136,6 +136,10 @@ pub struct RemoteConfig {
     /// How long a remote that failed repeatedly is skipped before it is probed again
     /// (`ZCCACHE_REMOTE_RETRY_SECS`, default [`crate::breaker::OPEN_FOR`]).
     pub retry_after: std::time::Duration,
+    /// How long lookups wait for the first answer of a freshly set-up tier
+    /// (`ZCCACHE_REMOTE_CONNECT_MS`); `None` lets the tier judge by how long its connection
+    /// took (see `zccache_remote::first_contact_wait`).
+    pub first_contact: Option<std::time::Duration>,
 }
 
 impl fmt::Display for RemoteConfig {
@@ -216,6 +220,20 @@ impl RemoteConfig {
                     )
                 })?,
             None => crate::breaker::OPEN_FOR,
+        };
+        let first_contact = match env("ZCCACHE_REMOTE_CONNECT_MS") {
+            Some(text) => Some(
+                text.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .map(std::time::Duration::from_millis)
+                    .ok_or_else(|| {
+                        format!(
+                            "ZCCACHE_REMOTE_CONNECT_MS={text:?}: expected a whole number of milliseconds"
+                        )
+                    })?,
+            ),
+            None => None,
         };
         let url = url.trim();
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
@@ -318,12 +336,14 @@ impl RemoteConfig {
                 target,
                 mode: Mode::ReadOnly,
                 retry_after,
+                first_contact,
             });
         }
         Ok(RemoteConfig {
             target,
             mode,
             retry_after,
+            first_contact,
         })
     }
 }
@@ -416,5 +436,30 @@ mod tests {
         assert!(RemoteConfig::parse("redis://h", Some("sometimes"), &none).is_err());
         assert!(RemoteConfig::parse("redis://h/x", None, &none).is_err());
         assert!(RemoteConfig::parse("s3:///p", None, &none).is_err());
+    }
+
+    #[test]
+    fn the_first_contacts_wait_is_set_in_milliseconds_or_left_to_the_tier() {
+        use crate::{first_contact_wait, FIRST_CONTACT_MAX, FIRST_CONTACT_MIN};
+        use std::time::Duration;
+        let c = RemoteConfig::parse("redis://h", None, &none).unwrap();
+        assert_eq!(c.first_contact, None);
+        let env = |name: &str| (name == "ZCCACHE_REMOTE_CONNECT_MS").then(|| " 400".to_string());
+        let c = RemoteConfig::parse("redis://h", None, &env).unwrap();
+        assert_eq!(c.first_contact, Some(Duration::from_millis(400)));
+        let bad = |name: &str| (name == "ZCCACHE_REMOTE_CONNECT_MS").then(|| "1s".to_string());
+        let e = RemoteConfig::parse("redis://h", None, &bad).unwrap_err();
+        assert!(e.contains("ZCCACHE_REMOTE_CONNECT_MS"), "{e}");
+
+        let ms = Duration::from_millis;
+        // Configured: that, whatever the connection took.
+        assert_eq!(first_contact_wait(Some(ms(400)), None), ms(400));
+        assert_eq!(first_contact_wait(Some(ms(0)), Some(ms(90))), ms(0));
+        // Left to the tier: the least while connecting and for a nearby remote, eight times
+        // the connection's time for one further away, never more than the most.
+        assert_eq!(first_contact_wait(None, None), FIRST_CONTACT_MIN);
+        assert_eq!(first_contact_wait(None, Some(ms(1))), FIRST_CONTACT_MIN);
+        assert_eq!(first_contact_wait(None, Some(ms(30))), ms(240));
+        assert_eq!(first_contact_wait(None, Some(ms(200))), FIRST_CONTACT_MAX);
     }
 }

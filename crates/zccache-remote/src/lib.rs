@@ -27,11 +27,30 @@ use std::time::{Duration, Instant};
 /// The longest one lookup may take, end to end.
 pub const GET_TIMEOUT: Duration = Duration::from_millis(2000);
 
-/// How long after the tier is set up a lookup waits for the first contact with the remote
-/// (a connection and one request, made at once in the background). A healthy remote answers
-/// well within it; one that accepts connections and never answers costs a build this once,
-/// after which lookups skip it until it has answered.
-pub const FIRST_CONTACT: Duration = Duration::from_millis(250);
+/// How long after the tier is set up lookups wait for the first contact with the remote (a
+/// connection and one request, made at once in the background), unless
+/// `ZCCACHE_REMOTE_CONNECT_MS` says: [`FIRST_CONTACT_MIN`], or [`CONTACT_ROUND_TRIPS`] times
+/// the time the connection took when that is longer, up to [`FIRST_CONTACT_MAX`]. A nearby
+/// remote (loopback, LAN, a cloud region's own storage) answers well within the least; one
+/// further away earns a wait in proportion to its distance; one that never answers costs a
+/// build the least, after which lookups skip it until it has answered.
+pub const FIRST_CONTACT_MIN: Duration = Duration::from_millis(50);
+pub const FIRST_CONTACT_MAX: Duration = Duration::from_millis(500);
+/// A request after the connection costs a TLS handshake (two round trips) and the request
+/// itself; the rest is the server's own time.
+pub const CONTACT_ROUND_TRIPS: u32 = 8;
+
+/// How long lookups wait for the first contact, counted from the tier's set-up: `fixed` when
+/// configured, else by the time the connection took (`None` while it is being made).
+pub fn first_contact_wait(fixed: Option<Duration>, connected_after: Option<Duration>) -> Duration {
+    if let Some(fixed) = fixed {
+        return fixed;
+    }
+    match connected_after {
+        None => FIRST_CONTACT_MIN,
+        Some(took) => (took * CONTACT_ROUND_TRIPS).clamp(FIRST_CONTACT_MIN, FIRST_CONTACT_MAX),
+    }
+}
 
 /// The longest one upload may take.
 pub const PUT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,11 +127,16 @@ struct Shared {
     in_flight: AtomicU64,
     negative: Mutex<HashMap<String, Instant>>,
     puts: tokio::sync::Semaphore,
-    /// Whether the first contact (see [`FIRST_CONTACT`]) has had its answer, and when the
-    /// tier was set up.
-    contacted: Mutex<bool>,
+    /// Whether the first contact has had its answer, and how long lookups wait for it (see
+    /// [`first_contact_wait`]), from when the tier was set up.
+    contacted: Mutex<FirstContact>,
     contact_answered: parking_lot::Condvar,
     opened_at: Instant,
+}
+
+struct FirstContact {
+    answered: bool,
+    wait: Duration,
 }
 
 /// The remote tier of one daemon.
@@ -180,10 +204,14 @@ fn operator(config: &RemoteConfig) -> Result<Operator, String> {
 /// One contact with the remote: a connection to its address (refused or unresolvable: at
 /// once), then one request through the storage client ("not found" is an answer), each within
 /// [`GET_TIMEOUT`].
-async fn contact(config: &RemoteConfig, op: &Operator) -> Result<(), String> {
+async fn contact(
+    config: &RemoteConfig,
+    op: &Operator,
+    connected: impl FnOnce(),
+) -> Result<(), String> {
     let address = config.target.contact_address();
     match tokio::time::timeout(GET_TIMEOUT, tokio::net::TcpStream::connect(&address)).await {
-        Ok(Ok(_)) => {}
+        Ok(Ok(_)) => connected(),
         Ok(Err(e)) => return Err(format!("cannot connect to {address}: {e}")),
         Err(_) => {
             return Err(format!(
@@ -204,7 +232,7 @@ async fn contact(config: &RemoteConfig, op: &Operator) -> Result<(), String> {
 }
 
 impl Remote {
-    /// Sets up the tier and contacts the remote in the background (see [`FIRST_CONTACT`]).
+    /// Sets up the tier and contacts the remote in the background (see [`first_contact_wait`]).
     pub fn open(config: RemoteConfig) -> Result<Remote, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -217,6 +245,7 @@ impl Remote {
             operator(&config)?
         };
         let breaker = Mutex::new(breaker::Breaker::new(config.retry_after));
+        let config_wait = config.first_contact;
         let remote = Remote {
             runtime,
             shared: Arc::new(Shared {
@@ -228,7 +257,10 @@ impl Remote {
                 in_flight: AtomicU64::new(0),
                 negative: Mutex::new(HashMap::new()),
                 puts: tokio::sync::Semaphore::new(PARALLEL_PUTS),
-                contacted: Mutex::new(false),
+                contacted: Mutex::new(FirstContact {
+                    answered: false,
+                    wait: first_contact_wait(config_wait, None),
+                }),
                 contact_answered: parking_lot::Condvar::new(),
                 opened_at: Instant::now(),
             }),
@@ -238,7 +270,7 @@ impl Remote {
     }
 
     /// Contacts the remote in the background as soon as the tier is set up, so a dead one
-    /// is known before the build needs it (see [`FIRST_CONTACT`]).
+    /// is known before the build needs it (see [`first_contact_wait`]).
     fn first_contact(&self) {
         let op = self.shared.op.read().clone();
         self.contact_behind(op, true);
@@ -305,19 +337,16 @@ impl Remote {
             return Some(Fetched::Skipped);
         }
         {
-            // Until the first contact has answered, lookups wait for it, up to FIRST_CONTACT
-            // after the tier was set up; past that they skip the remote until it answers.
+            // Until the first contact has answered, lookups wait for it, up to its wait after
+            // the tier was set up (which the connection may lengthen meanwhile); past that they
+            // skip the remote until it answers.
             let mut contacted = shared.contacted.lock();
-            let deadline = shared.opened_at + FIRST_CONTACT;
-            while !*contacted {
-                let gave_up = Instant::now() >= deadline
-                    || shared
-                        .contact_answered
-                        .wait_until(&mut contacted, deadline)
-                        .timed_out();
-                if gave_up && !*contacted {
+            while !contacted.answered {
+                let deadline = shared.opened_at + contacted.wait;
+                if Instant::now() >= deadline {
                     return Some(Fetched::Skipped);
                 }
+                shared.contact_answered.wait_until(&mut contacted, deadline);
             }
         }
         {
@@ -395,7 +424,18 @@ impl Remote {
     fn contact_behind(&self, op: Operator, first: bool) {
         let shared = self.shared.clone();
         self.runtime.spawn(async move {
-            let answer = contact(&shared.config, &op).await;
+            let answer = contact(&shared.config, &op, || {
+                if first {
+                    // The connection's time sets how long lookups wait for the answer.
+                    let mut contacted = shared.contacted.lock();
+                    contacted.wait = first_contact_wait(
+                        shared.config.first_contact,
+                        Some(shared.opened_at.elapsed()),
+                    );
+                    shared.contact_answered.notify_all();
+                }
+            })
+            .await;
             {
                 let mut breaker = shared.breaker.lock();
                 match answer {
@@ -412,7 +452,7 @@ impl Remote {
                 }
             }
             if first {
-                *shared.contacted.lock() = true;
+                shared.contacted.lock().answered = true;
                 shared.contact_answered.notify_all();
             }
         });

@@ -61,8 +61,14 @@ fn redis_on(port: u16) -> Server {
     Server {
         child,
         url: format!("redis://127.0.0.1:{port}/0"),
-        env: Vec::new(),
+        env: vec![patient()],
     }
+}
+
+/// Daemons just started wait this long for the remote's first answer: long enough for a test
+/// machine under load, where the default (50 ms on loopback) could skip their first lookups.
+fn patient() -> (String, String) {
+    ("ZCCACHE_REMOTE_CONNECT_MS".into(), "10000".into())
 }
 
 fn moto() -> Server {
@@ -96,6 +102,7 @@ fn moto() -> Server {
             ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
             ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
             ("AWS_REGION".into(), "us-east-1".into()),
+            patient(),
         ],
     }
 }
