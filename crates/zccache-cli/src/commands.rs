@@ -247,6 +247,14 @@ pub(crate) enum FpCmd {
 }
 
 pub fn main(args: &[OsString]) -> i32 {
+    if let [_, flag] = args {
+        if flag == "--version" || flag == "-V" {
+            // What clap prints, without building the whole command tree first: build scripts
+            // and wrappers ask for it to tell which zccache they have, often once per run.
+            println!("zccache {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -615,6 +623,12 @@ fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quick_version_is_the_one_clap_prints() {
+        let clap = <Cli as clap::CommandFactory>::command().render_version();
+        assert_eq!(clap, format!("zccache {}\n", env!("CARGO_PKG_VERSION")));
+    }
 
     #[test]
     fn commands_versus_compilers() {

@@ -1,23 +1,23 @@
-//! zccache-remote: the second tier behind the local store, on Redis or S3-compatible storage
-//! through Apache OpenDAL, shared by every machine that points at it.
+//! zccache-remote: the second tier behind the local store, on Redis (the redis crate) or
+//! S3-compatible storage (Apache OpenDAL), shared by every machine that points at it.
 //!
-//! OpenDAL is async; it runs on a small tokio runtime owned by [`Remote`], never on the
+//! Both clients are async; they run on a small tokio runtime owned by [`Remote`], never on the
 //! daemon's request threads, and the thin client never links this crate. Every call is bounded
-//! by its own deadline (OpenDAL's `TimeoutLayer` under its `RetryLayer`, and a tokio timeout
-//! around the whole call: a dead Redis holds a call in its connection pool, a black-holed S3
-//! endpoint never answers). A [`breaker::Breaker`] skips a failing remote for a while. Entries
-//! are framed ([`frame`]) so whatever comes back is verified before use. Uploads are
-//! write-behind: queued within a byte budget, sent by the runtime, dropped (and counted) when
-//! the queue is full, flushed with a time limit at shutdown.
+//! by its own deadline (for S3 OpenDAL's `TimeoutLayer` under its `RetryLayer`, and for both a
+//! tokio timeout around the whole call: a dead Redis never answers on its connection, a
+//! black-holed S3 endpoint never answers). A [`breaker::Breaker`] skips a failing remote for a
+//! while. Entries are framed ([`frame`]) so whatever comes back is verified before use. Uploads
+//! are write-behind: queued within a byte budget, sent by the runtime, dropped (and counted)
+//! when the queue is full, flushed with a time limit at shutdown.
 
+mod backend;
 pub mod breaker;
 pub mod config;
 pub mod frame;
 
 pub use config::{Mode, RemoteConfig, Target};
 
-use opendal::layers::{RetryLayer, TimeoutLayer};
-use opendal::{ErrorKind, Operator};
+use backend::Backend;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,10 +116,9 @@ pub struct StatsSnapshot {
 }
 
 struct Shared {
-    /// Replaced by a fresh one when a probe finds the remote back: OpenDAL's Redis pool keeps
-    /// reconnecting a dead server's connections with its own backoff (seconds) and would
-    /// hold the first calls after a restart.
-    op: parking_lot::RwLock<Operator>,
+    /// Replaced by a fresh one when a probe finds the remote back: the old one's connection
+    /// died with the server (Redis), or its client would still be redialling with backoff.
+    backend: parking_lot::RwLock<Backend>,
     config: RemoteConfig,
     breaker: Mutex<breaker::Breaker>,
     stats: RemoteStats,
@@ -145,68 +144,12 @@ pub struct Remote {
     shared: Arc<Shared>,
 }
 
-fn operator(config: &RemoteConfig) -> Result<Operator, String> {
-    let timeouts = TimeoutLayer::new()
-        .with_timeout(GET_TIMEOUT)
-        .with_io_timeout(GET_TIMEOUT);
-    // Timeout first, then retry: each attempt is bounded, and a retry is one more attempt.
-    let retry = RetryLayer::new().with_max_times(1);
-    let built = match &config.target {
-        Target::Redis {
-            endpoint,
-            username,
-            password,
-            db,
-        } => {
-            let mut builder = opendal::services::Redis::default()
-                .endpoint(endpoint)
-                .db(*db)
-                .root("/zccache/");
-            if let Some(user) = username {
-                builder = builder.username(user);
-            }
-            if let Some(password) = password {
-                builder = builder.password(password);
-            }
-            Operator::new(builder).map(|b| b.layer(timeouts).layer(retry).finish())
-        }
-        Target::S3 {
-            bucket,
-            prefix,
-            endpoint,
-            region,
-            keys,
-            anonymous,
-        } => {
-            let mut builder = opendal::services::S3::default()
-                .bucket(bucket)
-                .root(&format!("/{prefix}"))
-                .region(region.as_deref().unwrap_or("us-east-1"))
-                .disable_ec2_metadata();
-            if let Some(endpoint) = endpoint {
-                builder = builder.endpoint(endpoint);
-            }
-            if let Some((id, secret, token)) = keys {
-                builder = builder.access_key_id(id).secret_access_key(secret);
-                if let Some(token) = token {
-                    builder = builder.session_token(token);
-                }
-            }
-            if *anonymous {
-                builder = builder.allow_anonymous();
-            }
-            Operator::new(builder).map(|b| b.layer(timeouts).layer(retry).finish())
-        }
-    };
-    built.map_err(|e| format!("remote {config}: {e}"))
-}
-
 /// One contact with the remote: a connection to its address (refused or unresolvable: at
 /// once), then one request through the storage client ("not found" is an answer), each within
 /// [`GET_TIMEOUT`].
 async fn contact(
     config: &RemoteConfig,
-    op: &Operator,
+    backend: &Backend,
     connected: impl FnOnce(),
 ) -> Result<(), String> {
     let address = config.target.contact_address();
@@ -220,10 +163,9 @@ async fn contact(
             ))
         }
     }
-    match tokio::time::timeout(GET_TIMEOUT, op.stat("v1/probe")).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Ok(Err(e)) => Err(format!("{e}")),
+    match tokio::time::timeout(GET_TIMEOUT, backend.probe()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(format!(
             "connected to {address}, no answer within {} ms",
             GET_TIMEOUT.as_millis()
@@ -240,16 +182,16 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| format!("remote tier runtime: {e}"))?;
-        let op = {
+        let backend = {
             let _guard = runtime.enter();
-            operator(&config)?
+            Backend::open(&config)?
         };
         let breaker = Mutex::new(breaker::Breaker::new(config.retry_after));
         let config_wait = config.first_contact;
         let remote = Remote {
             runtime,
             shared: Arc::new(Shared {
-                op: parking_lot::RwLock::new(op),
+                backend: parking_lot::RwLock::new(backend),
                 config,
                 breaker,
                 stats: RemoteStats::default(),
@@ -272,8 +214,8 @@ impl Remote {
     /// Contacts the remote in the background as soon as the tier is set up, so a dead one
     /// is known before the build needs it (see [`first_contact_wait`]).
     fn first_contact(&self) {
-        let op = self.shared.op.read().clone();
-        self.contact_behind(op, true);
+        let backend = self.shared.backend.read().clone();
+        self.contact_behind(backend, true);
     }
 
     pub fn config(&self) -> &RemoteConfig {
@@ -297,20 +239,20 @@ impl Remote {
             .enumerate()
             .filter(|(_, answer)| answer.is_none())
             .map(|(i, _)| {
-                let op = shared.op.read().clone();
+                let backend = shared.backend.read().clone();
                 let path = keys[i].to_string();
-                let read = self
-                    .runtime
-                    .spawn(async move { tokio::time::timeout(GET_TIMEOUT, op.read(&path)).await });
+                let read = self.runtime.spawn(async move {
+                    tokio::time::timeout(GET_TIMEOUT, backend.read(&path)).await
+                });
                 (i, read)
             })
             .collect();
         for (i, read) in asked {
             let result = self.runtime.block_on(read);
             let fetched = match result {
-                Ok(Ok(Ok(buffer))) => self.answered(keys[i], buffer.to_vec()),
-                Ok(Ok(Err(e))) if e.kind() == ErrorKind::NotFound => self.missing(keys[i]),
-                Ok(Ok(Err(e))) => self.failed(format!("{e}")),
+                Ok(Ok(Ok(Some(bytes)))) => self.answered(keys[i], bytes),
+                Ok(Ok(Ok(None))) => self.missing(keys[i]),
+                Ok(Ok(Err(e))) => self.failed(e),
                 Ok(Err(_)) => self.timed_out(),
                 Err(e) => self.failed(format!("lookup task: {e}")),
             };
@@ -404,27 +346,27 @@ impl Remote {
     }
 
     /// Asks the remote, on the runtime, whether it answers again, with a fresh operator
-    /// (OpenDAL's Redis pool would still be redialling the dead server's connections).
+    /// (the old one's connection died with the server, or its client is redialling).
     /// No compile waits for it: a remote that stays dead costs the build nothing past its
     /// first failures.
     fn probe_behind(&self) {
         let fresh = {
             let _guard = self.runtime.enter();
-            operator(&self.shared.config)
+            Backend::open(&self.shared.config)
         };
         match fresh {
-            Ok(op) => self.contact_behind(op, false),
+            Ok(backend) => self.contact_behind(backend, false),
             Err(why) => self.shared.breaker.lock().failure(Instant::now(), why),
         }
     }
 
-    /// Contacts the remote through `op` on the runtime ("not found" is an answer): an answer
-    /// closes the breaker (and `op` serves from then on); none opens it (at once for the
+    /// Contacts the remote through `backend` on the runtime ("not found" is an answer): an
+    /// answer closes the breaker (and `backend` serves from then on); none opens it (at once for the
     /// first contact, which then also counts an error and lets waiting lookups go on).
-    fn contact_behind(&self, op: Operator, first: bool) {
+    fn contact_behind(&self, backend: Backend, first: bool) {
         let shared = self.shared.clone();
         self.runtime.spawn(async move {
-            let answer = contact(&shared.config, &op, || {
+            let answer = contact(&shared.config, &backend, || {
                 if first {
                     // The connection's time sets how long lookups wait for the answer.
                     let mut contacted = shared.contacted.lock();
@@ -440,7 +382,7 @@ impl Remote {
                 let mut breaker = shared.breaker.lock();
                 match answer {
                     Ok(()) => {
-                        *shared.op.write() = op;
+                        *shared.backend.write() = backend;
                         breaker.success();
                     }
                     Err(why) if first => {
@@ -510,12 +452,12 @@ impl Remote {
         shared.negative.lock().remove(&key);
         self.runtime.spawn(async move {
             let _permit = shared.puts.acquire().await;
-            let op = shared.op.read().clone();
+            let backend = shared.backend.read().clone();
             let framed = match merge {
                 Some(merge) => {
-                    let theirs = tokio::time::timeout(GET_TIMEOUT, op.read(&key)).await;
+                    let theirs = tokio::time::timeout(GET_TIMEOUT, backend.read(&key)).await;
                     let merged = match theirs {
-                        Ok(Ok(buffer)) => frame::decode(&buffer.to_vec()).ok().and_then(|theirs| {
+                        Ok(Ok(Some(bytes))) => frame::decode(&bytes).ok().and_then(|theirs| {
                             frame::decode(&framed)
                                 .ok()
                                 .and_then(|ours| merge(&ours, &theirs))
@@ -526,7 +468,7 @@ impl Remote {
                 }
                 None => framed,
             };
-            let sent = tokio::time::timeout(PUT_TIMEOUT, op.write(&key, framed)).await;
+            let sent = tokio::time::timeout(PUT_TIMEOUT, backend.write(&key, framed)).await;
             match sent {
                 Ok(Ok(_)) => {
                     shared.breaker.lock().success();
@@ -535,7 +477,7 @@ impl Remote {
                 }
                 Ok(Err(e)) => {
                     shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    shared.breaker.lock().failure(Instant::now(), e.to_string());
+                    shared.breaker.lock().failure(Instant::now(), e);
                 }
                 Err(_) => {
                     shared.stats.errors.fetch_add(1, Ordering::Relaxed);
