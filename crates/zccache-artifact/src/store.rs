@@ -999,8 +999,9 @@ fn parse_hex(name: &str) -> Option<Hash> {
 }
 
 /// redb's page cache (its default is 1 GiB): the hit path reads manifests from memory, so
-/// the index only needs enough cache for writes and the occasional cold lookup.
-const INDEX_CACHE_BYTES: usize = 16 << 20;
+/// the index only needs enough cache for writes and the occasional cold lookup. 8 MiB: at
+/// 50 000 entries, 16 MiB put the daemon at ~100 MB resident with no faster warm build.
+const INDEX_CACHE_BYTES: usize = 8 << 20;
 
 /// How long opening the index waits for a previous daemon to let go of it.
 const INDEX_LOCK_WAIT: Duration = Duration::from_secs(5);
