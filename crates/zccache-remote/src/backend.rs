@@ -22,10 +22,12 @@ pub(crate) enum Backend {
 
 pub(crate) struct RedisBackend {
     client: redis::Client,
-    /// Made by the first call (the tier's first contact) and kept. One that dies stays dead:
-    /// the calls fail, the breaker opens, and the probe that finds the server back brings a
-    /// new backend (see `Remote::probe_behind`).
-    connection: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+    /// Made by the first call (the tier's first contact) and kept, with a number that tells
+    /// one connection from the next. One the server closed (a restart, or an idle timeout as
+    /// managed Redis services set) is replaced by the call that finds it closed; one that
+    /// cannot be replaced fails the calls, the breaker opens, and the probe that finds the
+    /// server back brings a new backend (see `Remote::probe_behind`).
+    connection: tokio::sync::Mutex<Option<(u64, redis::aio::MultiplexedConnection)>>,
 }
 
 /// The prefix of every Redis key (OpenDAL's root `/zccache/`).
@@ -71,7 +73,7 @@ impl Backend {
                     .map_err(|_| format!("remote {config}: not a usable Redis address"))?;
                 Ok(Backend::Redis(Arc::new(RedisBackend {
                     client,
-                    connection: tokio::sync::OnceCell::new(),
+                    connection: tokio::sync::Mutex::new(None),
                 })))
             }
             Target::S3 {
@@ -116,12 +118,9 @@ impl Backend {
     pub(crate) async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         match self {
             Backend::Redis(redis) => {
-                let mut connection = redis.connection().await?;
-                redis::cmd("GET")
-                    .arg(format!("{REDIS_PREFIX}{key}"))
-                    .query_async::<Option<Vec<u8>>>(&mut connection)
-                    .await
-                    .map_err(|e| e.to_string())
+                let mut get = redis::cmd("GET");
+                get.arg(format!("{REDIS_PREFIX}{key}"));
+                redis.run::<Option<Vec<u8>>>(&get).await
             }
             Backend::OpenDal(op) => match op.read(key).await {
                 Ok(buffer) => Ok(Some(buffer.to_vec())),
@@ -135,13 +134,9 @@ impl Backend {
     pub(crate) async fn write(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
         match self {
             Backend::Redis(redis) => {
-                let mut connection = redis.connection().await?;
-                redis::cmd("SET")
-                    .arg(format!("{REDIS_PREFIX}{key}"))
-                    .arg(bytes)
-                    .query_async::<()>(&mut connection)
-                    .await
-                    .map_err(|e| e.to_string())
+                let mut set = redis::cmd("SET");
+                set.arg(format!("{REDIS_PREFIX}{key}")).arg(bytes);
+                redis.run::<()>(&set).await
             }
             Backend::OpenDal(op) => op
                 .write(key, bytes)
@@ -155,13 +150,9 @@ impl Backend {
     pub(crate) async fn probe(&self) -> Result<(), String> {
         match self {
             Backend::Redis(redis) => {
-                let mut connection = redis.connection().await?;
-                redis::cmd("EXISTS")
-                    .arg(format!("{REDIS_PREFIX}{PROBE_KEY}"))
-                    .query_async::<i64>(&mut connection)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                let mut exists = redis::cmd("EXISTS");
+                exists.arg(format!("{REDIS_PREFIX}{PROBE_KEY}"));
+                redis.run::<i64>(&exists).await.map(|_| ())
             }
             Backend::OpenDal(op) => match op.stat(PROBE_KEY).await {
                 Ok(_) => Ok(()),
@@ -173,22 +164,53 @@ impl Backend {
 }
 
 impl RedisBackend {
-    /// The connection, made now if it was not. The caller's deadline bounds the whole call,
-    /// the connection included, and names the time in its error.
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, String> {
-        self.connection
-            .get_or_try_init(|| async {
-                self.client
-                    .get_multiplexed_async_connection_with_config(
-                        &redis::AsyncConnectionConfig::new(),
-                    )
+    /// Sends `command` on the tier's connection. When the connection turns out closed by the
+    /// server, the command goes once more on a new one (all of the tier's commands can be
+    /// repeated). The caller's deadline bounds both attempts.
+    async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, String> {
+        let (number, mut connection) = self.connection().await?;
+        match command.query_async::<T>(&mut connection).await {
+            Ok(answer) => Ok(answer),
+            Err(e) if e.is_unrecoverable_error() => {
+                self.forget(number).await;
+                let (_, mut connection) = self.connection().await?;
+                command
+                    .query_async::<T>(&mut connection)
                     .await
-            })
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The connection and its number, made now if there is none. The caller's deadline
+    /// bounds the connection too, and names the time in its error.
+    async fn connection(&self) -> Result<(u64, redis::aio::MultiplexedConnection), String> {
+        let mut slot = self.connection.lock().await;
+        if let Some(kept) = slot.as_ref() {
+            return Ok(kept.clone());
+        }
+        let made = self
+            .client
+            .get_multiplexed_async_connection_with_config(&redis::AsyncConnectionConfig::new())
             .await
-            .cloned()
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let number = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *slot = Some((number, made.clone()));
+        Ok((number, made))
+    }
+
+    /// Drops connection `number` unless another call has already replaced it.
+    async fn forget(&self, number: u64) {
+        let mut slot = self.connection.lock().await;
+        if slot.as_ref().is_some_and(|(kept, _)| *kept == number) {
+            *slot = None;
+        }
     }
 }
+
+/// Numbers the connections made, so that a call drops only the one it found closed.
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// `host:port` or `[v6]:port`.
 fn split_host_port(address: &str) -> Option<(String, u16)> {

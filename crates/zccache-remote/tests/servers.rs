@@ -37,6 +37,11 @@ impl Drop for Server {
 }
 
 fn redis() -> Server {
+    redis_with(&[])
+}
+
+/// redis-server on a free port, with `extra` settings.
+fn redis_with(extra: &[&str]) -> Server {
     let port = free_port();
     let child = Command::new("redis-server")
         .args([
@@ -49,6 +54,7 @@ fn redis() -> Server {
             "--appendonly",
             "no",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server (apt install redis-server; test.sh does)");
@@ -191,6 +197,27 @@ fn s3_round_trip_and_modes() {
     assert!(!ro.put_behind("b/ro".into(), b"x"));
     let rw = Remote::open(s3_config(server.port, None)).unwrap();
     assert_eq!(rw.get("b/ro"), Fetched::Miss);
+}
+
+/// A server that closes idle connections (`timeout`, as managed Redis services set it): the
+/// lookup that finds its connection closed makes a new one and is answered; nothing fails.
+#[test]
+fn a_connection_the_server_closed_while_idle_is_replaced_without_a_failure() {
+    let server = redis_with(&["--timeout", "1"]);
+    let remote = Remote::open(redis_config(server.port, None)).unwrap();
+    assert!(remote.put_behind("b/idle".into(), &data(1000, 5)));
+    assert_eq!(remote.flush(Duration::from_secs(10)), 0);
+    for _ in 0..2 {
+        // Past the server's timeout (it checks idle clients about every 100 ms).
+        std::thread::sleep(Duration::from_millis(2500));
+        match remote.get("b/idle") {
+            Fetched::Hit(bytes) => assert!(bytes == data(1000, 5), "other bytes came back"),
+            other => panic!("the lookup after the server closed the connection: {other:?}"),
+        }
+    }
+    let stats = remote.stats();
+    assert_eq!((stats.hits, stats.errors), (2, 0), "{stats:?}");
+    assert_eq!(remote.problem(), None);
 }
 
 #[test]
