@@ -46,10 +46,9 @@ impl Backend {
                 password,
                 db,
             } => {
-                let (scheme, address) = endpoint.split_once("://").unwrap_or(("redis", endpoint));
-                let (host, port) = split_host_port(address)
+                let (host, port) = split_host_port(&config.target.contact_address())
                     .ok_or_else(|| format!("remote {config}: expected host:port"))?;
-                let addr = if scheme == "rediss" {
+                let addr = if endpoint.starts_with("rediss://") {
                     redis::ConnectionAddr::TcpTls {
                         host,
                         port,

@@ -126,16 +126,18 @@ struct Shared {
     in_flight: AtomicU64,
     negative: Mutex<HashMap<String, Instant>>,
     puts: tokio::sync::Semaphore,
-    /// Whether the first contact has had its answer, and how long lookups wait for it (see
-    /// [`first_contact_wait`]), from when the tier was set up.
+    /// Whether the first contact has had its answer, and how long its connection took (which
+    /// sets how long lookups wait for it: [`first_contact_wait`]).
     contacted: Mutex<FirstContact>,
     contact_answered: parking_lot::Condvar,
     opened_at: Instant,
 }
 
+#[derive(Default)]
 struct FirstContact {
     answered: bool,
-    wait: Duration,
+    /// After the tier's set-up; `None` while the connection is being made.
+    connected_after: Option<Duration>,
 }
 
 /// The remote tier of one daemon.
@@ -187,7 +189,6 @@ impl Remote {
             Backend::open(&config)?
         };
         let breaker = Mutex::new(breaker::Breaker::new(config.retry_after));
-        let config_wait = config.first_contact;
         let remote = Remote {
             runtime,
             shared: Arc::new(Shared {
@@ -199,10 +200,7 @@ impl Remote {
                 in_flight: AtomicU64::new(0),
                 negative: Mutex::new(HashMap::new()),
                 puts: tokio::sync::Semaphore::new(PARALLEL_PUTS),
-                contacted: Mutex::new(FirstContact {
-                    answered: false,
-                    wait: first_contact_wait(config_wait, None),
-                }),
+                contacted: Mutex::new(FirstContact::default()),
                 contact_answered: parking_lot::Condvar::new(),
                 opened_at: Instant::now(),
             }),
@@ -284,7 +282,9 @@ impl Remote {
             // skip the remote until it answers.
             let mut contacted = shared.contacted.lock();
             while !contacted.answered {
-                let deadline = shared.opened_at + contacted.wait;
+                let wait =
+                    first_contact_wait(shared.config.first_contact, contacted.connected_after);
+                let deadline = shared.opened_at + wait;
                 if Instant::now() >= deadline {
                     return Some(Fetched::Skipped);
                 }
@@ -369,11 +369,7 @@ impl Remote {
             let answer = contact(&shared.config, &backend, || {
                 if first {
                     // The connection's time sets how long lookups wait for the answer.
-                    let mut contacted = shared.contacted.lock();
-                    contacted.wait = first_contact_wait(
-                        shared.config.first_contact,
-                        Some(shared.opened_at.elapsed()),
-                    );
+                    shared.contacted.lock().connected_after = Some(shared.opened_at.elapsed());
                     shared.contact_answered.notify_all();
                 }
             })
