@@ -415,6 +415,24 @@ impl Store {
         )
     }
 
+    /// Creates the fan-out directories blobs go into (`artifacts/00` to `ff`) that are not
+    /// there yet. Otherwise a new cache makes one beside each of its first results, and a
+    /// result fetched from the remote tier waits for it before it is served: a directory's
+    /// inode cost ~0.3 ms on the reference VM's ext4, a third of a remote hit. Run off the
+    /// request path, once the store is open.
+    pub fn make_fanout_dirs(&self) -> Result<(), StoreError> {
+        for prefix in 0..=u8::MAX {
+            let dir = self.artifacts.join(format!("{prefix:02x}"));
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(io_err(&dir)(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn blob_path(&self, hash: &Hash) -> PathBuf {
         let name = hex(hash);
         self.artifacts.join(&name[..2]).join(name)
@@ -1090,6 +1108,26 @@ mod tests {
                 exit_code: 0,
             },
         }
+    }
+
+    #[test]
+    fn the_fanout_dirs_made_ahead_are_where_blobs_go() {
+        let (_dir, store) = store();
+        store.make_fanout_dirs().unwrap();
+        let dirs: Vec<String> = fs::read_dir(&store.artifacts)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(dirs.len(), 256);
+        for byte in [0u8, 0x0a, 0xa0, 0xff] {
+            let parent = store.blob_path(&[byte; 32]).parent().unwrap().to_path_buf();
+            assert!(parent.is_dir(), "{} was not made", parent.display());
+        }
+        // Again over the existing ones, and a blob stored after them lands in one.
+        store.make_fanout_dirs().unwrap();
+        let blob = store.put_bytes(b"object code").unwrap();
+        assert!(store.blob_is_intact(&blob.hash, &store.blob_path(&blob.hash)));
+        assert_eq!(fs::read_dir(&store.artifacts).unwrap().count(), 256);
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub fn run(options: DaemonOptions) -> i32 {
                 if let Err(e) = store.repair(started_at) {
                     tracing::warn!("store repair failed: {e}");
                 }
+                if let Err(e) = store.make_fanout_dirs() {
+                    tracing::warn!("cache store: {e}");
+                }
             }
             remove_stale_compilers_locks(&opening.root);
         });
